@@ -1,0 +1,24 @@
+//! Types and names shared by `volpool-agent` and `volpool-controller`. No I/O.
+//!
+//! ```text
+//!  people ──► VolumePool.spec ──► controller ──► VolumePool.status
+//!  agent  ──► NodeVolumes.status ──► controller ──► NodeVolumes.spec.cleanups ──► agent
+//! ```
+//!
+//! Everything the two programs must agree on lives here: the CRD types, label and annotation
+//! keys, field managers, PV naming and quantity/duration parsing.
+
+pub mod crd;
+pub mod names;
+pub mod node;
+pub mod pool;
+pub mod units;
+
+pub use names::*;
+pub use node::*;
+pub use pool::*;
+
+/// API group of every volpool kind.
+pub const GROUP: &str = "volpool.io";
+/// API version of every volpool kind.
+pub const VERSION: &str = "v1alpha1";

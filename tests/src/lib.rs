@@ -1,0 +1,1 @@
+//! Harnesses for end-to-end tests.
