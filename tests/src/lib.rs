@@ -1,1 +1,169 @@
-//! Harnesses for end-to-end tests.
+//! Harnesses for end-to-end tests against real components.
+//!
+//! ```text
+//!  test ──► cluster() ──► $KUBECONFIG, or tests/cluster/up (once per run, under a file lock)
+//!       ──► client() / create_node() / apply_crds() / unique() ──► kube-apiserver v1.20.2
+//! ```
+//!
+//! Every test gets its own names from [`unique`], so tests run in parallel without colliding.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use serde_json::json;
+
+/// Field manager of everything the tests write.
+pub const FIELD_MANAGER: &str = "volpool-e2e";
+
+/// The repository's root directory.
+pub fn repo_root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+/// Path of the kubeconfig of the test cluster: `$KUBECONFIG` when set, else the local control
+/// plane from `tests/cluster/up`, started at most once for all test processes of a run.
+pub fn kubeconfig() -> anyhow::Result<PathBuf> {
+    static PATH: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    PATH.get_or_init(|| start_cluster().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+fn start_cluster() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("KUBECONFIG").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(path));
+    }
+    let up = repo_root().join("tests/cluster/up");
+    // NB: nextest runs each test in its own process; the lock makes them share one cluster.
+    let output = Command::new("flock")
+        .arg(std::env::temp_dir().join("volpool-cluster-up.lock"))
+        .arg(&up)
+        .output()
+        .with_context(|| format!("failed to run {}", up.display()))?;
+    if !output.status.success() {
+        bail!(
+            "{} failed:\n{}",
+            up.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let path = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("export KUBECONFIG="))
+        .next_back()
+        .context("tests/cluster/up did not print `export KUBECONFIG=<path>`")?;
+    Ok(PathBuf::from(path.trim()))
+}
+
+/// A client for the test cluster (a new one per test: each test has its own runtime).
+pub async fn client() -> anyhow::Result<Client> {
+    let path = kubeconfig()?;
+    let kubeconfig = Kubeconfig::read_from(&path)
+        .with_context(|| format!("failed to read kubeconfig {}", path.display()))?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
+}
+
+/// A DNS-1123 name unique to this test process and call: `<prefix>-<pid>-<n>`.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Poll `check` every 200 ms until it returns `Some`, or fail after `timeout` with `what`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut last_error = None;
+    loop {
+        match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => {}
+            Err(e) => last_error = Some(e),
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what} (last error: {last_error:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Install (server-side apply) volpool's CRDs from `deploy/crds/` and wait until they are
+/// Established.
+pub async fn apply_crds(client: &Client) -> anyhow::Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    for crd in [volpool_api::crd::volume_pool(), volpool_api::crd::node_volumes()] {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        api.patch(&name, &params, &Patch::Apply(&crd))
+            .await
+            .with_context(|| format!("failed to apply CRD {name}"))?;
+        wait_for(
+            &format!("CRD {name} to be Established"),
+            Duration::from_secs(30),
+            || async {
+                let crd = api.get(&name).await?;
+                let established = crd
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                Ok(established.then_some(()))
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Create a Node object that the scheduler will use: `kubernetes.io/hostname` label, no
+/// `not-ready` taint, a `Ready` condition and allocatable resources. There is no kubelet, so
+/// the test plays its part.
+pub async fn create_node(client: &Client, name: &str) -> anyhow::Result<Node> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let node = json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": {volpool_api::LABEL_HOSTNAME: name}},
+        "spec": {"taints": []},
+    });
+    nodes
+        .patch(name, &params, &Patch::Apply(&node))
+        .await
+        .with_context(|| format!("failed to create Node {name}"))?;
+    // NB: admission adds the not-ready taint on create; with the lifecycle controller off,
+    // nothing else removes it.
+    nodes
+        .patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"taints": null}})))
+        .await?;
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let status = json!({"status": {
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                        "message": "volpool e2e node", "lastHeartbeatTime": now,
+                        "lastTransitionTime": now}],
+        "capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"},
+        "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
+    }});
+    Ok(nodes
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+        .await?)
+}
