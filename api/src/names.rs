@@ -58,7 +58,10 @@ pub fn local_pv_name(pool: &str, node: &str, entry: &str, volume_id: &str) -> St
         hasher.update([0u8]);
     }
     let hash = hex(&hasher.finalize()[..HASH_LEN / 2]);
-    let readable = sanitize(&format!("{pool}-{node}-{entry}"), MAX_NAME_LEN - HASH_LEN - 1);
+    let readable = sanitize(
+        &format!("{pool}-{node}-{entry}"),
+        MAX_NAME_LEN - HASH_LEN - 1,
+    );
     if readable.is_empty() {
         hash
     } else {
@@ -84,7 +87,10 @@ pub fn volume_id_label(volume_id: &str) -> String {
     if valid {
         volume_id.to_string()
     } else {
-        format!("sha256-{}", &hex(&Sha256::digest(volume_id.as_bytes()))[..56])
+        format!(
+            "sha256-{}",
+            &hex(&Sha256::digest(volume_id.as_bytes()))[..56]
+        )
     }
 }
 
@@ -123,7 +129,9 @@ mod tests {
         name.len() <= MAX_NAME_LEN
             && name.split('.').all(|label| {
                 !label.is_empty()
-                    && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                     && !label.starts_with('-')
                     && !label.ends_with('-')
             })
@@ -134,7 +142,10 @@ mod tests {
         let name = local_pv_name("fast-disks", "node-1", "vol1", "uuid:0b3f");
         assert!(name.starts_with("fast-disks-node-1-vol1-"), "{name}");
         assert_eq!(name.len(), "fast-disks-node-1-vol1-".len() + 8);
-        assert_eq!(name, local_pv_name("fast-disks", "node-1", "vol1", "uuid:0b3f"));
+        assert_eq!(
+            name,
+            local_pv_name("fast-disks", "node-1", "vol1", "uuid:0b3f")
+        );
         assert_eq!(nfs_pv_name("shared", "pv-0a1b2c3d"), "shared-pv-0a1b2c3d");
     }
 
@@ -160,7 +171,11 @@ mod tests {
             ("", "", ""),
             ("p", "n", "ünïcødé/../etc"),
             (long.as_str(), long.as_str(), long.as_str()),
-            ("a", "b", &format!("{}.-{}", "y".repeat(236), "z".repeat(10))),
+            (
+                "a",
+                "b",
+                &format!("{}.-{}", "y".repeat(236), "z".repeat(10)),
+            ),
         ] {
             let name = local_pv_name(pool, node, entry, "uuid:1");
             assert!(is_dns1123_subdomain(&name), "{name:?}");
@@ -184,9 +199,15 @@ mod tests {
 
     #[test]
     fn volume_id_labels_are_valid_label_values() {
-        assert_eq!(volume_id_label("wwn-0x5000c500a1b2c3d4"), "wwn-0x5000c500a1b2c3d4");
+        assert_eq!(
+            volume_id_label("wwn-0x5000c500a1b2c3d4"),
+            "wwn-0x5000c500a1b2c3d4"
+        );
         let hashed = volume_id_label("uuid:0b3f-aa");
-        assert!(hashed.starts_with("sha256-") && hashed.len() == 63, "{hashed}");
+        assert!(
+            hashed.starts_with("sha256-") && hashed.len() == 63,
+            "{hashed}"
+        );
         assert_ne!(hashed, volume_id_label("uuid:0b3f-ab"));
         assert_eq!(volume_id_label(&"a".repeat(64)).len(), 63);
     }

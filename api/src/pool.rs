@@ -297,7 +297,10 @@ impl VolumePool {
                 (local.volume_mode, local.cleanup),
                 (_, None | Some(CleanupMethod::None))
                     | (VolumeMode::Filesystem, Some(CleanupMethod::Wipe))
-                    | (VolumeMode::Block, Some(CleanupMethod::Discard | CleanupMethod::Zero))
+                    | (
+                        VolumeMode::Block,
+                        Some(CleanupMethod::Discard | CleanupMethod::Zero)
+                    )
             );
             if !cleanup_fits {
                 problems.push(format!(
@@ -311,10 +314,15 @@ impl VolumePool {
                 problems.push("spec.nfs.server must be set".into());
             }
             if !nfs.path.starts_with('/') {
-                problems.push(format!("spec.nfs.path {:?} must be an absolute export path", nfs.path));
+                problems.push(format!(
+                    "spec.nfs.path {:?} must be an absolute export path",
+                    nfs.path
+                ));
             }
             if nfs.access == NfsAccess::Mounted && !nfs.mounted_path.starts_with('/') {
-                problems.push("spec.nfs.mountedPath must be an absolute path when access is Mounted".into());
+                problems.push(
+                    "spec.nfs.mountedPath must be an absolute path when access is Mounted".into(),
+                );
             }
             if let Err(e) = parse_bytes(&nfs.volume_size) {
                 problems.push(format!("spec.nfs.volumeSize: {e}"));
@@ -381,7 +389,9 @@ mod tests {
 
     #[test]
     fn nfs_defaults_to_rwx() {
-        let p = pool("metadata: {name: shared}\nspec:\n  storageClassName: nfs\n  nfs: {server: nfs.example.com, path: /var/nfs}\n");
+        let p = pool(
+            "metadata: {name: shared}\nspec:\n  storageClassName: nfs\n  nfs: {server: nfs.example.com, path: /var/nfs}\n",
+        );
         assert_eq!(p.effective_access_modes(), vec![AccessMode::ReadWriteMany]);
         let nfs = p.spec.nfs.as_ref().expect("nfs");
         assert_eq!((nfs.min_available, nfs.max_volumes), (3, 100));
@@ -391,7 +401,9 @@ mod tests {
 
     #[test]
     fn both_or_neither_source_is_refused_with_a_clear_message() {
-        let both = pool("metadata: {name: x}\nspec:\n  storageClassName: c\n  local: {discoveryDir: /mnt/disks}\n  nfs: {server: s, path: /p}\n");
+        let both = pool(
+            "metadata: {name: x}\nspec:\n  storageClassName: c\n  local: {discoveryDir: /mnt/disks}\n  nfs: {server: s, path: /p}\n",
+        );
         let err = both.validate().expect_err("both sources").to_string();
         assert!(err.contains("\"x\"") && err.contains("both set"), "{err}");
         let neither = pool("metadata: {name: y}\nspec: {storageClassName: c}\n");
@@ -401,16 +413,27 @@ mod tests {
 
     #[test]
     fn every_problem_is_reported_at_once() {
-        let p = pool("metadata: {name: z}\nspec:\n  storageClassName: ''\n  releaseGracePeriod: soon\n  nfs: {server: '', path: rel, volumeSize: big, minAvailable: 5, maxVolumes: 2}\n");
+        let p = pool(
+            "metadata: {name: z}\nspec:\n  storageClassName: ''\n  releaseGracePeriod: soon\n  nfs: {server: '', path: rel, volumeSize: big, minAvailable: 5, maxVolumes: 2}\n",
+        );
         let err = p.validate().expect_err("invalid");
         assert_eq!(err.problems.len(), 6, "{err}");
     }
 
     #[test]
     fn block_cleanup_must_fit_the_mode() {
-        let p = pool("metadata: {name: b}\nspec:\n  storageClassName: c\n  local: {discoveryDir: /dev/pool, volumeMode: Block, cleanup: Wipe}\n");
-        assert!(p.validate().expect_err("wipe on block").to_string().contains("does not fit"));
-        let p = pool("metadata: {name: b}\nspec:\n  storageClassName: c\n  local: {discoveryDir: /dev/pool, volumeMode: Block}\n");
+        let p = pool(
+            "metadata: {name: b}\nspec:\n  storageClassName: c\n  local: {discoveryDir: /dev/pool, volumeMode: Block, cleanup: Wipe}\n",
+        );
+        assert!(
+            p.validate()
+                .expect_err("wipe on block")
+                .to_string()
+                .contains("does not fit")
+        );
+        let p = pool(
+            "metadata: {name: b}\nspec:\n  storageClassName: c\n  local: {discoveryDir: /dev/pool, volumeMode: Block}\n",
+        );
         assert_eq!(p.local_cleanup(), Some(CleanupMethod::None));
     }
 

@@ -101,7 +101,9 @@ mod tests {
         assert_eq!(parse_bytes("500M"), Ok(500_000_000));
         assert_eq!(parse_bytes("4096"), Ok(4096));
         assert_eq!(parse_bytes("2k"), Ok(2000));
-        for bad in ["", "Gi", "-1Gi", "1.5", "1e3", "100m", "1 Gi", "1GiB", "20Ei"] {
+        for bad in [
+            "", "Gi", "-1Gi", "1.5", "1e3", "100m", "1 Gi", "1GiB", "20Ei",
+        ] {
             assert!(parse_bytes(bad).is_err(), "{bad:?} must be refused");
         }
     }

@@ -110,7 +110,10 @@ where
 pub async fn apply_crds(client: &Client) -> anyhow::Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    for crd in [volpool_api::crd::volume_pool(), volpool_api::crd::node_volumes()] {
+    for crd in [
+        volpool_api::crd::volume_pool(),
+        volpool_api::crd::node_volumes(),
+    ] {
         let name = crd.metadata.name.clone().unwrap_or_default();
         api.patch(&name, &params, &Patch::Apply(&crd))
             .await
@@ -153,7 +156,11 @@ pub async fn create_node(client: &Client, name: &str) -> anyhow::Result<Node> {
     // NB: admission adds the not-ready taint on create; with the lifecycle controller off,
     // nothing else removes it.
     nodes
-        .patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"taints": null}})))
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"taints": null}})),
+        )
         .await?;
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let status = json!({"status": {

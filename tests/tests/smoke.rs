@@ -57,9 +57,18 @@ async fn volume_pool_round_trip_with_server_side_defaults() -> anyhow::Result<()
         "apiVersion": "volpool.io/v1alpha1", "kind": "VolumePool",
         "status": {"observedGeneration": 1, "volumes": {"available": 2, "bound": 1}, "nodes": 3},
     });
-    pools.patch_status(&name, &apply(), &Patch::Apply(&status)).await?;
-    let status = pools.get_status(&name).await?.status.expect("status written");
-    assert_eq!((status.volumes.available, status.volumes.bound, status.nodes), (2, 1, 3));
+    pools
+        .patch_status(&name, &apply(), &Patch::Apply(&status))
+        .await?;
+    let status = pools
+        .get_status(&name)
+        .await?
+        .status
+        .expect("status written");
+    assert_eq!(
+        (status.volumes.available, status.volumes.bound, status.nodes),
+        (2, 1, 3)
+    );
     pools.delete(&name, &Default::default()).await?;
     Ok(())
 }
@@ -99,7 +108,12 @@ async fn node_volumes_and_its_status_by_server_side_apply() -> anyhow::Result<()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
     assert!(ready, "node is Ready");
-    assert!(node.spec.as_ref().and_then(|s| s.taints.as_ref()).is_none_or(|t| t.is_empty()));
+    assert!(
+        node.spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .is_none_or(|t| t.is_empty())
+    );
 
     let reports: Api<NodeVolumes> = Api::all(client.clone());
     let owner = node.controller_owner_ref(&()).expect("node has a uid");
@@ -110,7 +124,9 @@ async fn node_volumes_and_its_status_by_server_side_apply() -> anyhow::Result<()
                                "pvUID": "u-1", "method": "Wipe"}]},
     });
     let agent = PatchParams::apply(volpool_api::FIELD_MANAGER_AGENT).force();
-    reports.patch(&node_name, &agent, &Patch::Apply(&object)).await?;
+    reports
+        .patch(&node_name, &agent, &Patch::Apply(&object))
+        .await?;
     let status = json!({
         "apiVersion": "volpool.io/v1alpha1", "kind": "NodeVolumes",
         "status": {"nodeUID": node.metadata.uid, "agentVersion": "0.1.0",
@@ -121,20 +137,30 @@ async fn node_volumes_and_its_status_by_server_side_apply() -> anyhow::Result<()
                               "runtime": {"name": "containerd", "memlockSoftBytes": null,
                                           "nofileSoft": 1048576, "nprocSoft": 4096}}},
     });
-    reports.patch_status(&node_name, &agent, &Patch::Apply(&status)).await?;
+    reports
+        .patch_status(&node_name, &agent, &Patch::Apply(&status))
+        .await?;
     let read = reports.get(&node_name).await?;
     assert_eq!(read.spec.cleanups[0].persistent_volume, "pv-a");
     let status = read.status.expect("status written");
-    assert_eq!(status.node_uid, node.metadata.uid.clone().unwrap_or_default());
+    assert_eq!(
+        status.node_uid,
+        node.metadata.uid.clone().unwrap_or_default()
+    );
     assert_eq!(status.volumes[0].state, VolumeState::Ready);
     assert_eq!(status.volumes[0].capacity_bytes, 1 << 30);
-    let runtime = status.limits.and_then(|l| l.runtime).expect("runtime limits");
+    let runtime = status
+        .limits
+        .and_then(|l| l.runtime)
+        .expect("runtime limits");
     assert_eq!(runtime.memlock_soft_bytes, None, "null means unlimited");
     assert_eq!(runtime.nofile_soft, 1_048_576);
     let owners = read.metadata.owner_references.unwrap_or_default();
     assert_eq!(owners[0].kind, "Node");
     assert_eq!(owners[0].name, node_name);
-    Api::<Node>::all(client).delete(&node_name, &Default::default()).await?;
+    Api::<Node>::all(client)
+        .delete(&node_name, &Default::default())
+        .await?;
     Ok(())
 }
 
@@ -161,8 +187,12 @@ async fn persistent_volumes_list_and_watch() -> anyhow::Result<()> {
         let mut stream = stream;
         stream.try_next().await
     });
-    pvs.patch(&name, &PatchParams::apply(volpool_api::FIELD_MANAGER_CONTROLLER), &Patch::Apply(&pv))
-        .await?;
+    pvs.patch(
+        &name,
+        &PatchParams::apply(volpool_api::FIELD_MANAGER_CONTROLLER),
+        &Patch::Apply(&pv),
+    )
+    .await?;
     let seen = tokio::time::timeout(Duration::from_secs(30), watched).await???;
     let seen = seen.expect("the watch delivers the new PV");
     assert_eq!(seen.metadata.name.as_deref(), Some(name.as_str()));
@@ -181,7 +211,9 @@ async fn nodes_storage_classes_leases_and_events() -> anyhow::Result<()> {
     let node_name = unique("smoke-node");
     create_node(&client, &node_name).await?;
     let nodes: Api<Node> = Api::all(client.clone());
-    let listed = nodes.list(&ListParams::default().labels(&format!("kubernetes.io/hostname={node_name}"))).await?;
+    let listed = nodes
+        .list(&ListParams::default().labels(&format!("kubernetes.io/hostname={node_name}")))
+        .await?;
     assert_eq!(listed.items.len(), 1);
 
     let classes: Api<StorageClass> = Api::all(client.clone());
@@ -191,27 +223,44 @@ async fn nodes_storage_classes_leases_and_events() -> anyhow::Result<()> {
                     "volumeBindingMode": "WaitForFirstConsumer"});
     classes.patch(&class, &apply(), &Patch::Apply(&sc)).await?;
     let read = classes.get(&class).await?;
-    assert_eq!(read.volume_binding_mode.as_deref(), Some("WaitForFirstConsumer"));
+    assert_eq!(
+        read.volume_binding_mode.as_deref(),
+        Some("WaitForFirstConsumer")
+    );
 
     let ns = unique("smoke-ns");
     Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}}))?)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
+        )
         .await?;
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
     let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                        "metadata": {"name": "volpool-controller"},
                        "spec": {"holderIdentity": "replica-a", "leaseDurationSeconds": 15}});
-    leases.patch("volpool-controller", &apply(), &Patch::Apply(&lease)).await?;
-    let read = leases.get("volpool-controller").await?.spec.expect("lease spec");
+    leases
+        .patch("volpool-controller", &apply(), &Patch::Apply(&lease))
+        .await?;
+    let read = leases
+        .get("volpool-controller")
+        .await?
+        .spec
+        .expect("lease spec");
     assert_eq!(read.holder_identity.as_deref(), Some("replica-a"));
     assert_eq!(read.lease_duration_seconds, Some(15));
-    let lease_watch = watcher(leases.clone(), watcher::Config::default()).applied_objects().boxed();
+    let lease_watch = watcher(leases.clone(), watcher::Config::default())
+        .applied_objects()
+        .boxed();
     let first = tokio::time::timeout(Duration::from_secs(30), async move {
         let mut s = lease_watch;
         s.try_next().await
     })
     .await??;
-    assert_eq!(first.and_then(|l| l.metadata.name).as_deref(), Some("volpool-controller"));
+    assert_eq!(
+        first.and_then(|l| l.metadata.name).as_deref(),
+        Some("volpool-controller")
+    );
 
     let events: Api<Event> = Api::namespaced(client.clone(), &ns);
     let event = json!({
@@ -222,12 +271,22 @@ async fn nodes_storage_classes_leases_and_events() -> anyhow::Result<()> {
         "note": "created a PersistentVolume",
         "regarding": {"apiVersion": "v1", "kind": "Node", "name": node_name},
     });
-    events.create(&PostParams::default(), &serde_json::from_value(event)?).await?;
+    events
+        .create(&PostParams::default(), &serde_json::from_value(event)?)
+        .await?;
     let listed = events.list(&ListParams::default()).await?;
-    let ours = listed.items.iter().find(|e| e.metadata.name.as_deref() == Some("volpool-smoke"));
-    assert_eq!(ours.and_then(|e| e.note.as_deref()), Some("created a PersistentVolume"));
+    let ours = listed
+        .items
+        .iter()
+        .find(|e| e.metadata.name.as_deref() == Some("volpool-smoke"));
+    assert_eq!(
+        ours.and_then(|e| e.note.as_deref()),
+        Some("created a PersistentVolume")
+    );
 
-    Api::<Namespace>::all(client.clone()).delete(&ns, &Default::default()).await?;
+    Api::<Namespace>::all(client.clone())
+        .delete(&ns, &Default::default())
+        .await?;
     classes.delete(&class, &Default::default()).await?;
     nodes.delete(&node_name, &Default::default()).await?;
     Ok(())
