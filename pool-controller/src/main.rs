@@ -1,15 +1,61 @@
-//! volpool-controller: the central Deployment. Its features land with the controller issues;
-//! for now it only states its version and refuses to pretend to work.
+//! volpool-controller: keeps the PersistentVolume inventory of every VolumePool true.
+//!
+//! ```text
+//!  watches ──► stores ──► plan (pure) ──► apply (leader only) ──► PVs, NodeVolumes.spec, status, Events
+//! ```
 
-use clap::Parser;
+#![forbid(unsafe_code)]
 
-/// volpool pool controller: turns VolumePools and the nodes' NodeVolumes reports into a true
-/// inventory of ready PersistentVolumes.
+mod error;
+mod offline;
+mod plan;
+mod status;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// volpool pool controller.
 #[derive(Parser)]
 #[command(version)]
-struct Args {}
+struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print what the controller would write for these pools and reports, without a cluster.
+    Plan {
+        /// VolumePools (YAML documents, a List, or a JSON array).
+        #[arg(long)]
+        pools_file: PathBuf,
+        /// NodeVolumes reports.
+        #[arg(long)]
+        reports_file: PathBuf,
+        /// Existing PersistentVolumes.
+        #[arg(long)]
+        pvs_file: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "yaml")]
+        output: offline::Format,
+    },
+}
 
 fn main() -> anyhow::Result<()> {
-    Args::parse();
-    anyhow::bail!("volpool-controller {} does not run yet: PV planning is not built", env!("CARGO_PKG_VERSION"))
+    match Args::parse().command {
+        Some(Command::Plan {
+            pools_file,
+            reports_file,
+            pvs_file,
+            output,
+        }) => {
+            print!(
+                "{}",
+                offline::run(&pools_file, &reports_file, pvs_file.as_deref(), output)?
+            );
+            Ok(())
+        }
+        None => anyhow::bail!("not yet"),
+    }
 }

@@ -1,0 +1,116 @@
+//! The crate's one error type. Each variant names the operation that failed;
+//! [`Error::category`] is the bounded label value used in `volpool_controller_errors_total`.
+
+use std::path::PathBuf;
+
+/// Everything that can fail in the controller.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An input file of the offline `plan` subcommand could not be read.
+    #[error("failed to read {path}: {source}")]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// An input file of the offline `plan` subcommand is not what it should hold.
+    #[error("failed to parse {path}: {message}")]
+    ParseFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The plan could not be written out.
+    #[error("failed to render the plan: {0}")]
+    Render(String),
+    /// Server-side apply of a PV failed.
+    #[error("failed to apply PersistentVolume {name}: {source}")]
+    ApplyPv {
+        /// PV name.
+        name: String,
+        /// Why.
+        source: kube::Error,
+    },
+    /// Deleting a PV failed.
+    #[error("failed to delete PersistentVolume {name}: {source}")]
+    DeletePv {
+        /// PV name.
+        name: String,
+        /// Why.
+        source: kube::Error,
+    },
+    /// Writing a node's scrub requests failed.
+    #[error("failed to write spec.cleanups of NodeVolumes {node}: {source}")]
+    SetCleanups {
+        /// Node name.
+        node: String,
+        /// Why.
+        source: kube::Error,
+    },
+    /// Writing a pool's status failed.
+    #[error("failed to write the status of VolumePool {pool}: {source}")]
+    WriteStatus {
+        /// Pool name.
+        pool: String,
+        /// Why.
+        source: kube::Error,
+    },
+    /// Publishing an Event failed.
+    #[error("failed to publish an Event ({reason}): {source}")]
+    PublishEvent {
+        /// Event reason.
+        reason: String,
+        /// Why.
+        source: kube::Error,
+    },
+    /// Reading, taking or renewing the leader Lease failed.
+    #[error("failed to hold Lease {namespace}/{name}: {source}")]
+    Lease {
+        /// Lease namespace.
+        namespace: String,
+        /// Lease name.
+        name: String,
+        /// Why.
+        source: kube::Error,
+    },
+    /// The metrics/health listener could not start.
+    #[error("failed to serve HTTP on {addr}: {source}")]
+    Serve {
+        /// Listen address.
+        addr: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A watch ended with an error (the reflector retries).
+    #[error("watch of {kind} failed: {source}")]
+    Watch {
+        /// Kind watched.
+        kind: &'static str,
+        /// Why.
+        source: kube::runtime::watcher::Error,
+    },
+}
+
+impl Error {
+    /// A short, bounded label value for metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::ReadFile { .. } => "read_file",
+            Error::ParseFile { .. } => "parse_file",
+            Error::Render(_) => "render",
+            Error::ApplyPv { .. } => "apply_pv",
+            Error::DeletePv { .. } => "delete_pv",
+            Error::SetCleanups { .. } => "set_cleanups",
+            Error::WriteStatus { .. } => "write_status",
+            Error::PublishEvent { .. } => "publish_event",
+            Error::Lease { .. } => "lease",
+            Error::Serve { .. } => "serve",
+            Error::Watch { .. } => "watch",
+        }
+    }
+}
+
+/// Result with the crate's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,82 @@
+//! Small pure checks on pool specs: does a node match a pool's `nodeSelector`, do two
+//! discovery dirs overlap.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+/// Whether `labels` match `selector` (`matchLabels` and `matchExpressions` with In, NotIn,
+/// Exists, DoesNotExist). `None` labels mean "unknown" (offline mode) and always match; an
+/// unknown operator never matches, so a typo offers no node rather than every node.
+pub fn matches(
+    selector: Option<&LabelSelector>,
+    labels: Option<&BTreeMap<String, String>>,
+) -> bool {
+    let (Some(selector), Some(labels)) = (selector, labels) else {
+        return true;
+    };
+    let plain = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    plain
+        && selector.match_expressions.iter().flatten().all(|e| {
+            let values = e.values.as_deref().unwrap_or_default();
+            let value = labels.get(&e.key);
+            match e.operator.as_str() {
+                "In" => value.is_some_and(|v| values.contains(v)),
+                "NotIn" => value.is_none_or(|v| !values.contains(v)),
+                "Exists" => value.is_some(),
+                "DoesNotExist" => value.is_none(),
+                _ => false,
+            }
+        })
+}
+
+/// Whether one discovery dir is the other or lies inside it (`/mnt/disks` and
+/// `/mnt/disks/ssd` overlap; `/mnt/disks` and `/mnt/disks2` do not).
+pub fn dirs_overlap(a: &str, b: &str) -> bool {
+    let a = a.trim_end_matches('/');
+    let b = b.trim_end_matches('/');
+    let inside = |outer: &str, inner: &str| {
+        inner == outer
+            || inner
+                .strip_prefix(outer)
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
+    inside(a, b) || inside(b, a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    #[test]
+    fn selectors() {
+        let labels = BTreeMap::from([("disk".to_string(), "ssd".to_string())]);
+        let sel = |op: &str, values: &[&str]| LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: "disk".into(),
+                operator: op.into(),
+                values: Some(values.iter().map(|v| v.to_string()).collect()),
+            }]),
+            match_labels: None,
+        };
+        assert!(matches(Some(&sel("In", &["ssd", "nvme"])), Some(&labels)));
+        assert!(!matches(Some(&sel("NotIn", &["ssd"])), Some(&labels)));
+        assert!(matches(Some(&sel("Exists", &[])), Some(&labels)));
+        assert!(!matches(Some(&sel("DoesNotExist", &[])), Some(&labels)));
+        assert!(!matches(Some(&sel("Typo", &[])), Some(&labels)));
+        assert!(matches(None, Some(&labels)));
+        assert!(matches(Some(&sel("In", &["hdd"])), None));
+    }
+
+    #[test]
+    fn overlapping_dirs() {
+        assert!(dirs_overlap("/mnt/disks", "/mnt/disks/"));
+        assert!(dirs_overlap("/mnt/disks", "/mnt/disks/ssd"));
+        assert!(!dirs_overlap("/mnt/disks", "/mnt/disks2"));
+    }
+}

@@ -1,0 +1,845 @@
+//! Every lifecycle rule of a local pool, on plain data.
+
+use super::*;
+use k8s_openapi::api::core::v1::PersistentVolumeStatus;
+use volpool_api::{
+    CleanupMethod, CleanupOutcome, CleanupResult, NodeVolumesSpec, NodeVolumesStatus, VolumeMode,
+    VolumeReport, VolumeState,
+};
+
+const GIB: u64 = 1 << 30;
+
+fn now() -> Timestamp {
+    "2026-01-01T12:00:00Z".parse().expect("time")
+}
+
+fn pool(extra: &str) -> Arc<VolumePool> {
+    let yaml = format!(
+        "metadata: {{name: fast, generation: 1}}\nspec:\n  storageClassName: fast-disks\n  local: {{discoveryDir: /mnt/disks}}\n{extra}"
+    );
+    Arc::new(serde_yaml::from_str(&yaml).expect("pool"))
+}
+
+fn vol(path: &str, id: &str, bytes: u64) -> VolumeReport {
+    VolumeReport {
+        pool: "fast".into(),
+        volume_id: id.into(),
+        path: path.into(),
+        volume_mode: VolumeMode::Filesystem,
+        fs_type: "ext4".into(),
+        device: String::new(),
+        capacity_bytes: bytes,
+        state: VolumeState::Ready,
+        message: String::new(),
+    }
+}
+
+fn report(node: &str, volumes: Vec<VolumeReport>) -> Arc<NodeVolumes> {
+    let mut nv = NodeVolumes::new(node, NodeVolumesSpec::default());
+    nv.status = Some(NodeVolumesStatus {
+        node_uid: format!("uid-{node}"),
+        volumes,
+        ..Default::default()
+    });
+    Arc::new(nv)
+}
+
+fn node(name: &str) -> NodeInfo {
+    NodeInfo {
+        name: name.into(),
+        uid: format!("uid-{name}"),
+        labels: Some(BTreeMap::from([(
+            "kubernetes.io/hostname".to_string(),
+            name.to_string(),
+        )])),
+    }
+}
+
+fn world(pools: Vec<Arc<VolumePool>>, reports: Vec<Arc<NodeVolumes>>, nodes: &[&str]) -> World {
+    World {
+        pools,
+        reports,
+        nodes: nodes.iter().map(|n| node(n)).collect(),
+        pvs: vec![],
+        storage_classes: Some(BTreeSet::from(["fast-disks".to_string()])),
+        now: now(),
+    }
+}
+
+/// Play the apiserver: apply every change to the world, as the watch would show it.
+fn settle(world: &mut World, plan: &Plan) {
+    for change in &plan.changes {
+        match change {
+            Change::CreatePv { pv } | Change::UpdatePv { pv, .. } => {
+                let name = pv.metadata.name.clone();
+                let old = world.pvs.iter().position(|p| p.metadata.name == name);
+                let mut pv = pv.clone();
+                match old {
+                    Some(i) => {
+                        let before = &world.pvs[i];
+                        pv.metadata.uid = before.metadata.uid.clone();
+                        pv.status = before.status.clone();
+                        if let (Some(s), Some(b)) = (pv.spec.as_mut(), before.spec.as_ref()) {
+                            s.claim_ref = b.claim_ref.clone();
+                        }
+                        world.pvs[i] = Arc::new(pv);
+                    }
+                    None => {
+                        pv.metadata.uid = Some(format!("uid-{}", name.unwrap_or_default()));
+                        world.pvs.push(Arc::new(pv));
+                    }
+                }
+            }
+            Change::DeletePv { name, .. } => {
+                world.pvs.retain(|p| p.metadata.name.as_ref() != Some(name))
+            }
+            Change::SetCleanups { node, cleanups } => {
+                for r in &mut world.reports {
+                    if r.metadata.name.as_ref() == Some(node) {
+                        Arc::make_mut(r).spec.cleanups = cleanups.clone();
+                    }
+                }
+            }
+            Change::PoolStatus { pool, status } => {
+                for p in &mut world.pools {
+                    if p.metadata.name.as_ref() == Some(pool) {
+                        Arc::make_mut(p).status = Some(status.clone());
+                    }
+                }
+            }
+            Change::Event(_) => {}
+        }
+    }
+}
+
+fn converge(world: &mut World) {
+    for _ in 0..5 {
+        let plan = plan(world);
+        if plan.changes.is_empty() {
+            return;
+        }
+        settle(world, &plan);
+    }
+    panic!("no convergence: {:#?}", plan(world).changes);
+}
+
+fn set_phase(world: &mut World, name: &str, phase: &str, claim: bool) {
+    for pv in &mut world.pvs {
+        if pv.metadata.name.as_deref() == Some(name) {
+            let pv = Arc::make_mut(pv);
+            pv.status = Some(PersistentVolumeStatus {
+                phase: Some(phase.into()),
+                ..Default::default()
+            });
+            if claim {
+                pv.spec.as_mut().expect("spec").claim_ref = Some(ObjectReference {
+                    kind: Some("PersistentVolumeClaim".into()),
+                    namespace: Some("apps".into()),
+                    name: Some("data-0".into()),
+                    uid: Some("claim-uid".into()),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+}
+
+fn pv_named<'a>(world: &'a World, name: &str) -> Option<&'a PersistentVolume> {
+    world
+        .pvs
+        .iter()
+        .map(Arc::as_ref)
+        .find(|p| p.metadata.name.as_deref() == Some(name))
+}
+
+fn label<'a>(pv: &'a PersistentVolume, key: &str) -> Option<&'a str> {
+    pv.metadata.labels.as_ref()?.get(key).map(String::as_str)
+}
+
+fn kinds(plan: &Plan) -> Vec<&'static str> {
+    plan.changes
+        .iter()
+        .map(|c| match c {
+            Change::CreatePv { .. } => "create",
+            Change::UpdatePv { .. } => "update",
+            Change::DeletePv { .. } => "delete",
+            Change::SetCleanups { .. } => "cleanups",
+            Change::PoolStatus { .. } => "status",
+            Change::Event(_) => "event",
+        })
+        .collect()
+}
+
+fn events(plan: &Plan) -> Vec<(&str, Option<&str>)> {
+    plan.changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Event(n) => Some((n.reason.as_str(), n.regarding.kind.as_deref())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn pv1() -> String {
+    local_pv_name_of("n1", "vol1", "uuid:1")
+}
+
+fn local_pv_name_of(node: &str, entry: &str, id: &str) -> String {
+    volpool_api::local_pv_name("fast", node, entry, id)
+}
+
+fn two_disks() -> World {
+    world(
+        vec![pool("")],
+        vec![report(
+            "n1",
+            vec![
+                vol("/mnt/disks/vol1", "uuid:1", 10 * GIB),
+                vol("/mnt/disks/vol2", "uuid:2", 20 * GIB),
+            ],
+        )],
+        &["n1"],
+    )
+}
+
+#[test]
+fn ready_volumes_become_pvs_with_names_labels_affinity_and_capacity() {
+    let mut w = two_disks();
+    let plan = plan(&w);
+    assert_eq!(kinds(&plan), ["create", "create", "status"]);
+    settle(&mut w, &plan);
+    let pv = pv_named(&w, &pv1()).expect("PV for vol1");
+    assert!(pv1().starts_with("fast-n1-vol1-"));
+    assert_eq!(label(pv, "volpool.io/pool"), Some("fast"));
+    assert_eq!(label(pv, "volpool.io/node"), Some("n1"));
+    assert_eq!(label(pv, "app.kubernetes.io/managed-by"), Some("volpool"));
+    assert_eq!(
+        label(pv, "volpool.io/volume-id").map(|v| v.starts_with("sha256-")),
+        Some(true)
+    );
+    let spec = pv.spec.as_ref().expect("spec");
+    assert_eq!(
+        spec.local.as_ref().map(|l| l.path.as_str()),
+        Some("/mnt/disks/vol1")
+    );
+    assert_eq!(
+        spec.capacity.as_ref().expect("capacity")["storage"].0,
+        (10 * GIB).to_string()
+    );
+    assert_eq!(spec.storage_class_name.as_deref(), Some("fast-disks"));
+    assert_eq!(
+        spec.persistent_volume_reclaim_policy.as_deref(),
+        Some("Delete")
+    );
+    assert_eq!(
+        spec.access_modes.as_deref(),
+        Some(&["ReadWriteOnce".to_string()][..])
+    );
+    let term = &spec
+        .node_affinity
+        .as_ref()
+        .and_then(|a| a.required.as_ref())
+        .expect("affinity")
+        .node_selector_terms[0];
+    let req = &term.match_expressions.as_ref().expect("expressions")[0];
+    assert_eq!(
+        (req.key.as_str(), req.operator.as_str()),
+        ("kubernetes.io/hostname", "In")
+    );
+    assert_eq!(req.values.as_deref(), Some(&["n1".to_string()][..]));
+    let annotations = pv.metadata.annotations.as_ref().expect("annotations");
+    assert_eq!(annotations["pv.kubernetes.io/provisioned-by"], "volpool.io");
+    assert_eq!(annotations["volpool.io/path"], "/mnt/disks/vol1");
+}
+
+#[test]
+fn the_idle_pass_makes_no_write() {
+    let mut w = two_disks();
+    converge(&mut w);
+    let status = w.pools[0].status.as_ref().expect("status");
+    assert_eq!(
+        (
+            status.volumes.available,
+            status.nodes,
+            status.capacity_bytes.available
+        ),
+        (2, 1, 30 * GIB)
+    );
+    set_phase(&mut w, &pv1(), "Available", false);
+    assert_eq!(plan(&w), Plan::default());
+    // Also when the apiserver writes quantities in canonical form.
+    for pv in &mut w.pvs {
+        let pv = Arc::make_mut(pv);
+        let cap = pv
+            .spec
+            .as_mut()
+            .and_then(|s| s.capacity.as_mut())
+            .expect("capacity");
+        let bytes: u64 = cap["storage"].0.parse().expect("bytes");
+        cap.insert(
+            "storage".into(),
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity(format!("{}Gi", bytes / GIB)),
+        );
+    }
+    assert_eq!(plan(&w), Plan::default());
+}
+
+#[test]
+fn capacity_drift_updates_available_pvs_only() {
+    let mut w = two_disks();
+    converge(&mut w);
+    let vol2 = local_pv_name_of("n1", "vol2", "uuid:2");
+    set_phase(&mut w, &vol2, "Bound", true);
+    w.reports = vec![report(
+        "n1",
+        vec![
+            vol("/mnt/disks/vol1", "uuid:1", 12 * GIB),
+            vol("/mnt/disks/vol2", "uuid:2", 25 * GIB),
+        ],
+    )];
+    let plan = plan(&w);
+    let updated: Vec<&str> = plan
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::UpdatePv { pv, .. } => pv.metadata.name.as_deref(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(updated, [pv1().as_str()]);
+    assert!(events(&plan).contains(&("CapacityUpdated", Some("PersistentVolume"))));
+    settle(&mut w, &plan);
+    let cap = &pv_named(&w, &pv1())
+        .and_then(|p| p.spec.as_ref())
+        .and_then(|s| s.capacity.as_ref())
+        .expect("cap")["storage"];
+    assert_eq!(cap.0, (12 * GIB).to_string());
+}
+
+#[test]
+fn a_missing_volume_deletes_the_available_pv_and_labels_the_bound_one() {
+    let mut w = two_disks();
+    converge(&mut w);
+    let vol2 = local_pv_name_of("n1", "vol2", "uuid:2");
+    set_phase(&mut w, &vol2, "Bound", true);
+    w.reports = vec![report("n1", vec![])];
+    let plan1 = plan(&w);
+    assert!(plan1.changes.contains(&Change::DeletePv {
+        name: pv1(),
+        uid: format!("uid-{}", pv1()),
+        pool: "fast".into(),
+        reason: "volume uuid:1 is gone from n1:/mnt/disks/vol1; the PV was Available".into(),
+        scrub_seconds: None,
+    }));
+    assert!(
+        !plan1
+            .changes
+            .iter()
+            .any(|c| matches!(c, Change::DeletePv { name, .. } if *name == vol2))
+    );
+    assert!(events(&plan1).contains(&("VolumeMissing", Some("PersistentVolumeClaim"))));
+    settle(&mut w, &plan1);
+    assert_eq!(
+        label(
+            pv_named(&w, &vol2).expect("bound PV kept"),
+            "volpool.io/health"
+        ),
+        Some("missing")
+    );
+    converge(&mut w);
+    let status = w.pools[0].status.as_ref().expect("status");
+    assert_eq!(status.volumes.unhealthy, 1);
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Degraded" && c.status == "True" && c.reason == "UnhealthyVolumes")
+    );
+    // The disk comes back: the label goes.
+    w.reports = vec![report(
+        "n1",
+        vec![vol("/mnt/disks/vol2", "uuid:2", 20 * GIB)],
+    )];
+    converge(&mut w);
+    assert_eq!(
+        label(pv_named(&w, &vol2).expect("PV"), "volpool.io/health"),
+        None
+    );
+}
+
+#[test]
+fn unready_entries_are_not_offered() {
+    let mut w = two_disks();
+    let mut r = (*w.reports[0]).clone();
+    let vols = &mut r.status.as_mut().expect("status").volumes;
+    vols[1].state = VolumeState::NotMountPoint;
+    w.reports = vec![Arc::new(r)];
+    assert_eq!(kinds(&plan(&w)), ["create", "status"]);
+}
+
+#[test]
+fn another_disk_at_the_same_path_is_a_new_pv_and_the_old_one_is_never_scrubbed() {
+    let mut w = two_disks();
+    converge(&mut w);
+    set_phase(&mut w, &pv1(), "Bound", true);
+    w.reports = vec![report(
+        "n1",
+        vec![
+            vol("/mnt/disks/vol1", "uuid:NEW", 10 * GIB),
+            vol("/mnt/disks/vol2", "uuid:2", 20 * GIB),
+        ],
+    )];
+    let plan1 = plan(&w);
+    let created: Vec<String> = plan1
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::CreatePv { pv } => pv.metadata.name.clone(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(created, [local_pv_name_of("n1", "vol1", "uuid:NEW")]);
+    settle(&mut w, &plan1);
+    assert_eq!(
+        label(pv_named(&w, &pv1()).expect("old PV"), "volpool.io/health"),
+        Some("replaced")
+    );
+    // The claim goes: still no scrub request for the old PV, and no deletion.
+    set_phase(&mut w, &pv1(), "Released", true);
+    converge(&mut w);
+    assert!(w.reports[0].spec.cleanups.is_empty());
+    assert!(pv_named(&w, &pv1()).is_some());
+}
+
+#[test]
+fn a_deleted_node_takes_its_available_pvs_and_marks_bound_ones() {
+    let mut w = two_disks();
+    converge(&mut w);
+    let vol2 = local_pv_name_of("n1", "vol2", "uuid:2");
+    set_phase(&mut w, &vol2, "Bound", true);
+    w.nodes.clear();
+    w.reports.clear();
+    let plan1 = plan(&w);
+    assert!(events(&plan1).contains(&("NodeGone", Some("PersistentVolume"))));
+    settle(&mut w, &plan1);
+    assert!(pv_named(&w, &pv1()).is_none());
+    assert_eq!(
+        label(
+            pv_named(&w, &vol2).expect("bound PV kept"),
+            "volpool.io/health"
+        ),
+        Some("node-gone")
+    );
+}
+
+#[test]
+fn a_recreated_node_does_not_resurrect_old_pvs() {
+    let mut w = two_disks();
+    converge(&mut w);
+    let vol2 = local_pv_name_of("n1", "vol2", "uuid:2");
+    set_phase(&mut w, &vol2, "Bound", true);
+    w.nodes[0].uid = "uid-n1-second".into();
+    // The old report is still around (garbage collection lags): ignored, with a condition.
+    let plan1 = plan(&w);
+    assert!(
+        !plan1
+            .changes
+            .iter()
+            .any(|c| matches!(c, Change::CreatePv { .. }))
+    );
+    settle(&mut w, &plan1);
+    assert!(
+        pv_named(&w, &pv1()).is_none(),
+        "the old node's Available PV is deleted"
+    );
+    assert_eq!(
+        label(pv_named(&w, &vol2).expect("bound"), "volpool.io/health"),
+        Some("node-gone")
+    );
+    let status = w.pools[0].status.as_ref().expect("status");
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Degraded" && c.message.contains("earlier Node"))
+    );
+    // The new node's agent reports the same disks: vol1 gets a fresh PV made for the new node;
+    // the Bound vol2 PV stays the old node's, labelled.
+    let mut r = (*report(
+        "n1",
+        vec![
+            vol("/mnt/disks/vol1", "uuid:1", 10 * GIB),
+            vol("/mnt/disks/vol2", "uuid:2", 20 * GIB),
+        ],
+    ))
+    .clone();
+    r.status.as_mut().expect("status").node_uid = "uid-n1-second".into();
+    w.reports = vec![Arc::new(r)];
+    converge(&mut w);
+    let fresh = pv_named(&w, &pv1()).expect("fresh PV");
+    assert_eq!(
+        fresh.metadata.annotations.as_ref().expect("a")[ANNOTATION_NODE_UID],
+        "uid-n1-second"
+    );
+    assert_eq!(
+        label(pv_named(&w, &vol2).expect("bound"), "volpool.io/health"),
+        Some("node-gone")
+    );
+}
+
+#[test]
+fn released_with_delete_is_scrubbed_by_the_agent_then_recreated() {
+    let mut w = two_disks();
+    converge(&mut w);
+    set_phase(&mut w, &pv1(), "Released", true);
+    let uid = format!("uid-{}", pv1());
+    let plan1 = plan(&w);
+    assert!(events(&plan1).contains(&("Released", Some("PersistentVolumeClaim"))));
+    settle(&mut w, &plan1);
+    assert_eq!(
+        w.reports[0].spec.cleanups,
+        vec![CleanupRequest {
+            volume_id: "uuid:1".into(),
+            persistent_volume: pv1(),
+            pv_uid: uid.clone(),
+            method: CleanupMethod::Wipe,
+        }]
+    );
+    converge(&mut w);
+    assert_eq!(w.pools[0].status.as_ref().expect("s").volumes.cleaning, 1);
+    assert!(
+        pv_named(&w, &pv1()).is_some(),
+        "nothing deleted before the agent reports"
+    );
+    // The agent reports success.
+    Arc::make_mut(&mut w.reports[0])
+        .status
+        .as_mut()
+        .expect("s")
+        .cleanups = vec![CleanupResult {
+        volume_id: "uuid:1".into(),
+        pv_uid: uid.clone(),
+        result: CleanupOutcome::Succeeded,
+        message: String::new(),
+        finished_at: "2026-01-01T12:00:30Z".into(),
+    }];
+    let plan2 = plan(&w);
+    let deleted = plan2.changes.iter().find_map(|c| match c {
+        Change::DeletePv {
+            name,
+            uid,
+            scrub_seconds,
+            ..
+        } => Some((name.clone(), uid.clone(), *scrub_seconds)),
+        _ => None,
+    });
+    assert_eq!(deleted, Some((pv1(), uid.clone(), Some(30.0))));
+    assert!(
+        plan2
+            .changes
+            .iter()
+            .any(|c| matches!(c, Change::SetCleanups { cleanups, .. } if cleanups.is_empty()))
+    );
+    settle(&mut w, &plan2);
+    converge(&mut w);
+    let fresh = pv_named(&w, &pv1()).expect("a fresh PV");
+    assert_ne!(
+        fresh.metadata.uid.as_deref(),
+        Some(uid.as_str()).filter(|_| false)
+    );
+    assert!(
+        fresh
+            .spec
+            .as_ref()
+            .and_then(|s| s.claim_ref.as_ref())
+            .is_none()
+    );
+    assert!(
+        fresh
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| !a.contains_key(ANNOTATION_RELEASED_AT))
+    );
+}
+
+#[test]
+fn the_release_grace_period_is_an_undo_window() {
+    let mut w = world(
+        vec![pool("  releaseGracePeriod: 10m\n")],
+        two_disks().reports,
+        &["n1"],
+    );
+    converge(&mut w);
+    set_phase(&mut w, &pv1(), "Released", true);
+    let plan1 = plan(&w);
+    assert_eq!(plan1.wake_after, Some(Duration::from_secs(600)));
+    settle(&mut w, &plan1);
+    converge(&mut w);
+    assert!(
+        w.reports[0].spec.cleanups.is_empty(),
+        "no scrub inside the window"
+    );
+    w.now = "2026-01-01T12:09:00Z".parse().expect("t");
+    assert_eq!(plan(&w).wake_after, Some(Duration::from_secs(60)));
+    w.now = "2026-01-01T12:10:01Z".parse().expect("t");
+    converge(&mut w);
+    assert_eq!(w.reports[0].spec.cleanups.len(), 1);
+}
+
+#[test]
+fn a_failed_scrub_keeps_the_pv_and_warns_once() {
+    let mut w = two_disks();
+    converge(&mut w);
+    set_phase(&mut w, &pv1(), "Released", true);
+    converge(&mut w);
+    Arc::make_mut(&mut w.reports[0])
+        .status
+        .as_mut()
+        .expect("s")
+        .cleanups = vec![CleanupResult {
+        volume_id: "uuid:1".into(),
+        pv_uid: format!("uid-{}", pv1()),
+        result: CleanupOutcome::Refused,
+        message: "identity mismatch".into(),
+        finished_at: String::new(),
+    }];
+    let plan1 = plan(&w);
+    assert!(events(&plan1).contains(&("CleanupFailed", Some("PersistentVolume"))));
+    assert!(
+        !plan1
+            .changes
+            .iter()
+            .any(|c| matches!(c, Change::DeletePv { .. }))
+    );
+    settle(&mut w, &plan1);
+    converge(&mut w);
+    assert!(pv_named(&w, &pv1()).is_some());
+    let status = w.pools[0].status.as_ref().expect("s");
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.reason == "CleanupFailed")
+    );
+}
+
+#[test]
+fn retain_leaves_released_pvs_alone_and_counts_them() {
+    let mut w = world(
+        vec![pool("  reclaimPolicy: Retain\n")],
+        two_disks().reports,
+        &["n1"],
+    );
+    converge(&mut w);
+    set_phase(&mut w, &pv1(), "Released", true);
+    converge(&mut w);
+    assert!(w.reports[0].spec.cleanups.is_empty());
+    assert!(pv_named(&w, &pv1()).is_some());
+    assert_eq!(w.pools[0].status.as_ref().expect("s").volumes.released, 1);
+}
+
+#[test]
+fn cleanup_none_recycles_without_a_scrub() {
+    let mut none = (*pool("")).clone();
+    none.spec.local.as_mut().expect("local").cleanup = Some(CleanupMethod::None);
+    let mut w = world(vec![Arc::new(none)], two_disks().reports, &["n1"]);
+    converge(&mut w);
+    set_phase(&mut w, &pv1(), "Released", true);
+    let plan1 = plan(&w);
+    assert!(
+        plan1
+            .changes
+            .iter()
+            .any(|c| matches!(c, Change::DeletePv { name, .. } if *name == pv1()))
+    );
+    assert!(
+        !plan1
+            .changes
+            .iter()
+            .any(|c| matches!(c, Change::SetCleanups { .. }))
+    );
+}
+
+#[test]
+fn a_node_without_a_report_yet_keeps_its_pvs() {
+    let mut w = two_disks();
+    converge(&mut w);
+    w.reports.clear();
+    assert!(
+        !plan(&w)
+            .changes
+            .iter()
+            .any(|c| matches!(c, Change::DeletePv { .. } | Change::UpdatePv { .. }))
+    );
+}
+
+#[test]
+fn a_report_from_an_unknown_node_gives_a_condition_and_no_pv() {
+    let mut w = world(
+        vec![pool("")],
+        vec![report("ghost", vec![vol("/mnt/disks/vol1", "uuid:1", GIB)])],
+        &[],
+    );
+    let plan1 = plan(&w);
+    assert_eq!(kinds(&plan1), ["status"]);
+    settle(&mut w, &plan1);
+    let degraded = w.pools[0]
+        .status
+        .as_ref()
+        .expect("s")
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .cloned()
+        .expect("Degraded");
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "UnknownNode")
+    );
+    assert!(
+        degraded.message.contains("no Node \"ghost\""),
+        "{}",
+        degraded.message
+    );
+}
+
+#[test]
+fn an_invalid_pool_gets_a_condition_and_nothing_else_while_others_proceed() {
+    let mut w = two_disks();
+    converge(&mut w);
+    set_phase(&mut w, &pv1(), "Released", true);
+    let mut bad = (*pool("  releaseGracePeriod: soon\n")).clone();
+    bad.metadata.generation = Some(2);
+    let other = Arc::new(serde_yaml::from_str::<VolumePool>("metadata: {name: slow}\nspec:\n  storageClassName: fast-disks\n  local: {discoveryDir: /mnt/slow}\n").expect("pool"));
+    w.pools = vec![Arc::new(bad), other];
+    let mut r = (*w.reports[0]).clone();
+    let mut slow = vol("/mnt/slow/s1", "uuid:s1", GIB);
+    slow.pool = "slow".into();
+    r.status.as_mut().expect("s").volumes.push(slow);
+    r.status.as_mut().expect("s").volumes.clear();
+    r.status.as_mut().expect("s").volumes.push({
+        let mut v = vol("/mnt/slow/s1", "uuid:s1", GIB);
+        v.pool = "slow".into();
+        v
+    });
+    w.reports = vec![Arc::new(r)];
+    let plan1 = plan(&w);
+    assert_eq!(
+        kinds(&plan1),
+        ["create", "status", "status"],
+        "{:#?}",
+        plan1.changes
+    );
+    settle(&mut w, &plan1);
+    let status = w.pools[0].status.as_ref().expect("s");
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "InvalidSpec")
+    );
+    assert!(
+        ready.message.contains("releaseGracePeriod"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(status.observed_generation, 2);
+    assert_eq!(w.pvs.len(), 3, "nothing deleted because of bad input");
+}
+
+#[test]
+fn overlapping_discovery_dirs_refuse_both_pools() {
+    let inner = Arc::new(serde_yaml::from_str::<VolumePool>("metadata: {name: inner}\nspec:\n  storageClassName: fast-disks\n  local: {discoveryDir: /mnt/disks/ssd}\n").expect("pool"));
+    let mut w = world(vec![pool(""), inner], two_disks().reports, &["n1"]);
+    let plan1 = plan(&w);
+    assert_eq!(kinds(&plan1), ["status", "status"]);
+    settle(&mut w, &plan1);
+    for p in &w.pools {
+        let ready = p
+            .status
+            .as_ref()
+            .expect("s")
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .cloned()
+            .expect("Ready");
+        assert_eq!(ready.reason, "OverlappingDiscoveryDir");
+    }
+}
+
+#[test]
+fn a_missing_storage_class_is_a_degraded_condition_not_a_blocker() {
+    let mut w = two_disks();
+    w.storage_classes = Some(BTreeSet::new());
+    converge(&mut w);
+    assert_eq!(w.pvs.len(), 2);
+    let degraded = w.pools[0]
+        .status
+        .as_ref()
+        .expect("s")
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .cloned()
+        .expect("d");
+    assert_eq!(degraded.reason, "StorageClassNotFound");
+}
+
+#[test]
+fn pool_settings_and_selectors_follow_the_pool() {
+    let mut w = two_disks();
+    converge(&mut w);
+    w.pools = vec![pool(
+        "  reclaimPolicy: Retain\n  mountOptions: [noatime]\n  labels: {team: search}\n",
+    )];
+    converge(&mut w);
+    let spec = pv_named(&w, &pv1())
+        .and_then(|p| p.spec.clone())
+        .expect("spec");
+    assert_eq!(
+        spec.persistent_volume_reclaim_policy.as_deref(),
+        Some("Retain")
+    );
+    assert_eq!(spec.mount_options, Some(vec!["noatime".to_string()]));
+    assert_eq!(
+        label(pv_named(&w, &pv1()).expect("pv"), "team"),
+        Some("search")
+    );
+    // A selector that no longer matches the node: its Available PVs go.
+    w.pools = vec![pool("  nodeSelector: {matchLabels: {disk: ssd}}\n")];
+    converge(&mut w);
+    assert!(w.pvs.is_empty());
+}
+
+#[test]
+fn scrub_requests_of_other_pools_are_kept() {
+    let mut w = two_disks();
+    converge(&mut w);
+    let foreign = CleanupRequest {
+        volume_id: "uuid:x".into(),
+        persistent_volume: "other-pv".into(),
+        pv_uid: "u".into(),
+        method: CleanupMethod::Wipe,
+    };
+    let mut other_pv = (*w.pvs[0]).clone();
+    other_pv.metadata.name = Some("other-pv".into());
+    other_pv
+        .metadata
+        .labels
+        .as_mut()
+        .expect("l")
+        .insert("volpool.io/pool".into(), "deleted-pool".into());
+    w.pvs.push(Arc::new(other_pv));
+    Arc::make_mut(&mut w.reports[0]).spec.cleanups = vec![foreign];
+    assert!(
+        !plan(&w)
+            .changes
+            .iter()
+            .any(|c| matches!(c, Change::SetCleanups { .. }))
+    );
+}

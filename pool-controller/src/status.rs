@@ -1,0 +1,131 @@
+//! `VolumePool.status`: counts by phase, capacity, contributing nodes and the `Ready` /
+//! `Degraded` conditions. Pure: `plan` builds the status and only writes it when it differs
+//! from the observed one (a condition keeps its `lastTransitionTime` while its status holds).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use volpool_api::{CapacityBytes, VolumeCounts, VolumePool, VolumePoolStatus};
+
+use crate::plan::Phase;
+
+/// PV counts and bytes of one pool.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counted {
+    /// Counts by phase.
+    pub volumes: VolumeCounts,
+    /// Bytes by phase.
+    pub capacity: CapacityBytes,
+    /// Same as `volumes.unhealthy`.
+    pub unhealthy: u32,
+}
+
+impl Counted {
+    /// Count one PV. An unhealthy PV counts only as unhealthy; a Released one being scrubbed
+    /// only as cleaning.
+    pub fn add(&mut self, phase: Phase, unhealthy: bool, cleaning: bool, bytes: u64) {
+        if unhealthy {
+            self.volumes.unhealthy += 1;
+            self.unhealthy += 1;
+            return;
+        }
+        match phase {
+            Phase::Available => {
+                self.volumes.available += 1;
+                self.capacity.available += bytes;
+            }
+            Phase::Bound => {
+                self.volumes.bound += 1;
+                self.capacity.bound += bytes;
+            }
+            Phase::Released if cleaning => self.volumes.cleaning += 1,
+            Phase::Released => self.volumes.released += 1,
+        }
+    }
+}
+
+/// Something wrong with a pool's input, shown in its `Degraded` condition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// PascalCase reason.
+    pub reason: &'static str,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem.
+    pub fn new(reason: &'static str, message: String) -> Problem {
+        Problem { reason, message }
+    }
+}
+
+/// The status a pool should have. `refusal` (reason, message) marks a pool that is not
+/// planned at all.
+pub fn pool_status(
+    pool: &VolumePool,
+    counted: &Counted,
+    nodes: u32,
+    refusal: Option<(&str, &str)>,
+    problems: &[Problem],
+    now: Timestamp,
+) -> VolumePoolStatus {
+    let old = pool
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let generation = pool.metadata.generation.unwrap_or_default();
+    let ready = match refusal {
+        Some((reason, message)) => ("False", reason.to_string(), message.to_string()),
+        None => (
+            "True",
+            "Reconciled".to_string(),
+            format!(
+                "{} PVs Available, {} Bound, from {nodes} nodes",
+                counted.volumes.available, counted.volumes.bound
+            ),
+        ),
+    };
+    let degraded = match problems.first() {
+        Some(first) => {
+            const SHOWN: usize = 5;
+            let mut message: Vec<&str> = problems
+                .iter()
+                .take(SHOWN)
+                .map(|p| p.message.as_str())
+                .collect();
+            let more = problems.len().saturating_sub(SHOWN);
+            let tail = format!("and {more} more");
+            if more > 0 {
+                message.push(&tail);
+            }
+            ("True", first.reason.to_string(), message.join("; "))
+        }
+        None => ("False", "AsExpected".to_string(), String::new()),
+    };
+    let conditions = [("Ready", ready), ("Degraded", degraded)]
+        .into_iter()
+        .map(|(type_, (status, reason, message))| {
+            let since = old
+                .iter()
+                .find(|c| c.type_ == type_ && c.status == status)
+                .map(|c| c.last_transition_time.clone())
+                .unwrap_or(Time(now));
+            Condition {
+                type_: type_.into(),
+                status: status.into(),
+                reason,
+                message,
+                observed_generation: Some(generation),
+                last_transition_time: since,
+            }
+        })
+        .collect();
+    VolumePoolStatus {
+        observed_generation: generation,
+        volumes: counted.volumes.clone(),
+        capacity_bytes: counted.capacity.clone(),
+        nodes,
+        conditions,
+    }
+}
