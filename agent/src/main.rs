@@ -1,15 +1,140 @@
-//! volpool-agent: the per-node DaemonSet. Its features land with the agent issues; for now it
-//! only states its version and refuses to pretend to work.
+//! volpool-agent: the per-node DaemonSet. It discovers the mount points (and block devices) in
+//! each local pool's discovery directory, measures them without ever hanging on a dead mount,
+//! serves Prometheus metrics and publishes one `NodeVolumes` object per node, only on change.
+//! `volpool-agent scan` does one scan and prints it, with no cluster needed.
 
-use clap::Parser;
+mod discovery;
+mod error;
+mod host;
+mod http;
+mod identity;
+mod metrics;
+mod output;
+mod pools;
+mod probe;
+mod publish;
+mod run;
+mod scan;
+mod watch;
 
-/// volpool node agent (DaemonSet): discovers mount points, measures them, checks NFS client
-/// prerequisites and workload limits, and publishes one NodeVolumes object per node.
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+/// volpool node agent: discovers and measures the volumes of local pools on this node and
+/// publishes them as NodeVolumes/<node>.
 #[derive(Parser)]
 #[command(version)]
-struct Args {}
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Where the node's root filesystem is (`/host` in a pod; `/` when run directly).
+    #[arg(long, global = true, env = "HOST_ROOT")]
+    host_root: Option<PathBuf>,
+    /// This node's name (required in a cluster).
+    #[arg(long, global = true, env = "NODE_NAME")]
+    node_name: Option<String>,
+    /// Read VolumePools from this YAML stream instead of the cluster (no publishing).
+    #[arg(long, global = true)]
+    pools_file: Option<PathBuf>,
+    /// Deadline of each statvfs; a mount that does not answer is Stuck.
+    #[arg(long, global = true, default_value = "2s", value_parser = duration)]
+    probe_timeout: Duration,
+    /// Probe threads kept for normal work.
+    #[arg(long, global = true, default_value_t = 4)]
+    probe_workers: usize,
+    /// Most probe threads at once, blocked ones included.
+    #[arg(long, global = true, default_value_t = 16)]
+    max_probe_threads: usize,
+    /// Listen address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9810")]
+    metrics_addr: String,
+    /// Full rescan period (mount changes are noticed at once anyway).
+    #[arg(long, default_value = "60s", value_parser = duration)]
+    resync: Duration,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Scan once and print the NodeVolumes status this node would publish.
+    Scan {
+        /// Output format.
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: output::Format,
+    },
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    volpool_api::units::parse_duration(text).map_err(|e| e.to_string())
+}
 
 fn main() -> anyhow::Result<()> {
-    Args::parse();
-    anyhow::bail!("volpool-agent {} does not run yet: node discovery is not built", env!("CARGO_PKG_VERSION"))
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let in_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    let host_root = cli
+        .host_root
+        .unwrap_or_else(|| PathBuf::from(if in_pod { "/host" } else { "/" }));
+    let probe = probe::ProbeConfig {
+        timeout: cli.probe_timeout,
+        workers: cli.probe_workers,
+        max_threads: cli.max_probe_threads,
+    };
+    let hostname =
+        || std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string());
+    match cli.command {
+        Some(Command::Scan { output }) => {
+            let file = cli
+                .pools_file
+                .context("scan needs --pools-file FILE (a YAML stream of VolumePool objects)")?;
+            let node = cli
+                .node_name
+                .or_else(|| hostname().ok())
+                .unwrap_or_default();
+            let selected = pools::select(&pools::read_pools_file(&file)?, None);
+            let host = Arc::new(host::RealHost::new(&host_root));
+            let scan = scan::scan(
+                host.as_ref(),
+                &run::prober(host.clone(), probe),
+                &selected,
+                &node,
+            )?;
+            for problem in &scan.problems {
+                eprintln!("warning: {problem}");
+            }
+            print!(
+                "{}",
+                output::render(&run::status_of(host.as_ref(), &scan), output)?
+            );
+            // NB: a probe thread may still be blocked on a hung mount; do not wait for it.
+            std::process::exit(0);
+        }
+        None => {
+            let node = match (&cli.pools_file, cli.node_name) {
+                (_, Some(node)) => node,
+                (Some(_), None) => hostname().unwrap_or_default(),
+                (None, None) => anyhow::bail!(
+                    "--node-name (or NODE_NAME) is required unless --pools-file is given"
+                ),
+            };
+            let config = run::RunConfig {
+                host_root,
+                node,
+                pools_file: cli.pools_file,
+                metrics_addr: cli.metrics_addr,
+                resync: cli.resync,
+                probe,
+            };
+            let runtime = tokio::runtime::Runtime::new()?;
+            Ok(runtime.block_on(run::run(config))?)
+        }
+    }
 }

@@ -1,0 +1,120 @@
+//! Output of `volpool-agent scan`: the NodeVolumes status as JSON, YAML or a table for people.
+
+use volpool_api::{NodeVolumesStatus, VolumeState};
+
+use crate::error::{Error, Result};
+
+/// How `scan` prints its report.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Format {
+    /// A table, one line per entry.
+    Table,
+    /// The status as JSON.
+    Json,
+    /// The status as YAML.
+    Yaml,
+}
+
+/// Render `status` in `format`.
+pub fn render(status: &NodeVolumesStatus, format: Format) -> Result<String> {
+    match format {
+        Format::Json => serde_json::to_string_pretty(status)
+            .map(|s| s + "\n")
+            .map_err(|e| Error::EncodeReport {
+                format: "json",
+                reason: e.to_string(),
+            }),
+        Format::Yaml => serde_yaml::to_string(status).map_err(|e| Error::EncodeReport {
+            format: "yaml",
+            reason: e.to_string(),
+        }),
+        Format::Table => Ok(table(status)),
+    }
+}
+
+fn table(status: &NodeVolumesStatus) -> String {
+    let mut rows = vec![
+        [
+            "POOL",
+            "PATH",
+            "STATE",
+            "CAPACITY",
+            "FSTYPE",
+            "DEVICE",
+            "VOLUME ID",
+            "MESSAGE",
+        ]
+        .map(String::from),
+    ];
+    for v in &status.volumes {
+        let capacity = match v.state {
+            VolumeState::Ready | VolumeState::TooSmall => human_bytes(v.capacity_bytes),
+            _ => "-".into(),
+        };
+        rows.push([
+            v.pool.clone(),
+            v.path.escape_debug().to_string(),
+            format!("{:?}", v.state),
+            capacity,
+            dash(&v.fs_type),
+            dash(&v.device),
+            dash(&v.volume_id),
+            v.message.clone(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..8)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    if status.volumes.is_empty() {
+        out.push_str("(no entries: no local pool's discovery directory has any)\n");
+    }
+    out
+}
+
+fn dash(s: &str) -> String {
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.to_string()
+    }
+}
+
+/// `10.0Gi`-style sizes, exact bytes below 1 KiB.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
+    let mut value = bytes as f64;
+    let mut unit = None;
+    for u in UNITS {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = Some(u);
+    }
+    match unit {
+        None => format!("{bytes}"),
+        Some(u) => format!("{value:.1}{u}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_quantities() {
+        assert_eq!(human_bytes(512), "512");
+        assert_eq!(human_bytes(10 << 30), "10.0Gi");
+        assert_eq!(human_bytes(1536 << 20), "1.5Gi");
+    }
+}

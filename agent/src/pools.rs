@@ -1,0 +1,192 @@
+//! Which pools this agent scans: from a `--pools-file` (standalone) or the cluster's
+//! `VolumePool`s whose `nodeSelector` matches this node's labels.
+//!
+//! ```text
+//!  pools file (YAML stream) ─┐
+//!  VolumePool watch ─────────┼─► validate ─► local pools matching the node ─► [LocalPool]
+//!  Node labels ──────────────┘
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use serde::Deserialize;
+use volpool_api::units::parse_bytes;
+use volpool_api::{VolumeMode, VolumePool};
+
+use crate::error::{Error, Result};
+
+/// A local pool as the scan needs it: parsed and checked.
+#[derive(Clone, Debug)]
+pub struct LocalPool {
+    /// The pool's name.
+    pub name: String,
+    /// Host path of the discovery directory.
+    pub dir: PathBuf,
+    /// Filesystem (mount points) or Block (block devices).
+    pub mode: VolumeMode,
+    /// Which entry names belong to the pool.
+    pub pattern: glob::Pattern,
+    /// Smaller entries are `TooSmall`.
+    pub min_capacity: u64,
+}
+
+impl LocalPool {
+    /// The local part of a pool; `Ok(None)` for NFS pools, `Err` with every problem for
+    /// invalid ones.
+    pub fn from_pool(pool: &VolumePool) -> Result<Option<LocalPool>, String> {
+        pool.validate().map_err(|e| e.to_string())?;
+        let name = pool.metadata.name.clone().unwrap_or_default();
+        let Some(local) = &pool.spec.local else {
+            return Ok(None);
+        };
+        let pattern = glob::Pattern::new(&local.name_pattern).map_err(|e| {
+            format!(
+                "VolumePool {name:?}: spec.local.namePattern {:?} is not a glob: {e}",
+                local.name_pattern
+            )
+        })?;
+        let min_capacity = parse_bytes(&local.min_capacity).map_err(|e| e.to_string())?;
+        Ok(Some(LocalPool {
+            name,
+            dir: PathBuf::from(&local.discovery_dir),
+            mode: local.volume_mode,
+            pattern,
+            min_capacity,
+        }))
+    }
+}
+
+/// Read a YAML stream of VolumePool objects. Any document that is not a valid VolumePool is a
+/// fatal error naming the file and the document.
+pub fn read_pools_file(path: &Path) -> Result<Vec<VolumePool>> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadPoolsFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bad = |reason: String| Error::ParsePoolsFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut pools = Vec::new();
+    for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
+        let value = serde_yaml::Value::deserialize(doc)
+            .map_err(|e| bad(format!("document {}: {e}", i + 1)))?;
+        if value.is_null() {
+            continue;
+        }
+        let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+        if kind != "VolumePool" {
+            return Err(bad(format!(
+                "document {}: kind {kind:?} is not VolumePool",
+                i + 1
+            )));
+        }
+        let pool: VolumePool =
+            serde_yaml::from_value(value).map_err(|e| bad(format!("document {}: {e}", i + 1)))?;
+        pool.validate()
+            .map_err(|e| bad(format!("document {}: {e}", i + 1)))?;
+        pools.push(pool);
+    }
+    Ok(pools)
+}
+
+/// The local pools among `pools` whose node selector matches `labels` (`None` = standalone,
+/// every pool). Invalid pools are skipped with a warning: the others are still scanned.
+pub fn select(pools: &[VolumePool], labels: Option<&BTreeMap<String, String>>) -> Vec<LocalPool> {
+    let mut out: Vec<LocalPool> = pools
+        .iter()
+        .filter(|p| match labels {
+            Some(labels) => p
+                .spec
+                .node_selector
+                .as_ref()
+                .is_none_or(|s| selector_matches(s, labels)),
+            None => true,
+        })
+        .filter_map(|p| match LocalPool::from_pool(p) {
+            Ok(local) => local,
+            Err(problem) => {
+                tracing::warn!(%problem, "skipping an invalid pool");
+                None
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Whether a Kubernetes label selector matches a set of labels. An unknown operator matches
+/// nothing (safer than everything).
+pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let labels_ok = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let exprs_ok = selector.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.as_deref().unwrap_or_default();
+        let value = labels.get(&e.key);
+        match e.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            _ => false,
+        }
+    });
+    labels_ok && exprs_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pools(yaml: &str) -> Vec<VolumePool> {
+        let dir = std::env::temp_dir().join(format!("volpool-pools-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join(format!("{}.yaml", yaml.len()));
+        std::fs::write(&file, yaml).expect("write");
+        read_pools_file(&file).expect("valid pools file")
+    }
+
+    #[test]
+    fn selects_by_node_labels() {
+        let all = pools(
+            "apiVersion: volpool.io/v1alpha1\nkind: VolumePool\nmetadata: {name: fast}\nspec:\n  storageClassName: fast\n  nodeSelector: {matchLabels: {disk: ssd}}\n  local: {discoveryDir: /mnt/fast, namePattern: 'vol*', minCapacity: 1Mi}\n---\napiVersion: volpool.io/v1alpha1\nkind: VolumePool\nmetadata: {name: any}\nspec:\n  storageClassName: any\n  nodeSelector: {matchExpressions: [{key: zone, operator: NotIn, values: [b]}]}\n  local: {discoveryDir: /mnt/any}\n---\napiVersion: volpool.io/v1alpha1\nkind: VolumePool\nmetadata: {name: shared}\nspec: {storageClassName: nfs, nfs: {server: s, path: /e}}\n",
+        );
+        let labels = BTreeMap::from([("disk".to_string(), "ssd".to_string())]);
+        let names: Vec<String> = select(&all, Some(&labels))
+            .into_iter()
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(names, ["any", "fast"]);
+        let zone_b = BTreeMap::from([("zone".to_string(), "b".to_string())]);
+        assert!(select(&all, Some(&zone_b)).is_empty());
+        let fast = &select(&all, None)[1];
+        assert_eq!(fast.min_capacity, 1 << 20);
+        assert!(fast.pattern.matches("vol1") && !fast.pattern.matches("lost+found"));
+    }
+
+    #[test]
+    fn a_bad_pools_file_names_the_file_and_the_problem() {
+        let dir = std::env::temp_dir().join(format!("volpool-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        for (yaml, needle) in [
+            ("kind: Pod\nmetadata: {name: x}\n", "kind \"Pod\""),
+            (
+                "kind: VolumePool\nmetadata: {name: x}\nspec: {storageClassName: c}\n",
+                "neither spec.local",
+            ),
+            ("kind: VolumePool\n  bad: [indent\n", "document 1"),
+        ] {
+            let file = dir.join("pools.yaml");
+            std::fs::write(&file, yaml).expect("write");
+            let err = read_pools_file(&file).expect_err("invalid").to_string();
+            assert!(err.contains("pools.yaml") && err.contains(needle), "{err}");
+        }
+        let err = read_pools_file(&dir.join("missing.yaml")).expect_err("missing");
+        assert!(err.to_string().contains("missing.yaml"), "{err}");
+    }
+}

@@ -1,0 +1,201 @@
+//! The daemon: scan on every mount change and every `--resync`, keep the latest scan for
+//! `/metrics`, and hand its status to the publisher.
+//!
+//! ```text
+//!  mount events ─┐                                      ┌─► AgentState (metrics, readiness)
+//!  pool/node watch ─┼─► Notify ─► scan (blocking thread) ─┤
+//!  resync timer ─┘                                      └─► watch<status> ─► publisher ─► NodeVolumes
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use tokio::sync::{Notify, watch};
+use volpool_api::{NodeVolumesStatus, VolumePool};
+
+use crate::error::{Error, Result};
+use crate::host::{Host, RealHost};
+use crate::http::{self, AgentState};
+use crate::pools::{self, LocalPool};
+use crate::probe::{ProbeConfig, Prober};
+use crate::publish::publisher;
+use crate::scan::{Scan, scan};
+use crate::watch::watch_mounts;
+
+/// Mount events often come in bursts (a script mounting many disks); wait this long for the
+/// burst to end before scanning.
+const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// Everything the daemon needs.
+pub struct RunConfig {
+    /// Where the node's root is.
+    pub host_root: PathBuf,
+    /// This node (required in a cluster).
+    pub node: String,
+    /// Standalone: pools from this file, no cluster.
+    pub pools_file: Option<PathBuf>,
+    /// Listen address for HTTP.
+    pub metrics_addr: String,
+    /// Full rescan period.
+    pub resync: Duration,
+    /// Probe pool sizing and deadline.
+    pub probe: ProbeConfig,
+}
+
+/// The status the agent publishes for a scan.
+pub fn status_of(host: &dyn Host, scan: &Scan) -> NodeVolumesStatus {
+    NodeVolumesStatus {
+        machine_id: host
+            .read_to_string(std::path::Path::new("/etc/machine-id"))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default(),
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+        volumes: scan.volumes.clone(),
+        ..NodeVolumesStatus::default()
+    }
+}
+
+/// A prober that runs statvfs on `host`.
+pub fn prober(host: Arc<RealHost>, config: ProbeConfig) -> Prober {
+    Prober::new(config, Arc::new(move |p: &std::path::Path| host.statvfs(p)))
+}
+
+enum Pools {
+    File(Vec<VolumePool>),
+    Cluster {
+        pools: Store<VolumePool>,
+        node: Store<Node>,
+        name: String,
+    },
+}
+
+impl Pools {
+    fn current(&self) -> Vec<LocalPool> {
+        match self {
+            Pools::File(pools) => pools::select(pools, None),
+            Pools::Cluster { pools, node, name } => {
+                let labels: BTreeMap<String, String> = node
+                    .get(&reflector::ObjectRef::new(name))
+                    .and_then(|n| n.metadata.labels.clone())
+                    .unwrap_or_default();
+                let all: Vec<VolumePool> = pools.state().iter().map(|p| (**p).clone()).collect();
+                pools::select(&all, Some(&labels))
+            }
+        }
+    }
+}
+
+/// Run until killed.
+pub async fn run(config: RunConfig) -> Result<()> {
+    let host = Arc::new(RealHost::new(&config.host_root));
+    let prober = prober(host.clone(), config.probe);
+    let trigger = Arc::new(Notify::new());
+    let standalone = config.pools_file.is_some();
+    let state = AgentState::new(!standalone);
+    let addr = config.metrics_addr.clone();
+    let http_state = state.clone();
+    let server = tokio::spawn(async move { http::serve(&addr, http_state).await });
+    if let Err(e) = watch_mounts(&host.mount_table_path(), trigger.clone()) {
+        tracing::error!(error = %e, "mount changes are noticed only at each --resync");
+    }
+
+    let (desired_tx, desired_rx) = watch::channel(None);
+    let pools = match &config.pools_file {
+        Some(file) => Pools::File(pools::read_pools_file(file)?),
+        None => {
+            let client = Client::try_default().await.map_err(Error::ConnectCluster)?;
+            let pools = spawn_reflector(
+                Api::<VolumePool>::all(client.clone()),
+                watcher::Config::default(),
+                trigger.clone(),
+            );
+            let node = spawn_reflector(
+                Api::<Node>::all(client.clone()),
+                watcher::Config::default().fields(&format!("metadata.name={}", config.node)),
+                trigger.clone(),
+            );
+            tokio::spawn(publisher(
+                client,
+                config.node.clone(),
+                desired_rx,
+                state.clone(),
+                config.resync,
+            ));
+            // NB: scanning before the pools are known would publish an empty report.
+            let _ = pools.wait_until_ready().await;
+            let _ = node.wait_until_ready().await;
+            Pools::Cluster {
+                pools,
+                node,
+                name: config.node.clone(),
+            }
+        }
+    };
+
+    loop {
+        if server.is_finished() {
+            return match server.await {
+                Ok(result) => result,
+                Err(e) => Err(Error::ScanTask(e.to_string())),
+            };
+        }
+        let selected = pools.current();
+        let (scan_host, scan_prober, node) = (host.clone(), prober.clone(), config.node.clone());
+        let result = tokio::task::spawn_blocking(move || {
+            scan(scan_host.as_ref(), &scan_prober, &selected, &node)
+        })
+        .await
+        .map_err(|e| Error::ScanTask(e.to_string()))?;
+        match result {
+            Ok(scan) => {
+                for problem in &scan.problems {
+                    tracing::warn!(%problem, "pool not scanned");
+                }
+                tracing::debug!(duration = ?scan.duration, volumes = scan.volumes.len(), "scan done");
+                let status = status_of(host.as_ref(), &scan);
+                state.set_scan(scan);
+                desired_tx.send_if_modified(|old| {
+                    let changed = old.as_ref() != Some(&status);
+                    *old = Some(status);
+                    changed
+                });
+            }
+            Err(e) => tracing::error!(error = %e, category = e.category(), "scan failed"),
+        }
+        tokio::select! {
+            _ = trigger.notified() => tokio::time::sleep(DEBOUNCE).await,
+            _ = tokio::time::sleep(config.resync) => {}
+        }
+    }
+}
+
+fn spawn_reflector<K>(api: Api<K>, config: watcher::Config, trigger: Arc<Notify>) -> Store<K>
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, config).default_backoff());
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => trigger.notify_one(),
+                Err(e) => tracing::warn!(error = %e, "watch failed; retrying"),
+            }
+        }
+    });
+    reader
+}
