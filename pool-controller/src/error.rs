@@ -83,6 +83,9 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The metrics registry refused a metric (a programming error, caught at start).
+    #[error("failed to register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
     /// A watch ended with an error (the reflector retries).
     #[error("watch of {kind} failed: {source}")]
     Watch {
@@ -108,6 +111,7 @@ impl Error {
             Error::Lease { .. } => "lease",
             Error::Serve { .. } => "serve",
             Error::Watch { .. } => "watch",
+            Error::Metrics(_) => "metrics",
         }
     }
 }

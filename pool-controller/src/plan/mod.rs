@@ -96,6 +96,10 @@ pub enum Change {
     SetCleanups {
         /// Node (and NodeVolumes) name.
         node: String,
+        /// resourceVersion the list was planned from: the write fails rather than create a
+        /// NodeVolumes that was deleted meanwhile.
+        #[serde(skip)]
+        resource_version: Option<String>,
         /// The full list.
         cleanups: Vec<CleanupRequest>,
     },
@@ -132,13 +136,6 @@ pub struct Plan {
     pub changes: Vec<Change>,
     /// Plan again after this long even if nothing changes (a release grace period ends).
     pub wake_after: Option<Duration>,
-}
-
-impl Plan {
-    /// Number of API writes the plan makes (Events included).
-    pub fn writes(&self) -> usize {
-        self.changes.len()
-    }
 }
 
 /// Decide what must change so the PVs match the pools and the nodes' reports.
@@ -209,6 +206,7 @@ pub fn plan(world: &World) -> Plan {
         if wanted != report.spec.cleanups {
             cleanup_changes.push(Change::SetCleanups {
                 node: node.to_string(),
+                resource_version: report.metadata.resource_version.clone(),
                 cleanups: wanted,
             });
         }

@@ -93,7 +93,7 @@ fn settle(world: &mut World, plan: &Plan) {
             Change::DeletePv { name, .. } => {
                 world.pvs.retain(|p| p.metadata.name.as_ref() != Some(name))
             }
-            Change::SetCleanups { node, cleanups } => {
+            Change::SetCleanups { node, cleanups, .. } => {
                 for r in &mut world.reports {
                     if r.metadata.name.as_ref() == Some(node) {
                         Arc::make_mut(r).spec.cleanups = cleanups.clone();

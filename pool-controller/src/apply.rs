@@ -1,0 +1,222 @@
+//! Carry out a plan: server-side apply (field manager `volpool-controller`) of PVs, of
+//! NodeVolumes `spec.cleanups` and of VolumePool `/status`; PV deletions with a UID
+//! precondition; Events through events.k8s.io/v1.
+//!
+//! ```text
+//!  [Change] ──► deletions ──► PV applies ──► cleanups ──► statuses ──► Events
+//!               (each phase runs `concurrency` requests at a time)
+//! ```
+//!
+//! A failed write is counted and logged, the others go on; the next pass plans it again.
+
+use std::sync::Arc;
+
+use futures::{StreamExt, stream};
+use k8s_openapi::api::core::v1::PersistentVolume;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client};
+use serde_json::json;
+use volpool_api::{FIELD_MANAGER_CONTROLLER, NodeVolumes, VolumePool};
+
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::plan::{Change, Notice};
+use crate::world::{Written, WrittenKind};
+
+/// Makes the writes.
+pub struct Applier {
+    client: Client,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+    concurrency: usize,
+}
+
+/// What a pass wrote.
+#[derive(Default)]
+pub struct Applied {
+    /// Objects written, to wait for in the stores.
+    pub written: Vec<Written>,
+    /// Writes that failed.
+    pub failed: usize,
+}
+
+impl Applier {
+    /// An applier; `instance` names this replica in Events.
+    pub fn new(
+        client: Client,
+        instance: String,
+        metrics: Arc<Metrics>,
+        concurrency: usize,
+    ) -> Applier {
+        let reporter = Reporter {
+            controller: "volpool.io/volpool-controller".into(),
+            instance: Some(instance),
+        };
+        Applier {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            concurrency: concurrency.max(1),
+        }
+    }
+
+    /// Apply every change, phase by phase.
+    pub async fn apply(&self, changes: Vec<Change>) -> Applied {
+        let mut phases: [Vec<Change>; 5] = Default::default();
+        for change in changes {
+            let phase = match change {
+                Change::DeletePv { .. } => 0,
+                Change::CreatePv { .. } | Change::UpdatePv { .. } => 1,
+                Change::SetCleanups { .. } => 2,
+                Change::PoolStatus { .. } => 3,
+                Change::Event(_) => 4,
+            };
+            phases[phase].push(change);
+        }
+        let mut applied = Applied::default();
+        for phase in phases {
+            let results: Vec<Result<Option<Written>, Error>> = stream::iter(phase)
+                .map(|c| self.one(c))
+                .buffer_unordered(self.concurrency)
+                .collect()
+                .await;
+            for result in results {
+                match result {
+                    Ok(Some(w)) => applied.written.push(w),
+                    Ok(None) => {}
+                    Err(e) => {
+                        applied.failed += 1;
+                        self.metrics.error(&e);
+                        tracing::warn!(error = %e, "write failed; the next pass retries");
+                    }
+                }
+            }
+        }
+        applied
+    }
+
+    async fn one(&self, change: Change) -> Result<Option<Written>, Error> {
+        let apply = PatchParams::apply(FIELD_MANAGER_CONTROLLER).force();
+        match change {
+            Change::CreatePv { pv } | Change::UpdatePv { pv, .. } => {
+                let name = pv.metadata.name.clone().unwrap_or_default();
+                let api: Api<PersistentVolume> = Api::all(self.client.clone());
+                let result = api.patch(&name, &apply, &Patch::Apply(&pv)).await;
+                self.metrics.write("apply", "persistentvolumes");
+                let written = result.map_err(|source| Error::ApplyPv {
+                    name: name.clone(),
+                    source,
+                })?;
+                Ok(Some(Written {
+                    kind: WrittenKind::Pv,
+                    name,
+                    resource_version: written.metadata.resource_version,
+                }))
+            }
+            Change::DeletePv {
+                name,
+                uid,
+                pool,
+                reason,
+                scrub_seconds,
+            } => {
+                let api: Api<PersistentVolume> = Api::all(self.client.clone());
+                let params = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        uid: Some(uid),
+                        resource_version: None,
+                    }),
+                    ..Default::default()
+                };
+                tracing::info!(pv = %name, %reason, "deleting PersistentVolume");
+                let result = api.delete(&name, &params).await;
+                self.metrics.write("delete", "persistentvolumes");
+                match result {
+                    Ok(_) => {}
+                    // NB: already gone, or a newer PV of that name (UID precondition): done.
+                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                    Err(source) => return Err(Error::DeletePv { name, source }),
+                }
+                if let Some(seconds) = scrub_seconds {
+                    self.metrics.cleanup(&pool, "succeeded", seconds);
+                }
+                Ok(Some(Written {
+                    kind: WrittenKind::Pv,
+                    name,
+                    resource_version: None,
+                }))
+            }
+            Change::SetCleanups {
+                node,
+                resource_version,
+                cleanups,
+            } => {
+                let api: Api<NodeVolumes> = Api::all(self.client.clone());
+                let mut body = json!({
+                    "apiVersion": "volpool.io/v1alpha1",
+                    "kind": "NodeVolumes",
+                    "metadata": {"name": node},
+                    "spec": {"cleanups": cleanups},
+                });
+                if let Some(rv) = resource_version {
+                    body["metadata"]["resourceVersion"] = json!(rv);
+                }
+                let result = api.patch(&node, &apply, &Patch::Apply(&body)).await;
+                self.metrics.write("apply", "nodevolumes");
+                let written = result.map_err(|source| Error::SetCleanups {
+                    node: node.clone(),
+                    source,
+                })?;
+                Ok(Some(Written {
+                    kind: WrittenKind::Report,
+                    name: node,
+                    resource_version: written.metadata.resource_version,
+                }))
+            }
+            Change::PoolStatus { pool, status } => {
+                let api: Api<VolumePool> = Api::all(self.client.clone());
+                let body = json!({
+                    "apiVersion": "volpool.io/v1alpha1",
+                    "kind": "VolumePool",
+                    "status": status,
+                });
+                let result = api.patch_status(&pool, &apply, &Patch::Apply(&body)).await;
+                self.metrics.write("apply", "volumepools/status");
+                let written = result.map_err(|source| Error::WriteStatus {
+                    pool: pool.clone(),
+                    source,
+                })?;
+                Ok(Some(Written {
+                    kind: WrittenKind::Pool,
+                    name: pool,
+                    resource_version: written.metadata.resource_version,
+                }))
+            }
+            Change::Event(notice) => {
+                self.publish(notice).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    async fn publish(&self, notice: Notice) -> Result<(), Error> {
+        let event = Event {
+            type_: if notice.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: notice.reason.clone(),
+            note: Some(notice.note),
+            action: notice.action,
+            secondary: None,
+        };
+        let result = self.recorder.publish(&event, &notice.regarding).await;
+        self.metrics.write("create", "events");
+        result.map_err(|source| Error::PublishEvent {
+            reason: notice.reason,
+            source,
+        })
+    }
+}

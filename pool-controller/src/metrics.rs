@@ -1,0 +1,162 @@
+//! Controller metrics (prefix `volpool_`), as listed in DESIGN: pool volumes and bytes by
+//! phase, leadership, pass duration, errors by category, API writes by verb and resource, and
+//! scrub durations. Label values are always bounded names, never error texts.
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts,
+    Registry, TextEncoder,
+};
+use volpool_api::VolumePool;
+
+use crate::error::Error;
+
+/// Every controller metric, in one registry.
+pub struct Metrics {
+    registry: Registry,
+    pool_volumes: GaugeVec,
+    pool_capacity: GaugeVec,
+    leader: Gauge,
+    reconcile: Histogram,
+    errors: IntCounterVec,
+    writes: IntCounterVec,
+    cleanup: HistogramVec,
+}
+
+impl Metrics {
+    /// Create and register every metric.
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        let metrics = Metrics {
+            pool_volumes: GaugeVec::new(
+                Opts::new("volpool_pool_volumes", "PVs of a pool by phase"),
+                &["pool", "phase"],
+            )?,
+            pool_capacity: GaugeVec::new(
+                Opts::new(
+                    "volpool_pool_capacity_bytes",
+                    "Bytes of a pool's PVs by phase",
+                ),
+                &["pool", "phase"],
+            )?,
+            leader: Gauge::new(
+                "volpool_controller_leader",
+                "1 while this replica holds the leader Lease",
+            )?,
+            reconcile: Histogram::with_opts(
+                HistogramOpts::new(
+                    "volpool_controller_reconcile_duration_seconds",
+                    "Duration of one plan-and-apply pass",
+                )
+                .buckets(vec![0.001, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            )?,
+            errors: IntCounterVec::new(
+                Opts::new("volpool_controller_errors_total", "Errors by category"),
+                &["category"],
+            )?,
+            writes: IntCounterVec::new(
+                Opts::new(
+                    "volpool_controller_api_writes_total",
+                    "API writes by verb and resource",
+                ),
+                &["verb", "resource"],
+            )?,
+            cleanup: HistogramVec::new(
+                HistogramOpts::new(
+                    "volpool_cleanup_duration_seconds",
+                    "From release to the end of the scrub",
+                )
+                .buckets(vec![1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0]),
+                &["pool", "result"],
+            )?,
+            registry,
+        };
+        metrics
+            .registry
+            .register(Box::new(metrics.pool_volumes.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.pool_capacity.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.leader.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.reconcile.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.errors.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.writes.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.cleanup.clone()))?;
+        Ok(metrics)
+    }
+
+    /// Count an error.
+    pub fn error(&self, e: &Error) {
+        self.errors.with_label_values(&[e.category()]).inc();
+    }
+
+    /// Count an API write.
+    pub fn write(&self, verb: &str, resource: &str) {
+        self.writes.with_label_values(&[verb, resource]).inc();
+    }
+
+    /// Record a pass.
+    pub fn pass(&self, seconds: f64) {
+        self.reconcile.observe(seconds);
+    }
+
+    /// Record a finished scrub.
+    pub fn cleanup(&self, pool: &str, result: &str, seconds: f64) {
+        self.cleanup
+            .with_label_values(&[pool, result])
+            .observe(seconds);
+    }
+
+    /// Set leadership.
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(if leader { 1.0 } else { 0.0 });
+    }
+
+    /// Set the pool gauges from the pools' statuses (pools gone disappear).
+    pub fn set_pools<'a>(&self, pools: impl Iterator<Item = &'a VolumePool>) {
+        self.pool_volumes.reset();
+        self.pool_capacity.reset();
+        for pool in pools {
+            let (Some(name), Some(status)) = (pool.metadata.name.as_deref(), pool.status.as_ref())
+            else {
+                continue;
+            };
+            let v = &status.volumes;
+            for (phase, n) in [
+                ("available", v.available),
+                ("bound", v.bound),
+                ("released", v.released),
+                ("cleaning", v.cleaning),
+                ("unhealthy", v.unhealthy),
+            ] {
+                self.pool_volumes
+                    .with_label_values(&[name, phase])
+                    .set(f64::from(n));
+            }
+            let c = &status.capacity_bytes;
+            for (phase, bytes) in [("available", c.available), ("bound", c.bound)] {
+                self.pool_capacity
+                    .with_label_values(&[name, phase])
+                    .set(bytes as f64);
+            }
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+            tracing::warn!(error = %e, "failed to encode metrics");
+        }
+        String::from_utf8_lossy(&buffer).into_owned()
+    }
+}

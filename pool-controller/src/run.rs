@@ -1,0 +1,134 @@
+//! The controller loop: wait for a change (or a timer), snapshot the stores, plan, and — on
+//! the leader only — apply, then wait until the stores show the writes.
+//!
+//! ```text
+//!  watch event / timer / leadership change
+//!        └─► snapshot ─► plan ─► apply (leader) ─► stores caught up ─► next pass at once if it wrote
+//! ```
+//!
+//! A pass that finds nothing to do writes nothing, so an idle cluster costs no API writes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::Client;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Notify, watch};
+
+use crate::apply::Applier;
+use crate::error::Result;
+use crate::http::{self, Health};
+use crate::lease::{self, LeaseConfig};
+use crate::metrics::Metrics;
+use crate::plan::plan;
+use crate::world::Stores;
+
+/// How the controller runs.
+pub struct Options {
+    /// Listen address of `/metrics`, `/healthz`, `/readyz`.
+    pub metrics_addr: String,
+    /// Leader election.
+    pub lease: LeaseConfig,
+    /// Label selector limiting the VolumePools this controller plans.
+    pub pool_selector: Option<String>,
+    /// Plan at least this often even when nothing changes.
+    pub resync: Duration,
+    /// Concurrent API writes.
+    pub concurrency: usize,
+}
+
+/// Let a burst of watch events land before planning.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+/// Wait at most this long for the stores to show a pass's writes.
+const CATCH_UP: Duration = Duration::from_secs(30);
+/// Retry sooner than the resync after failed writes.
+const RETRY: Duration = Duration::from_secs(2);
+
+/// Run until SIGTERM or SIGINT.
+pub async fn run(client: Client, options: Options) -> Result<()> {
+    let metrics = Arc::new(Metrics::new()?);
+    let ready = Arc::new(AtomicBool::new(false));
+    let health = Health {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    let _http = http::serve(&options.metrics_addr, health).await?;
+    let mut terminate =
+        signal(SignalKind::terminate()).map_err(|source| crate::error::Error::Serve {
+            addr: "signal handler".into(),
+            source,
+        })?;
+
+    let notify = Arc::new(Notify::new());
+    let stores = Stores::start(
+        &client,
+        options.pool_selector.as_deref(),
+        notify.clone(),
+        metrics.clone(),
+    );
+    stores.ready().await;
+    ready.store(true, Ordering::Relaxed);
+    tracing::info!("watches synced");
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (mut leader, lease_task) = lease::spawn(client.clone(), options.lease.clone(), shutdown_rx);
+    let applier = Applier::new(
+        client,
+        options.lease.identity.clone(),
+        metrics.clone(),
+        options.concurrency,
+    );
+    let mut wake = options.resync;
+    loop {
+        tokio::select! {
+            _ = notify.notified() => {}
+            _ = tokio::time::sleep(wake) => {}
+            _ = leader.changed() => {}
+            _ = terminate.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+        tokio::time::sleep(DEBOUNCE).await;
+        let leading = *leader.borrow();
+        metrics.set_leader(leading);
+        wake = options.resync;
+        if !leading {
+            continue;
+        }
+        let started = Instant::now();
+        let world = stores.snapshot(Timestamp::now());
+        metrics.set_pools(world.pools.iter().map(AsRef::as_ref));
+        let plan = plan(&world);
+        drop(world);
+        if let Some(after) = plan.wake_after {
+            wake = wake.min(after);
+        }
+        let planned = plan.changes.len();
+        let applied = applier.apply(plan.changes).await;
+        if !applied.written.is_empty() && !stores.caught_up(&applied.written, CATCH_UP).await {
+            tracing::warn!("the watches did not show this pass's writes in time");
+        }
+        metrics.pass(started.elapsed().as_secs_f64());
+        if planned > 0 {
+            tracing::info!(
+                writes = planned,
+                failed = applied.failed,
+                seconds = started.elapsed().as_secs_f64(),
+                "pass applied"
+            );
+        }
+        if applied.failed > 0 {
+            wake = wake.min(RETRY);
+        } else if planned > 0 {
+            // NB: a pass that wrote plans again at once: its writes may enable more (a deleted
+            // PV is recreated, statuses count the new PVs).
+            wake = Duration::ZERO;
+        }
+    }
+    tracing::info!("shutting down");
+    metrics.set_leader(false);
+    let _ = shutdown.send(true);
+    let _ = lease_task.await;
+    Ok(())
+}
