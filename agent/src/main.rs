@@ -114,7 +114,13 @@ fn main() -> anyhow::Result<()> {
                 "{}",
                 output::render(&run::status_of(host.as_ref(), &scan), output)?
             );
-            // NB: a probe thread may still be blocked on a hung mount; do not wait for it.
+            let blocked = scan.probes.iter().filter(|p| p.stuck).count();
+            if blocked > 0 {
+                eprintln!(
+                    "warning: statvfs is blocked on {blocked} hung mount(s); this process ends when those calls return"
+                );
+            }
+            // NB: do not join the probe threads: one may be blocked on a hung mount.
             std::process::exit(0);
         }
         None => {
