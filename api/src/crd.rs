@@ -6,7 +6,7 @@
 //! (quantities, durations, mode/cleanup pairs) are in [`crate::VolumePool::validate`].
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceDefinition, JSONSchemaProps,
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray,
 };
 use kube::CustomResourceExt;
 
@@ -46,7 +46,32 @@ pub fn volume_pool() -> CustomResourceDefinition {
 
 /// The NodeVolumes CRD.
 pub fn node_volumes() -> CustomResourceDefinition {
-    NodeVolumes::crd()
+    let mut crd = NodeVolumes::crd();
+    for version in &mut crd.spec.versions {
+        if let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
+            drop_empty_string_defaults(schema);
+        }
+    }
+    crd
+}
+
+/// Remove `default: ''` everywhere in a schema. NB: a 1.20 apiserver reads an empty-string
+/// default as null and refuses the whole CRD ("in body must be of type string: null"); an
+/// absent string means the same to serde anyway.
+fn drop_empty_string_defaults(schema: &mut JSONSchemaProps) {
+    if schema.default.as_ref().is_some_and(|d| d.0 == serde_json::json!("")) {
+        schema.default = None;
+    }
+    for prop in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        drop_empty_string_defaults(prop);
+    }
+    if let Some(JSONSchemaPropsOrArray::Schema(items)) = schema.items.as_mut() {
+        drop_empty_string_defaults(items);
+    }
 }
 
 /// Every CRD as `(file name, YAML text)`, in the form committed under `deploy/crds/`.
