@@ -262,9 +262,12 @@ async fn nodes_storage_classes_leases_and_events() -> anyhow::Result<()> {
         Some("volpool-controller")
     );
 
-    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    // NB: with eventTime set, 1.20 accepts Events about cluster-scoped objects (Nodes, PVs)
+    // only in kube-system (later versions also allow "default", where kube's Recorder puts them).
+    let events: Api<Event> = Api::namespaced(client.clone(), "kube-system");
+    let event_name = unique("volpool-smoke");
     let event = json!({
-        "metadata": {"name": "volpool-smoke"},
+        "metadata": {"name": event_name},
         "eventTime": k8s_openapi::jiff::Timestamp::now().to_string(),
         "reportingController": "volpool.io/volpool-controller", "reportingInstance": "replica-a",
         "action": "Provision", "reason": "Created", "type": "Normal",
@@ -274,11 +277,13 @@ async fn nodes_storage_classes_leases_and_events() -> anyhow::Result<()> {
     events
         .create(&PostParams::default(), &serde_json::from_value(event)?)
         .await?;
-    let listed = events.list(&ListParams::default()).await?;
+    let listed = events
+        .list(&ListParams::default().fields(&format!("regarding.name={node_name}")))
+        .await?;
     let ours = listed
         .items
         .iter()
-        .find(|e| e.metadata.name.as_deref() == Some("volpool-smoke"));
+        .find(|e| e.metadata.name.as_deref() == Some(event_name.as_str()));
     assert_eq!(
         ours.and_then(|e| e.note.as_deref()),
         Some("created a PersistentVolume")
