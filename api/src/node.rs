@@ -53,13 +53,13 @@ pub struct CleanupRequest {
 #[serde(rename_all = "camelCase")]
 pub struct NodeVolumesStatus {
     /// UID of the Node this report is for, so a re-created node with the same name is noticed.
-    #[serde(default, rename = "nodeUID")]
+    #[serde(default, skip_serializing_if = "String::is_empty", rename = "nodeUID")]
     pub node_uid: String,
     /// The host's `/etc/machine-id`.
-    #[serde(default, rename = "machineID")]
+    #[serde(default, skip_serializing_if = "String::is_empty", rename = "machineID")]
     pub machine_id: String,
     /// Version of the agent that wrote this report.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub agent_version: String,
     /// Every entry of every local pool's discovery dir, with its state.
     #[serde(default)]
@@ -82,7 +82,9 @@ pub struct VolumeReport {
     /// The pool whose discovery dir holds the entry.
     pub pool: String,
     /// Stable identity: `uuid:<fs uuid>`, `wwn:<id>`, `serial:<id>`, … (see the agent's docs).
-    #[serde(rename = "volumeID")]
+    /// Absent for entries that are not volumes (a plain directory, a stray file).
+    // NB: never serialized empty: a 1.20 apiserver turns "" in an apply into null and refuses it.
+    #[serde(rename = "volumeID", default, skip_serializing_if = "String::is_empty")]
     pub volume_id: String,
     /// Host path of the entry.
     pub path: String,
