@@ -22,13 +22,15 @@ demo:
 	@mkdir -p target
 	tests/cluster/up > target/demo-up.out
 	kubeconfig=$$(sed -n 's/^export KUBECONFIG=//p' target/demo-up.out | tail -n 1)
-	kubectl --kubeconfig "$$kubeconfig" apply -f deploy/crds/
-	kubectl --kubeconfig "$$kubeconfig" wait --for condition=Established --timeout=60s -f deploy/crds/
-	kubectl --kubeconfig "$$kubeconfig" apply -f deploy/examples/local-pool.yaml
-	kubectl --kubeconfig "$$kubeconfig" get volumepools -o wide
+	# A kubectl that matches the v1.20.2 server, kept beside the cached server binaries.
+	kubectl=$${VOLPOOL_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/volpool}/kubernetes-1.20.2/bin/kubectl
+	"$$kubectl" --kubeconfig "$$kubeconfig" apply -f deploy/crds/
+	"$$kubectl" --kubeconfig "$$kubeconfig" wait --for condition=Established --timeout=60s -f deploy/crds/
+	"$$kubectl" --kubeconfig "$$kubeconfig" apply -f deploy/examples/local-pool.yaml
+	"$$kubectl" --kubeconfig "$$kubeconfig" get volumepools -o wide
 	echo
 	echo "The demo control plane (Kubernetes v1.20.2) is running. Point kubectl at it with:"
-	echo "  export KUBECONFIG=$$kubeconfig"
+	echo "  export KUBECONFIG=$$kubeconfig PATH=$$(dirname "$$kubectl"):$$PATH"
 	echo "Stop it with: make demo-down"
 
 demo-down:
