@@ -30,7 +30,7 @@ demo:
 	"$$kubectl" --kubeconfig "$$kubeconfig" get volumepools -o wide
 	echo
 	echo "The demo control plane (Kubernetes v1.20.2) is running. Point kubectl at it with:"
-	echo "  export KUBECONFIG=$$kubeconfig PATH=$$(dirname "$$kubectl"):$$PATH"
+	echo "  export KUBECONFIG=$$kubeconfig PATH=$$(dirname "$$kubectl"):\$$PATH"
 	echo "Stop it with: make demo-down"
 
 demo-down:
