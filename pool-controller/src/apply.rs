@@ -13,8 +13,11 @@ use std::sync::Arc;
 
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::PersistentVolume;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 use volpool_api::{FIELD_MANAGER_CONTROLLER, NodeVolumes, VolumePool};
@@ -27,7 +30,7 @@ use crate::world::{Written, WrittenKind};
 /// Makes the writes.
 pub struct Applier {
     client: Client,
-    recorder: Recorder,
+    instance: String,
     metrics: Arc<Metrics>,
     concurrency: usize,
 }
@@ -49,12 +52,8 @@ impl Applier {
         metrics: Arc<Metrics>,
         concurrency: usize,
     ) -> Applier {
-        let reporter = Reporter {
-            controller: "volpool.io/volpool-controller".into(),
-            instance: Some(instance),
-        };
         Applier {
-            recorder: Recorder::new(client.clone(), reporter),
+            instance,
             client,
             metrics,
             concurrency: concurrency.max(1),
@@ -201,22 +200,40 @@ impl Applier {
     }
 
     async fn publish(&self, notice: Notice) -> Result<(), Error> {
+        // NB: a 1.20 apiserver takes Events about cluster-scoped objects (PVs) only in
+        // kube-system; kube's Recorder would put them in "default".
+        let namespace = notice
+            .regarding
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "kube-system".into());
+        let now = Timestamp::now();
+        let regarding_name = notice.regarding.name.clone().unwrap_or_default();
         let event = Event {
-            type_: if notice.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
+            metadata: ObjectMeta {
+                name: Some(format!("{regarding_name}.{:x}", now.as_nanosecond())),
+                namespace: Some(namespace.clone()),
+                ..Default::default()
             },
-            reason: notice.reason.clone(),
+            event_time: Some(MicroTime(now)),
+            type_: Some(if notice.warning { "Warning" } else { "Normal" }.into()),
+            reason: Some(notice.reason.clone()),
+            action: Some(notice.action),
             note: Some(notice.note),
-            action: notice.action,
-            secondary: None,
+            regarding: Some(notice.regarding),
+            reporting_controller: Some(REPORTING_CONTROLLER.into()),
+            reporting_instance: Some(self.instance.clone()),
+            ..Default::default()
         };
-        let result = self.recorder.publish(&event, &notice.regarding).await;
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+        let result = api.create(&PostParams::default(), &event).await;
         self.metrics.write("create", "events");
-        result.map_err(|source| Error::PublishEvent {
+        result.map(|_| ()).map_err(|source| Error::PublishEvent {
             reason: notice.reason,
             source,
         })
     }
 }
+
+/// `reportingController` of every Event.
+const REPORTING_CONTROLLER: &str = "volpool.io/volpool-controller";

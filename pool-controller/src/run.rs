@@ -68,7 +68,11 @@ pub async fn run(client: Client, options: Options) -> Result<()> {
         notify.clone(),
         metrics.clone(),
     );
-    stores.ready().await;
+    tokio::select! {
+        _ = stores.ready() => {}
+        _ = terminate.recv() => return Ok(()),
+        _ = tokio::signal::ctrl_c() => return Ok(()),
+    }
     ready.store(true, Ordering::Relaxed);
     tracing::info!("watches synced");
 

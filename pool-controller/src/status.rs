@@ -101,7 +101,11 @@ pub fn pool_status(
             }
             ("True", first.reason.to_string(), message.join("; "))
         }
-        None => ("False", "AsExpected".to_string(), String::new()),
+        None => (
+            "False",
+            "AsExpected".to_string(),
+            "no problem found".to_string(),
+        ),
     };
     let conditions = [("Ready", ready), ("Degraded", degraded)]
         .into_iter()

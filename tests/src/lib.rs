@@ -7,6 +7,8 @@
 //!
 //! Every test gets its own names from [`unique`], so tests run in parallel without colliding.
 
+pub mod controller;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;

@@ -1,0 +1,177 @@
+//! Harness for the real `volpool-controller` binary: build it once, start it against the test
+//! cluster with its own metrics port and Lease, read its `/metrics`, kill it on drop.
+//! Also plays an agent: publishes `NodeVolumes` the way `volpool-agent` does (server-side
+//! apply of the object with an ownerReference to its Node, then of `/status`).
+//!
+//! ```text
+//!  test ──► Controller::start ──► target/debug/volpool-controller --pool-selector … --lease-name …
+//!       ──► publish_report ──► NodeVolumes/<node> (+ /status, field manager volpool-agent)
+//! ```
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+use anyhow::{Context, bail};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client, Resource};
+use serde_json::{Value, json};
+use volpool_api::NodeVolumes;
+
+use crate::{kubeconfig, repo_root};
+
+/// Label put on a test's VolumePools; each test's controller plans only its own pools.
+pub const LABEL_TEST: &str = "volpool.io/e2e";
+
+/// Path of the controller binary, built once per test process (`$VOLPOOL_CONTROLLER_BIN`
+/// overrides).
+pub fn controller_binary() -> anyhow::Result<PathBuf> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| build().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+fn build() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("VOLPOOL_CONTROLLER_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let status = Command::new("flock")
+        .arg(std::env::temp_dir().join("volpool-controller-build.lock"))
+        .args([env!("CARGO"), "build", "-q", "-p", "volpool-controller"])
+        .current_dir(repo_root())
+        .status()
+        .context("failed to run cargo build -p volpool-controller")?;
+    if !status.success() {
+        bail!("cargo build -p volpool-controller failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    Ok(target.join("debug/volpool-controller"))
+}
+
+/// One running controller replica.
+pub struct Controller {
+    child: Child,
+    /// `host:port` of its `/metrics`.
+    pub metrics_addr: String,
+    /// Its Lease identity.
+    pub identity: String,
+}
+
+impl Controller {
+    /// Start a replica planning the pools labelled `volpool.io/e2e=<test>`, electing with the
+    /// Lease `default/<test>`.
+    pub fn start(test: &str, identity: &str) -> anyhow::Result<Controller> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let metrics_addr = format!("127.0.0.1:{port}");
+        let log = std::fs::File::create(std::env::temp_dir().join(format!("{identity}.log")))?;
+        let child = Command::new(controller_binary()?)
+            .args(["--metrics-addr", &metrics_addr])
+            .args(["--lease-namespace", "default", "--lease-name", test])
+            .args(["--identity", identity])
+            .args(["--pool-selector", &format!("{LABEL_TEST}={test}")])
+            .args(["--resync", "1s", "--lease-duration", "5s"])
+            .env("KUBECONFIG", kubeconfig()?)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("failed to start volpool-controller")?;
+        Ok(Controller {
+            child,
+            metrics_addr,
+            identity: identity.to_string(),
+        })
+    }
+
+    /// GET a path of its HTTP endpoint: (status code, body).
+    pub async fn get(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        let addr = self.metrics_addr.clone();
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        let response = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+            use std::io::{Read, Write};
+            let mut stream = std::net::TcpStream::connect(&addr)?;
+            stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+            stream.write_all(request.as_bytes())?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response)?;
+            Ok(response)
+        })
+        .await??;
+        let code = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .context("no HTTP status line")?;
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        Ok((code, body.to_string()))
+    }
+
+    /// Sum of a metric's samples whose line contains every one of `labels`.
+    pub async fn metric(&self, name: &str, labels: &[&str]) -> anyhow::Result<f64> {
+        let (_, text) = self.get("/metrics").await?;
+        Ok(text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.split(['{', ' ']).next() == Some(name))
+            .filter(|l| labels.iter().all(|label| l.contains(label)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
+    }
+
+    /// SIGKILL, as a crashed pod.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One volume as an agent reports it.
+pub fn volume(pool: &str, entry: &str, id: &str, bytes: u64) -> Value {
+    json!({"pool": pool, "volumeID": id, "path": format!("/mnt/disks/{entry}"),
+           "volumeMode": "Filesystem", "fsType": "ext4", "capacityBytes": bytes, "state": "Ready"})
+}
+
+/// Publish a node's report as the agent does: the object (owned by its Node), then `/status`
+/// with the given volumes and cleanup results.
+pub async fn publish_report(
+    client: &Client,
+    node: &str,
+    volumes: Vec<Value>,
+    cleanups: Vec<Value>,
+) -> anyhow::Result<()> {
+    let agent = PatchParams::apply(volpool_api::FIELD_MANAGER_AGENT).force();
+    let reports: Api<NodeVolumes> = Api::all(client.clone());
+    let node_object = Api::<Node>::all(client.clone()).get(node).await?;
+    let owner = node_object
+        .controller_owner_ref(&())
+        .context("node has no uid")?;
+    let object = json!({"apiVersion": "volpool.io/v1alpha1", "kind": "NodeVolumes",
+                        "metadata": {"name": node, "ownerReferences": [owner]}, "spec": {}});
+    reports.patch(node, &agent, &Patch::Apply(&object)).await?;
+    let mut status =
+        json!({"nodeUID": node_object.metadata.uid, "agentVersion": "e2e", "volumes": volumes});
+    if !cleanups.is_empty() {
+        status["cleanups"] = json!(cleanups);
+    }
+    let status =
+        json!({"apiVersion": "volpool.io/v1alpha1", "kind": "NodeVolumes", "status": status});
+    reports
+        .patch_status(node, &agent, &Patch::Apply(&status))
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,774 @@
+//! The controller against the real 1.20.2 control plane (PV binder, StatefulSet controller,
+//! scheduler, garbage collector): NodeVolumes published as an agent would, PVs checked as a
+//! user would see them.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+use volpool_api::{LABEL_POOL, NodeVolumes, VolumePool, local_pv_name};
+use volpool_e2e::controller::{Controller, LABEL_TEST, publish_report, volume};
+use volpool_e2e::{FIELD_MANAGER, apply_crds, client, create_node, unique, wait_for};
+
+const GIB: u64 = 1 << 30;
+const LONG: Duration = Duration::from_secs(60);
+
+fn apply() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+async fn setup(prefix: &str) -> anyhow::Result<(Client, String)> {
+    let client = client().await?;
+    apply_crds(&client).await?;
+    Ok((client, unique(prefix)))
+}
+
+/// A local pool of the test, reading `/mnt/disks`, with PVs of class `class`.
+async fn create_pool(
+    client: &Client,
+    test: &str,
+    pool: &str,
+    class: &str,
+    extra: Value,
+) -> anyhow::Result<()> {
+    let mut spec = json!({"storageClassName": class, "local": {"discoveryDir": "/mnt/disks"}});
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    let object = json!({"apiVersion": "volpool.io/v1alpha1", "kind": "VolumePool",
+                        "metadata": {"name": pool, "labels": {LABEL_TEST: test}}, "spec": spec});
+    Api::<VolumePool>::all(client.clone())
+        .patch(pool, &apply(), &Patch::Apply(&object))
+        .await?;
+    Ok(())
+}
+
+async fn create_class(client: &Client, name: &str, wait_for_consumer: bool) -> anyhow::Result<()> {
+    let mode = if wait_for_consumer {
+        "WaitForFirstConsumer"
+    } else {
+        "Immediate"
+    };
+    let sc = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name},
+                    "provisioner": "kubernetes.io/no-provisioner", "volumeBindingMode": mode});
+    Api::<k8s_openapi::api::storage::v1::StorageClass>::all(client.clone())
+        .patch(name, &apply(), &Patch::Apply(&sc))
+        .await?;
+    Ok(())
+}
+
+async fn create_namespace(client: &Client, name: &str) -> anyhow::Result<()> {
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": name}}))?,
+        )
+        .await?;
+    Ok(())
+}
+
+async fn pvs_of(client: &Client, pool: &str) -> anyhow::Result<Vec<PersistentVolume>> {
+    let lp = ListParams::default().labels(&format!("{LABEL_POOL}={pool}"));
+    Ok(Api::<PersistentVolume>::all(client.clone())
+        .list(&lp)
+        .await?
+        .items)
+}
+
+/// Wait until the pool has exactly `names` as PVs.
+async fn wait_for_pvs(
+    client: &Client,
+    pool: &str,
+    names: &[String],
+) -> anyhow::Result<Vec<PersistentVolume>> {
+    let want: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+    wait_for(&format!("PVs {want:?} of pool {pool}"), LONG, || async {
+        let pvs = pvs_of(client, pool).await?;
+        let have: BTreeSet<&str> = pvs
+            .iter()
+            .filter_map(|p| p.metadata.name.as_deref())
+            .collect();
+        Ok((have == want).then_some(pvs.clone()))
+    })
+    .await
+}
+
+fn phase(pv: &PersistentVolume) -> Option<&str> {
+    pv.status.as_ref()?.phase.as_deref()
+}
+
+fn label<'a>(pv: &'a PersistentVolume, key: &str) -> Option<&'a str> {
+    pv.metadata.labels.as_ref()?.get(key).map(String::as_str)
+}
+
+fn capacity(pv: &PersistentVolume) -> u64 {
+    let text = pv
+        .spec
+        .as_ref()
+        .and_then(|s| s.capacity.as_ref())
+        .map(|c| c["storage"].0.clone())
+        .unwrap_or_default();
+    volpool_api::units::parse_bytes(&text).unwrap_or_default()
+}
+
+async fn wait_for_pv(
+    client: &Client,
+    name: &str,
+    what: &str,
+    check: impl Fn(&PersistentVolume) -> bool,
+) -> anyhow::Result<PersistentVolume> {
+    let api: Api<PersistentVolume> = Api::all(client.clone());
+    wait_for(&format!("PV {name}: {what}"), LONG, || async {
+        Ok(api.get_opt(name).await?.filter(|pv| check(pv)))
+    })
+    .await
+}
+
+/// A claim in `ns` pre-bound to the PV `pv`; returns when the PV is Bound.
+async fn bind(client: &Client, ns: &str, claim: &str, pv: &str, class: &str) -> anyhow::Result<()> {
+    let pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim},
+                     "spec": {"storageClassName": class, "volumeName": pv, "accessModes": ["ReadWriteOnce"],
+                              "resources": {"requests": {"storage": "1Gi"}}}});
+    Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &serde_json::from_value(pvc)?)
+        .await?;
+    wait_for_pv(client, pv, "Bound", |p| phase(p) == Some("Bound")).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn disks_of_three_nodes_become_pvs_and_the_idle_pass_writes_nothing() -> anyhow::Result<()> {
+    let (client, test) = setup("ctl-three").await?;
+    let pool = test.clone();
+    create_class(&client, &test, true).await?;
+    create_pool(
+        &client,
+        &test,
+        &pool,
+        &test,
+        json!({"mountOptions": ["noatime"]}),
+    )
+    .await?;
+    let controller = Controller::start(&test, &format!("{test}-a"))?;
+    let mut expected = Vec::new();
+    for i in 0..3 {
+        let node = format!("{test}-n{i}");
+        create_node(&client, &node).await?;
+        let vols = (0..2)
+            .map(|v| {
+                volume(
+                    &pool,
+                    &format!("vol{v}"),
+                    &format!("uuid:{node}-{v}"),
+                    (10 + v) * GIB,
+                )
+            })
+            .collect();
+        publish_report(&client, &node, vols, vec![]).await?;
+        for v in 0..2u64 {
+            expected.push((node.clone(), format!("vol{v}"), (10 + v) * GIB));
+        }
+    }
+    let names: Vec<String> = expected
+        .iter()
+        .map(|(n, e, _)| local_pv_name(&pool, n, e, &format!("uuid:{n}-{}", &e[3..])))
+        .collect();
+    let pvs = wait_for_pvs(&client, &pool, &names).await?;
+    for ((node, entry, bytes), name) in expected.iter().zip(&names) {
+        let pv = pvs
+            .iter()
+            .find(|p| p.metadata.name.as_ref() == Some(name))
+            .expect("listed");
+        let spec = pv.spec.as_ref().expect("spec");
+        assert_eq!(
+            spec.local.as_ref().map(|l| l.path.clone()),
+            Some(format!("/mnt/disks/{entry}"))
+        );
+        assert_eq!(capacity(pv), *bytes);
+        assert_eq!(spec.storage_class_name.as_deref(), Some(test.as_str()));
+        assert_eq!(
+            spec.mount_options.as_deref(),
+            Some(&["noatime".to_string()][..])
+        );
+        assert_eq!(
+            spec.persistent_volume_reclaim_policy.as_deref(),
+            Some("Delete")
+        );
+        let req = &spec
+            .node_affinity
+            .as_ref()
+            .and_then(|a| a.required.as_ref())
+            .expect("affinity")
+            .node_selector_terms[0]
+            .match_expressions
+            .as_ref()
+            .expect("expressions")[0];
+        assert_eq!(
+            (req.key.as_str(), req.values.clone()),
+            ("kubernetes.io/hostname", Some(vec![node.clone()]))
+        );
+        assert_eq!(label(pv, "volpool.io/node"), Some(node.as_str()));
+        assert_eq!(label(pv, "app.kubernetes.io/managed-by"), Some("volpool"));
+        assert_eq!(
+            pv.metadata.annotations.as_ref().expect("annotations")["pv.kubernetes.io/provisioned-by"],
+            "volpool.io"
+        );
+    }
+    // Status, metrics and health, as a user reads them.
+    let pools: Api<VolumePool> = Api::all(client.clone());
+    let status = wait_for("pool status with 6 available", LONG, || async {
+        let status = pools.get(&pool).await?.status;
+        Ok(status.filter(|s| s.volumes.available == 6 && s.nodes == 3))
+    })
+    .await?;
+    assert_eq!(status.capacity_bytes.available, 63 * GIB);
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    );
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Degraded" && c.status == "False")
+    );
+    assert_eq!(controller.get("/healthz").await?.0, 200);
+    assert_eq!(controller.get("/readyz").await?.0, 200);
+    let pool_label = format!("pool=\"{pool}\"");
+    wait_for("pool gauge", LONG, || async {
+        Ok((controller
+            .metric(
+                "volpool_pool_volumes",
+                &[&pool_label, "phase=\"available\""],
+            )
+            .await?
+            == 6.0)
+            .then_some(()))
+    })
+    .await?;
+    assert_eq!(
+        controller.metric("volpool_controller_leader", &[]).await?,
+        1.0
+    );
+
+    // Idle: passes keep running (resync 1s) and write nothing.
+    let writes = controller
+        .metric("volpool_controller_api_writes_total", &[])
+        .await?;
+    let passes = controller
+        .metric("volpool_controller_reconcile_duration_seconds_count", &[])
+        .await?;
+    wait_for("three more passes", LONG, || async {
+        Ok((controller
+            .metric("volpool_controller_reconcile_duration_seconds_count", &[])
+            .await?
+            >= passes + 3.0)
+            .then_some(()))
+    })
+    .await?;
+    assert_eq!(
+        controller
+            .metric("volpool_controller_api_writes_total", &[])
+            .await?,
+        writes,
+        "an idle pass wrote"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn capacity_drift_missing_and_replaced_volumes() -> anyhow::Result<()> {
+    let (client, test) = setup("ctl-drift").await?;
+    let pool = test.clone();
+    let ns = test.clone();
+    create_namespace(&client, &ns).await?;
+    create_class(&client, &test, false).await?;
+    create_pool(&client, &test, &pool, &test, json!({})).await?;
+    let _controller = Controller::start(&test, &format!("{test}-a"))?;
+    let node = format!("{test}-n");
+    create_node(&client, &node).await?;
+    let vols = |a: u64| {
+        vec![
+            volume(&pool, "vol1", "uuid:1", a * GIB),
+            volume(&pool, "vol2", "uuid:2", 5 * GIB),
+            volume(&pool, "vol3", "uuid:3", 5 * GIB),
+        ]
+    };
+    publish_report(&client, &node, vols(10), vec![]).await?;
+    let name = |entry: &str, id: &str| local_pv_name(&pool, &node, entry, id);
+    let (pv1, pv2, pv3) = (
+        name("vol1", "uuid:1"),
+        name("vol2", "uuid:2"),
+        name("vol3", "uuid:3"),
+    );
+    wait_for_pvs(&client, &pool, &[pv1.clone(), pv2.clone(), pv3.clone()]).await?;
+    bind(&client, &ns, "data-2", &pv2, &test).await?;
+    bind(&client, &ns, "data-3", &pv3, &test).await?;
+
+    // The disk behind vol1 grew: the Available PV follows.
+    publish_report(&client, &node, vols(12), vec![]).await?;
+    wait_for_pv(&client, &pv1, "capacity 12Gi", |p| capacity(p) == 12 * GIB).await?;
+
+    // vol1 and vol2 unmounted; another disk now at vol3's path.
+    publish_report(
+        &client,
+        &node,
+        vec![volume(&pool, "vol3", "uuid:3b", 7 * GIB)],
+        vec![],
+    )
+    .await?;
+    let new3 = name("vol3", "uuid:3b");
+    wait_for_pvs(&client, &pool, &[pv2.clone(), pv3.clone(), new3.clone()]).await?;
+    let missing = wait_for_pv(&client, &pv2, "labelled missing", |p| {
+        label(p, "volpool.io/health") == Some("missing")
+    })
+    .await?;
+    assert_eq!(
+        phase(&missing),
+        Some("Bound"),
+        "a Bound PV is never deleted"
+    );
+    wait_for_pv(&client, &pv3, "labelled replaced", |p| {
+        label(p, "volpool.io/health") == Some("replaced")
+    })
+    .await?;
+    let fresh = wait_for_pv(&client, &new3, "Available", |p| {
+        phase(p) == Some("Available")
+    })
+    .await?;
+    assert_eq!(capacity(&fresh), 7 * GIB);
+    let status = wait_for("pool counts unhealthy PVs", LONG, || async {
+        let s = Api::<VolumePool>::all(client.clone())
+            .get(&pool)
+            .await?
+            .status;
+        Ok(s.filter(|s| s.volumes.unhealthy == 2))
+    })
+    .await?;
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Degraded" && c.reason == "UnhealthyVolumes")
+    );
+    // The replaced PV's claim goes: no scrub is asked for the old identity.
+    Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns)
+        .delete("data-3", &DeleteParams::default())
+        .await?;
+    wait_for_pv(&client, &pv3, "Released", |p| phase(p) == Some("Released")).await?;
+    let reports: Api<NodeVolumes> = Api::all(client.clone());
+    wait_for("a pass after the release", LONG, || async {
+        let s = Api::<VolumePool>::all(client.clone())
+            .get(&pool)
+            .await?
+            .status;
+        Ok(s.filter(|s| s.volumes.bound == 0 && s.volumes.unhealthy == 2))
+    })
+    .await?;
+    assert!(
+        reports.get(&node).await?.spec.cleanups.is_empty(),
+        "no scrub of a replaced volume"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_released_volume_is_scrubbed_by_request_then_offered_again() -> anyhow::Result<()> {
+    let (client, test) = setup("ctl-release").await?;
+    let pool = test.clone();
+    let ns = test.clone();
+    create_namespace(&client, &ns).await?;
+    create_class(&client, &test, false).await?;
+    create_pool(&client, &test, &pool, &test, json!({})).await?;
+    let _controller = Controller::start(&test, &format!("{test}-a"))?;
+    let node = format!("{test}-n");
+    create_node(&client, &node).await?;
+    let vols = || vec![volume(&pool, "vol1", "uuid:r1", 3 * GIB)];
+    publish_report(&client, &node, vols(), vec![]).await?;
+    let pv = local_pv_name(&pool, &node, "vol1", "uuid:r1");
+    wait_for_pvs(&client, &pool, std::slice::from_ref(&pv)).await?;
+    bind(&client, &ns, "data", &pv, &test).await?;
+    let old_uid = Api::<PersistentVolume>::all(client.clone())
+        .get(&pv)
+        .await?
+        .metadata
+        .uid
+        .expect("uid");
+
+    Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns)
+        .delete("data", &DeleteParams::default())
+        .await?;
+    // The controller asks this node's agent to scrub exactly that PV's volume.
+    let reports: Api<NodeVolumes> = Api::all(client.clone());
+    let request = wait_for("a cleanup request", LONG, || async {
+        Ok(reports.get(&node).await?.spec.cleanups.first().cloned())
+    })
+    .await?;
+    assert_eq!(
+        (
+            request.persistent_volume.as_str(),
+            request.pv_uid.as_str(),
+            request.volume_id.as_str()
+        ),
+        (pv.as_str(), old_uid.as_str(), "uuid:r1")
+    );
+    assert_eq!(request.method, volpool_api::CleanupMethod::Wipe);
+    assert!(
+        Api::<PersistentVolume>::all(client.clone())
+            .get_opt(&pv)
+            .await?
+            .is_some(),
+        "kept until scrubbed"
+    );
+
+    // The agent reports the scrub done.
+    let done = json!({"volumeID": "uuid:r1", "pvUID": old_uid, "result": "Succeeded",
+                      "finishedAt": k8s_openapi::jiff::Timestamp::now().to_string()});
+    publish_report(&client, &node, vols(), vec![done]).await?;
+    let fresh = wait_for_pv(&client, &pv, "recreated", |p| {
+        p.metadata.uid.as_deref() != Some(old_uid.as_str())
+    })
+    .await?;
+    assert!(
+        fresh
+            .spec
+            .as_ref()
+            .and_then(|s| s.claim_ref.as_ref())
+            .is_none()
+    );
+    wait_for_pv(&client, &pv, "Available", |p| phase(p) == Some("Available")).await?;
+    wait_for("the request withdrawn", LONG, || async {
+        Ok(reports
+            .get(&node)
+            .await?
+            .spec
+            .cleanups
+            .is_empty()
+            .then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn deleting_a_node_takes_its_available_pvs_and_marks_bound_ones() -> anyhow::Result<()> {
+    let (client, test) = setup("ctl-node").await?;
+    let pool = test.clone();
+    let ns = test.clone();
+    create_namespace(&client, &ns).await?;
+    create_class(&client, &test, false).await?;
+    create_pool(&client, &test, &pool, &test, json!({})).await?;
+    let _controller = Controller::start(&test, &format!("{test}-a"))?;
+    let (gone, stays) = (format!("{test}-gone"), format!("{test}-stays"));
+    for node in [&gone, &stays] {
+        create_node(&client, node).await?;
+        publish_report(
+            &client,
+            node,
+            vec![
+                volume(&pool, "a", &format!("uuid:{node}-a"), GIB),
+                volume(&pool, "b", &format!("uuid:{node}-b"), GIB),
+            ],
+            vec![],
+        )
+        .await?;
+    }
+    let name = |node: &str, e: &str| local_pv_name(&pool, node, e, &format!("uuid:{node}-{e}"));
+    let all = [
+        name(&gone, "a"),
+        name(&gone, "b"),
+        name(&stays, "a"),
+        name(&stays, "b"),
+    ];
+    wait_for_pvs(&client, &pool, &all).await?;
+    bind(&client, &ns, "data", &name(&gone, "b"), &test).await?;
+
+    Api::<Node>::all(client.clone())
+        .delete(&gone, &DeleteParams::default())
+        .await?;
+    wait_for_pvs(
+        &client,
+        &pool,
+        &[name(&gone, "b"), name(&stays, "a"), name(&stays, "b")],
+    )
+    .await?;
+    wait_for_pv(&client, &name(&gone, "b"), "labelled node-gone", |p| {
+        label(p, "volpool.io/health") == Some("node-gone")
+    })
+    .await?;
+    // Its NodeVolumes went with it (ownerReference).
+    let reports: Api<NodeVolumes> = Api::all(client.clone());
+    wait_for("the NodeVolumes garbage-collected", LONG, || async {
+        Ok(reports.get_opt(&gone).await?.is_none().then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_statefulset_of_three_gets_three_bound_claims_on_three_nodes() -> anyhow::Result<()> {
+    let (client, test) = setup("ctl-sts").await?;
+    let pool = test.clone();
+    let ns = test.clone();
+    create_namespace(&client, &ns).await?;
+    create_class(&client, &test, true).await?;
+    create_pool(&client, &test, &pool, &test, json!({})).await?;
+    let _controller = Controller::start(&test, &format!("{test}-a"))?;
+    let nodes: Vec<String> = (0..3).map(|i| format!("{test}-n{i}")).collect();
+    for node in &nodes {
+        create_node(&client, node).await?;
+        publish_report(
+            &client,
+            node,
+            vec![volume(&pool, "vol1", &format!("uuid:{node}"), 5 * GIB)],
+            vec![],
+        )
+        .await?;
+    }
+    let names: Vec<String> = nodes
+        .iter()
+        .map(|n| local_pv_name(&pool, n, "vol1", &format!("uuid:{n}")))
+        .collect();
+    wait_for_pvs(&client, &pool, &names).await?;
+
+    let sts = json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "es"},
+        "spec": {
+            "serviceName": "es", "replicas": 3, "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": {"app": "es"}},
+            "template": {
+                "metadata": {"labels": {"app": "es"}},
+                "spec": {
+                    "automountServiceAccountToken": false,
+                    "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                        {"labelSelector": {"matchLabels": {"app": "es"}}, "topologyKey": "kubernetes.io/hostname"}]}},
+                    "containers": [{"name": "es", "image": "example.invalid/es:1",
+                                    "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+                },
+            },
+            "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
+                "storageClassName": test, "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}}}}],
+        },
+    });
+    Api::<StatefulSet>::namespaced(client.clone(), &ns)
+        .patch("es", &apply(), &Patch::Apply(&sts))
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
+    let placed = wait_for(
+        "3 pods placed and 3 claims Bound",
+        Duration::from_secs(180),
+        || async {
+            let mut placed = Vec::new();
+            for i in 0..3 {
+                let Some(pod) = pods.get_opt(&format!("es-{i}")).await? else {
+                    return Ok(None);
+                };
+                let Some(node) = pod.spec.and_then(|s| s.node_name) else {
+                    return Ok(None);
+                };
+                let Some(claim) = claims.get_opt(&format!("data-es-{i}")).await? else {
+                    return Ok(None);
+                };
+                if claim.status.and_then(|s| s.phase).as_deref() != Some("Bound") {
+                    return Ok(None);
+                }
+                placed.push((
+                    node,
+                    claim.spec.and_then(|s| s.volume_name).unwrap_or_default(),
+                ));
+            }
+            Ok(Some(placed))
+        },
+    )
+    .await?;
+    let distinct: BTreeSet<&str> = placed.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(distinct.len(), 3, "one pod per node: {placed:?}");
+    for (node, pv) in &placed {
+        let pv = Api::<PersistentVolume>::all(client.clone()).get(pv).await?;
+        assert_eq!(
+            label(&pv, "volpool.io/node"),
+            Some(node.as_str()),
+            "the claim's PV is on its pod's node"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_follower_takes_over_when_the_leader_is_killed() -> anyhow::Result<()> {
+    let (client, test) = setup("ctl-ha").await?;
+    let pool = test.clone();
+    create_class(&client, &test, true).await?;
+    create_pool(&client, &test, &pool, &test, json!({})).await?;
+    let mut replicas = vec![
+        Controller::start(&test, &format!("{test}-a"))?,
+        Controller::start(&test, &format!("{test}-b"))?,
+    ];
+    let node = format!("{test}-n");
+    create_node(&client, &node).await?;
+    publish_report(
+        &client,
+        &node,
+        vec![volume(&pool, "vol1", "uuid:h1", GIB)],
+        vec![],
+    )
+    .await?;
+    let first = local_pv_name(&pool, &node, "vol1", "uuid:h1");
+    wait_for_pvs(&client, &pool, std::slice::from_ref(&first)).await?;
+
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+    let holder = leases
+        .get(&test)
+        .await?
+        .spec
+        .and_then(|s| s.holder_identity)
+        .expect("a leader");
+    let leader = replicas
+        .iter()
+        .position(|r| r.identity == holder)
+        .expect("holder is one of ours");
+    let follower = 1 - leader;
+    assert_eq!(
+        replicas[follower]
+            .metric("volpool_controller_leader", &[])
+            .await?,
+        0.0
+    );
+    replicas[leader].kill();
+
+    publish_report(
+        &client,
+        &node,
+        vec![
+            volume(&pool, "vol1", "uuid:h1", GIB),
+            volume(&pool, "vol2", "uuid:h2", GIB),
+        ],
+        vec![],
+    )
+    .await?;
+    let second = local_pv_name(&pool, &node, "vol2", "uuid:h2");
+    wait_for_pvs(&client, &pool, &[first, second]).await?;
+    assert_eq!(
+        replicas[follower]
+            .metric("volpool_controller_leader", &[])
+            .await?,
+        1.0
+    );
+    let holder = leases
+        .get(&test)
+        .await?
+        .spec
+        .and_then(|s| s.holder_identity);
+    assert_eq!(
+        holder.as_deref(),
+        Some(replicas[follower].identity.as_str())
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_input_gives_conditions_and_leaves_other_pools_alone() -> anyhow::Result<()> {
+    let (client, test) = setup("ctl-bad").await?;
+    create_class(&client, &test, true).await?;
+    let (good, invalid, classless) = (
+        format!("{test}-good"),
+        format!("{test}-invalid"),
+        format!("{test}-classless"),
+    );
+    create_pool(&client, &test, &good, &test, json!({})).await?;
+    create_pool(
+        &client,
+        &test,
+        &invalid,
+        &test,
+        json!({"local": {"discoveryDir": "/mnt/other", "minCapacity": "lots"}}),
+    )
+    .await?;
+    create_pool(
+        &client,
+        &test,
+        &classless,
+        "no-such-class",
+        json!({"local": {"discoveryDir": "/mnt/third"}}),
+    )
+    .await?;
+    let _controller = Controller::start(&test, &format!("{test}-a"))?;
+    let node = format!("{test}-n");
+    create_node(&client, &node).await?;
+    let mut other = volume(&invalid, "x", "uuid:x", GIB);
+    other["path"] = json!("/mnt/other/x");
+    let mut third = volume(&classless, "t", "uuid:t", GIB);
+    third["path"] = json!("/mnt/third/t");
+    publish_report(
+        &client,
+        &node,
+        vec![volume(&good, "vol1", "uuid:g1", GIB), other, third],
+        vec![],
+    )
+    .await?;
+    // A report from a node that does not exist (no ownerReference, so nothing collects it).
+    let ghost = format!("{test}-ghost");
+    let reports: Api<NodeVolumes> = Api::all(client.clone());
+    let agent = PatchParams::apply(volpool_api::FIELD_MANAGER_AGENT).force();
+    reports.patch(&ghost, &agent, &Patch::Apply(json!({"apiVersion": "volpool.io/v1alpha1", "kind": "NodeVolumes", "metadata": {"name": ghost}, "spec": {}}))).await?;
+    let status = json!({"apiVersion": "volpool.io/v1alpha1", "kind": "NodeVolumes",
+                        "status": {"agentVersion": "e2e", "volumes": [volume(&good, "vol9", "uuid:ghost", GIB)]}});
+    reports
+        .patch_status(&ghost, &agent, &Patch::Apply(&status))
+        .await?;
+
+    wait_for_pvs(
+        &client,
+        &good,
+        &[local_pv_name(&good, &node, "vol1", "uuid:g1")],
+    )
+    .await?;
+    let pools: Api<VolumePool> = Api::all(client.clone());
+    let condition = |pool: String, type_: &'static str, reason: &'static str| {
+        let pools = pools.clone();
+        async move {
+            wait_for(&format!("{pool}: {type_} {reason}"), LONG, || async {
+                let conditions = pools
+                    .get(&pool)
+                    .await?
+                    .status
+                    .map(|s| s.conditions)
+                    .unwrap_or_default();
+                Ok(conditions
+                    .into_iter()
+                    .find(|c| c.type_ == type_ && c.reason == reason))
+            })
+            .await
+        }
+    };
+    let refused = condition(invalid.clone(), "Ready", "InvalidSpec").await?;
+    assert!(
+        refused.status == "False" && refused.message.contains("minCapacity"),
+        "{}",
+        refused.message
+    );
+    let unknown = condition(good.clone(), "Degraded", "UnknownNode").await?;
+    assert!(unknown.message.contains(&ghost), "{}", unknown.message);
+    let class = condition(classless.clone(), "Degraded", "StorageClassNotFound").await?;
+    assert!(class.message.contains("no-such-class"), "{}", class.message);
+    assert!(
+        pvs_of(&client, &invalid).await?.is_empty(),
+        "an invalid pool gets no PVs"
+    );
+    assert_eq!(
+        pvs_of(&client, &classless).await?.len(),
+        1,
+        "a missing class is a warning, not a blocker"
+    );
+    reports.delete(&ghost, &DeleteParams::default()).await?;
+    Ok(())
+}
