@@ -9,6 +9,7 @@ mod host;
 mod http;
 mod identity;
 mod metrics;
+mod nfs;
 mod output;
 mod pools;
 mod probe;
@@ -65,6 +66,21 @@ enum Command {
         #[arg(long, short, value_enum, default_value = "table")]
         output: output::Format,
     },
+    /// Check the NFS client prerequisites (and probe the NFS pools' servers), once.
+    CheckNfs {
+        /// Install the NFS client into the host root when it is missing.
+        #[arg(long)]
+        install: bool,
+        /// Deadline of each install command.
+        #[arg(long, default_value = "10m", value_parser = duration)]
+        install_timeout: Duration,
+        /// Deadline of each network step of a server probe.
+        #[arg(long, default_value = "5s", value_parser = duration)]
+        nfs_timeout: Duration,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: output::Format,
+    },
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -91,6 +107,26 @@ fn main() -> anyhow::Result<()> {
     let hostname =
         || std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string());
     match cli.command {
+        Some(Command::CheckNfs {
+            install,
+            install_timeout,
+            nfs_timeout,
+            output,
+        }) => {
+            let (text, code) = nfs::cli::run(nfs::cli::CheckNfs {
+                host_root,
+                pools_file: cli.pools_file,
+                install,
+                install_timeout,
+                config: nfs::NfsConfig {
+                    deadline: nfs_timeout,
+                    ..nfs::NfsConfig::default()
+                },
+                output,
+            })?;
+            print!("{text}");
+            std::process::exit(code);
+        }
         Some(Command::Scan { output }) => {
             let file = cli
                 .pools_file
