@@ -8,6 +8,7 @@
 //! Every test gets its own names from [`unique`], so tests run in parallel without colliding.
 
 pub mod controller;
+pub mod deploy;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,0 +1,184 @@
+//! The `deploy/` base in the test cluster: its RBAC applied for real, and kubeconfigs that
+//! carry its ServiceAccounts' tokens, so the agent and the controller run with exactly the
+//! permissions an installation gives them.
+//!
+//! ```text
+//!  deploy/namespace.yaml + deploy/rbac/ ──kubectl apply --server-side──► apiserver
+//!  token controller ──► Secret volpool-system/<sa>-token-* ──► service_account_kubeconfig(sa)
+//! ```
+//!
+//! Applying is idempotent (server-side apply, one field manager), so every test may call
+//! [`apply_rbac`] even though all tests share the cluster's cluster-scoped objects.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use kube::Api;
+use kube::config::Kubeconfig;
+use serde_json::json;
+
+use crate::{FIELD_MANAGER, client, kubeconfig, repo_root, unique, wait_for};
+
+/// Namespace of everything `deploy/` installs.
+pub const NAMESPACE: &str = "volpool-system";
+/// ServiceAccount (and ClusterRole) of the node agent.
+pub const AGENT: &str = "volpool-agent";
+/// ServiceAccount (and ClusterRole) of the pool controller.
+pub const CONTROLLER: &str = "volpool-controller";
+
+/// The kubectl that matches the v1.20.2 test server (with kustomize v2.0.3 inside), kept beside
+/// the cached server binaries by `tests/cluster/up`.
+pub fn kubectl_path() -> PathBuf {
+    let cache = std::env::var_os("VOLPOOL_CACHE")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+                })
+                .join("volpool")
+        });
+    cache.join("kubernetes-1.20.2/bin/kubectl")
+}
+
+/// Run the matching kubectl against the test cluster (admin credentials) from the repository
+/// root. Returns the output whatever the exit status.
+pub fn kubectl(args: &[&str]) -> anyhow::Result<Output> {
+    let path = kubectl_path();
+    Command::new(&path)
+        .arg("--kubeconfig")
+        .arg(kubeconfig()?)
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .with_context(|| format!("failed to run {}", path.display()))
+}
+
+/// Like [`kubectl`], but fail unless it exits 0; returns its stdout.
+pub fn kubectl_ok(args: &[&str]) -> anyhow::Result<String> {
+    let output = kubectl(args)?;
+    if !output.status.success() {
+        bail!(
+            "kubectl {} failed:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Apply the base's Namespace, ServiceAccounts, roles and bindings for real.
+pub fn apply_rbac() -> anyhow::Result<()> {
+    // NB: two processes creating the same Namespace at once: one would get AlreadyExists.
+    let lock = std::env::temp_dir().join("volpool-deploy-rbac.lock");
+    let path = kubectl_path();
+    let output = Command::new("flock")
+        .arg(&lock)
+        .arg(&path)
+        .arg("--kubeconfig")
+        .arg(kubeconfig()?)
+        .args([
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            &format!("--field-manager={FIELD_MANAGER}"),
+            "-f",
+            "deploy/namespace.yaml",
+            "-f",
+            "deploy/rbac/",
+        ])
+        .current_dir(repo_root())
+        .output()
+        .with_context(|| format!("failed to run {}", path.display()))?;
+    if !output.status.success() {
+        bail!(
+            "applying deploy/ RBAC failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// The token of ServiceAccount `volpool-system/<name>`, from the Secret that 1.20's token
+/// controller makes for it. Applies the RBAC first.
+pub async fn service_account_token(name: &str) -> anyhow::Result<String> {
+    apply_rbac()?;
+    let client = client().await?;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), NAMESPACE);
+    let secrets: Api<Secret> = Api::namespaced(client, NAMESPACE);
+    wait_for(
+        &format!("the token Secret of ServiceAccount {NAMESPACE}/{name}"),
+        Duration::from_secs(60),
+        || async {
+            let account = accounts.get(name).await?;
+            for reference in account.secrets.iter().flatten() {
+                let Some(secret_name) = reference.name.as_deref() else {
+                    continue;
+                };
+                let Some(secret) = secrets.get_opt(secret_name).await? else {
+                    continue;
+                };
+                let token = secret.data.as_ref().and_then(|d| d.get("token"));
+                if let Some(token) = token.filter(|t| !t.0.is_empty()) {
+                    return Ok(Some(String::from_utf8(token.0.clone())?));
+                }
+            }
+            Ok(None)
+        },
+    )
+    .await
+}
+
+/// Write a kubeconfig for the test cluster that authenticates with the token of ServiceAccount
+/// `volpool-system/<name>` (`volpool-agent` or `volpool-controller`), and nothing else.
+/// Applies the base's RBAC first. Use it as the `KUBECONFIG` of an agent or controller process.
+pub async fn service_account_kubeconfig(name: &str) -> anyhow::Result<PathBuf> {
+    let token = service_account_token(name).await?;
+    let admin_path = kubeconfig()?;
+    let admin = Kubeconfig::read_from(&admin_path)
+        .with_context(|| format!("failed to read kubeconfig {}", admin_path.display()))?;
+    let cluster_name = admin
+        .current_context
+        .as_deref()
+        .and_then(|current| admin.contexts.iter().find(|c| c.name == current))
+        .and_then(|c| c.context.as_ref())
+        .map(|c| c.cluster.clone());
+    let cluster = admin
+        .clusters
+        .iter()
+        .find(|c| cluster_name.as_deref().is_none_or(|n| c.name == n))
+        .context("the test kubeconfig has no cluster")?;
+    let config = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [cluster],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": cluster.name, "user": name}}],
+        "current-context": name,
+    });
+    let path = std::env::temp_dir().join(format!("{}.kubeconfig", unique(name)));
+    write_private(&path, &serde_yaml::to_string(&config)?)?;
+    Ok(path)
+}
+
+/// Write a file only its owner can read (it holds a token).
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("failed to create {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("failed to write {}", path.display()))
+}
