@@ -111,6 +111,8 @@ async fn publish_once(
                 "labels": {LABEL_MANAGED_BY: MANAGED_BY},
                 "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": node, "uid": uid}],
             },
+            // NB: the schema requires spec; an empty one claims none of the controller's fields.
+            "spec": {},
         });
         api.patch(node, &params, &Patch::Apply(&object))
             .await

@@ -1,0 +1,257 @@
+//! volpool-agent against the real v1.20.2 control plane, each agent on its own fake node (a
+//! private mount + pid namespace): it publishes NodeVolumes owned by its Node, follows mounts
+//! and unmounts at once, writes nothing while nothing changes, and waits out a missing Node.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::{Api, Client};
+use serde_json::json;
+use volpool_api::{
+    FIELD_MANAGER_AGENT, LABEL_HOSTNAME, NodeVolumes, VolumePool, VolumeReport, VolumeState,
+};
+use volpool_e2e::agent::{FakeNode, TempDir, free_port, http_get};
+use volpool_e2e::{FIELD_MANAGER, apply_crds, client, create_node, unique, wait_for};
+
+/// Generous deadline for "noticed within 2 s": the figure itself is measured, not asserted.
+const CHANGE_DEADLINE: Duration = Duration::from_secs(15);
+const START_DEADLINE: Duration = Duration::from_secs(90);
+
+async fn apply_pool(
+    client: &Client,
+    name: &str,
+    node: &str,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let pools: Api<VolumePool> = Api::all(client.clone());
+    let pool = json!({
+        "apiVersion": "volpool.io/v1alpha1", "kind": "VolumePool",
+        "metadata": {"name": name},
+        "spec": {
+            "storageClassName": name,
+            "nodeSelector": {"matchLabels": {LABEL_HOSTNAME: node}},
+            "local": {"discoveryDir": dir.to_string_lossy(), "minCapacity": "1Mi"},
+        },
+    });
+    pools
+        .patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&pool),
+        )
+        .await?;
+    Ok(())
+}
+
+/// The entry of NodeVolumes/`node` at `path`, once it satisfies `check`.
+async fn wait_entry(
+    api: &Api<NodeVolumes>,
+    node: &str,
+    path: &std::path::Path,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&VolumeReport) -> bool,
+) -> anyhow::Result<VolumeReport> {
+    let path = path.to_string_lossy().into_owned();
+    wait_for(what, timeout, || async {
+        let Some(nv) = api.get_opt(node).await? else {
+            return Ok(None);
+        };
+        let entry = nv
+            .status
+            .unwrap_or_default()
+            .volumes
+            .into_iter()
+            .find(|v| v.path == path);
+        Ok(entry.filter(|v| check(v)))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn agent_publishes_node_volumes_and_follows_mounts_without_idle_writes() -> anyhow::Result<()>
+{
+    let client = client().await?;
+    apply_crds(&client).await?;
+    let node_name = unique("agent-node");
+    let node = create_node(&client, &node_name).await?;
+    let tmp = TempDir::new(&unique("volpool-e2e-agent"))?;
+    let disks = tmp.join("disks");
+    for dir in ["vol-a", "vol-b", "plain"] {
+        std::fs::create_dir_all(disks.join(dir))?;
+    }
+    let pool = unique("agent-pool");
+    apply_pool(&client, &pool, &node_name, &disks).await?;
+    let fake = FakeNode::new()?;
+    fake.sh(&format!(
+        "mount -t tmpfs -o size=16m a '{}/vol-a'",
+        disks.display()
+    ))?;
+    let port = free_port()?;
+    let _agent = fake.spawn_agent(&node_name, port, &["--resync", "5s"])?;
+
+    let api: Api<NodeVolumes> = Api::all(client.clone());
+    let a = wait_entry(
+        &api,
+        &node_name,
+        &disks.join("vol-a"),
+        "vol-a Ready in NodeVolumes",
+        START_DEADLINE,
+        |v| v.state == VolumeState::Ready,
+    )
+    .await?;
+    assert_eq!(
+        (a.pool.as_str(), a.capacity_bytes, a.fs_type.as_str()),
+        (pool.as_str(), 16 << 20, "tmpfs")
+    );
+    let nv = api.get(&node_name).await?;
+    let owner = nv.metadata.owner_references.clone().unwrap_or_default();
+    assert!(
+        owner
+            .iter()
+            .any(|o| o.kind == "Node" && Some(&o.uid) == node.metadata.uid.as_ref()),
+        "{owner:?}"
+    );
+    let status = nv.status.clone().unwrap_or_default();
+    assert_eq!(
+        status.node_uid,
+        node.metadata.uid.clone().unwrap_or_default()
+    );
+    let plain = status
+        .volumes
+        .iter()
+        .find(|v| v.path.ends_with("/plain"))
+        .expect("plain dir reported");
+    assert_eq!(plain.state, VolumeState::NotMountPoint);
+    let managers: Vec<String> = nv
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(
+        managers.iter().any(|m| m == FIELD_MANAGER_AGENT),
+        "{managers:?}"
+    );
+    wait_for("/readyz 200", START_DEADLINE, || async {
+        Ok(http_get(port, "/readyz").filter(|r| r.0 == 200))
+    })
+    .await?;
+
+    // A mount appears: noticed through the mount table's poll() signal, not the 5 s resync.
+    let t = Instant::now();
+    fake.sh(&format!(
+        "mount -t tmpfs -o size=8m b '{}/vol-b'",
+        disks.display()
+    ))?;
+    wait_entry(
+        &api,
+        &node_name,
+        &disks.join("vol-b"),
+        "vol-b Ready",
+        CHANGE_DEADLINE,
+        |v| v.state == VolumeState::Ready && v.capacity_bytes == 8 << 20,
+    )
+    .await?;
+    println!("mount published after {:?}", t.elapsed());
+    let t = Instant::now();
+    fake.sh(&format!("umount '{}/vol-a'", disks.display()))?;
+    wait_entry(
+        &api,
+        &node_name,
+        &disks.join("vol-a"),
+        "vol-a NotMountPoint",
+        CHANGE_DEADLINE,
+        |v| v.state == VolumeState::NotMountPoint,
+    )
+    .await?;
+    println!("unmount published after {:?}", t.elapsed());
+
+    // Nothing changes for 30 s (six resyncs): not a single write.
+    let rv = api.get(&node_name).await?.metadata.resource_version;
+    let quiet_until = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < quiet_until {
+        let now = api.get(&node_name).await?.metadata.resource_version;
+        assert_eq!(now, rv, "NodeVolumes was written although nothing changed");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let metrics = http_get(port, "/metrics").map(|r| r.1).unwrap_or_default();
+    assert!(
+        metrics.contains("volpool_volume_capacity_bytes{"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("persistentvolume=\"{pool}-{node_name}-vol-b-")),
+        "{metrics}"
+    );
+
+    // The Node goes: its NodeVolumes goes with it (ownerReference, garbage collector).
+    drop(fake);
+    let nodes: Api<Node> = Api::all(client.clone());
+    nodes.delete(&node_name, &DeleteParams::default()).await?;
+    wait_for(
+        "NodeVolumes to be garbage-collected",
+        START_DEADLINE,
+        || async { Ok(api.get_opt(&node_name).await?.is_none().then_some(())) },
+    )
+    .await?;
+    Api::<VolumePool>::all(client)
+        .delete(&pool, &DeleteParams::default())
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn agent_waits_for_a_missing_node_then_publishes() -> anyhow::Result<()> {
+    let client = client().await?;
+    apply_crds(&client).await?;
+    let node_name = unique("agent-late-node");
+    let tmp = TempDir::new(&unique("volpool-e2e-late"))?;
+    let disks = tmp.join("disks");
+    std::fs::create_dir_all(disks.join("vol"))?;
+    let pool = unique("agent-late-pool");
+    apply_pool(&client, &pool, &node_name, &disks).await?;
+    let fake = FakeNode::new()?;
+    fake.sh(&format!(
+        "mount -t tmpfs -o size=4m v '{}/vol'",
+        disks.display()
+    ))?;
+    let port = free_port()?;
+    let mut agent = fake.spawn_agent(&node_name, port, &["--resync", "5s"])?;
+
+    // Alive, not ready, and retrying: the Node does not exist yet.
+    let (_, why) = wait_for("/readyz 503", START_DEADLINE, || async {
+        Ok(http_get(port, "/readyz").filter(|r| r.0 == 503))
+    })
+    .await?;
+    assert!(why.contains("not been published"), "{why}");
+    assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200));
+    assert!(agent.try_wait()?.is_none(), "the agent must keep running");
+
+    create_node(&client, &node_name).await?;
+    let api: Api<NodeVolumes> = Api::all(client.clone());
+    wait_entry(
+        &api,
+        &node_name,
+        &disks.join("vol"),
+        "vol Ready after the Node appears",
+        START_DEADLINE,
+        |v| v.state == VolumeState::Ready,
+    )
+    .await?;
+    wait_for("/readyz 200", START_DEADLINE, || async {
+        Ok(http_get(port, "/readyz").filter(|r| r.0 == 200))
+    })
+    .await?;
+
+    drop(fake);
+    Api::<Node>::all(client.clone())
+        .delete(&node_name, &DeleteParams::default())
+        .await?;
+    Api::<VolumePool>::all(client)
+        .delete(&pool, &DeleteParams::default())
+        .await?;
+    Ok(())
+}
