@@ -10,6 +10,7 @@
 pub mod agent;
 pub mod controller;
 pub mod deploy;
+pub mod nfs;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,0 +1,164 @@
+//! NFS harnesses: a userspace NFS server and a Debian host root, both real and disposable.
+//!
+//! ```text
+//!  NfsServer::start(&[export]) ──► tests/nfs/server-up ──► ganesha + rpcbind in netns volpool-nfs-N
+//!        address() = 10.254.N.2 (veth from this machine)          stop()/freeze()/thaw() ──► server-stop
+//!        drop ──► tests/nfs/server-down
+//!  HostRoot::fresh() ──► tests/hostroot/build (debootstrap bookworm minbase, cached) ──► cp -a to a temp dir
+//!        command(program) ──► tests/hostroot/run <root> program …  (private mount ns, /proc and /dev inside)
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::agent::TempDir;
+use crate::{repo_root, unique};
+
+fn script(name: &str) -> PathBuf {
+    repo_root().join("tests").join(name)
+}
+
+/// Run `cmd` to the end, failing if it does not finish by `deadline` (it is killed then).
+pub fn output_within(cmd: &mut Command, deadline: Duration) -> anyhow::Result<Output> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("failed to start {cmd:?}"))?;
+    let end = Instant::now() + deadline;
+    while child.try_wait()?.is_none() {
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{cmd:?} did not finish within {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(child.wait_with_output()?)
+}
+
+fn run_ok(cmd: &mut Command, deadline: Duration) -> anyhow::Result<String> {
+    let out = output_within(cmd, deadline)?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// nfs-ganesha (NFSv3 + v4) with rpcbind in a network namespace of its own, reachable from
+/// this machine at [`NfsServer::address`]. Stopped and removed on drop.
+pub struct NfsServer {
+    address: String,
+    state: PathBuf,
+    netns: String,
+}
+
+impl NfsServer {
+    /// Start a server exporting each of `exports` (created if missing) under its own path.
+    pub fn start(exports: &[&Path]) -> anyhow::Result<NfsServer> {
+        let out = run_ok(
+            Command::new(script("nfs/server-up")).args(exports),
+            Duration::from_secs(120),
+        )?;
+        let var = |name: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix('='))
+                .map(str::to_string)
+                .with_context(|| format!("tests/nfs/server-up printed no {name}: {out}"))
+        };
+        Ok(NfsServer {
+            address: var("NFS_SERVER")?,
+            state: PathBuf::from(var("NFS_STATE")?),
+            netns: var("NFS_NETNS")?,
+        })
+    }
+
+    /// The server's address (portmapper 111, NFS 2049, mountd 20048).
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// A command run inside the server's network namespace (its loopback is the server's).
+    pub fn in_netns(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.netns]).arg(program);
+        cmd
+    }
+
+    fn server_stop(&self, flag: Option<&str>) -> anyhow::Result<()> {
+        let mut cmd = Command::new(script("nfs/server-stop"));
+        cmd.arg(&self.state).args(flag);
+        run_ok(&mut cmd, Duration::from_secs(60)).map(drop)
+    }
+
+    /// Kill the daemons, keeping the address: connections are refused.
+    pub fn stop(&self) -> anyhow::Result<()> {
+        self.server_stop(None)
+    }
+
+    /// Freeze the daemons (SIGSTOP): connections open, nothing answers.
+    pub fn freeze(&self) -> anyhow::Result<()> {
+        self.server_stop(Some("--freeze"))
+    }
+
+    /// Undo [`NfsServer::freeze`].
+    pub fn thaw(&self) -> anyhow::Result<()> {
+        self.server_stop(Some("--thaw"))
+    }
+}
+
+impl Drop for NfsServer {
+    fn drop(&mut self) {
+        let _ = output_within(
+            Command::new(script("nfs/server-down")).arg(&self.state),
+            Duration::from_secs(60),
+        );
+    }
+}
+
+/// A private copy of a debootstrapped Debian bookworm (minbase) root, removed on drop.
+pub struct HostRoot {
+    dir: TempDir,
+}
+
+impl HostRoot {
+    /// Build the cached root once (minutes), then copy it (seconds).
+    pub fn fresh() -> anyhow::Result<HostRoot> {
+        let cached = run_ok(
+            Command::new(script("hostroot/build")).args(["bookworm", "minbase"]),
+            Duration::from_secs(1800),
+        )?;
+        let cached = cached.lines().last().unwrap_or_default().trim().to_string();
+        let dir = TempDir::new(&unique("volpool-hostroot"))?;
+        run_ok(
+            Command::new("cp")
+                .arg("-a")
+                .arg(format!("{cached}/."))
+                .arg(dir.join("")),
+            Duration::from_secs(600),
+        )?;
+        Ok(HostRoot { dir })
+    }
+
+    /// The root's path.
+    pub fn path(&self) -> &Path {
+        &self.dir.0
+    }
+
+    /// `program` run with this root prepared as a host root (private mount namespace with
+    /// /proc and /dev mounted inside it); pass the root to it as an argument.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(script("hostroot/run"));
+        cmd.arg(self.path()).arg(program);
+        cmd
+    }
+}
