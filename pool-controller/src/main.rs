@@ -15,7 +15,6 @@ mod run;
 mod status;
 mod world;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -56,20 +55,7 @@ struct Args {
 #[derive(Subcommand)]
 enum Command {
     /// Print what the controller would write for these pools and reports, without a cluster.
-    Plan {
-        /// VolumePools (YAML documents, a List, or a JSON array).
-        #[arg(long)]
-        pools_file: PathBuf,
-        /// NodeVolumes reports.
-        #[arg(long)]
-        reports_file: PathBuf,
-        /// Existing PersistentVolumes.
-        #[arg(long)]
-        pvs_file: Option<PathBuf>,
-        /// Output format.
-        #[arg(long, value_enum, default_value = "yaml")]
-        output: offline::Format,
-    },
+    Plan(offline::PlanArgs),
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -79,17 +65,8 @@ fn duration(text: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Some(Command::Plan {
-        pools_file,
-        reports_file,
-        pvs_file,
-        output,
-    }) = args.command
-    {
-        print!(
-            "{}",
-            offline::run(&pools_file, &reports_file, pvs_file.as_deref(), output)?
-        );
+    if let Some(Command::Plan(plan)) = &args.command {
+        print!("{}", offline::run(plan)?);
         return Ok(());
     }
     tracing_subscriber::fmt()

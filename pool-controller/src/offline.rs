@@ -10,7 +10,7 @@
 //!
 //! Files hold one object per YAML document, a `kind: List`, or a JSON array.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::PersistentVolume;
@@ -30,8 +30,34 @@ pub enum Format {
     Json,
 }
 
+/// Arguments of the `plan` subcommand.
+#[derive(clap::Args)]
+pub struct PlanArgs {
+    /// VolumePools (YAML documents, a List, or a JSON array).
+    #[arg(long)]
+    pub pools_file: PathBuf,
+    /// NodeVolumes reports.
+    #[arg(long)]
+    pub reports_file: PathBuf,
+    /// Existing PersistentVolumes.
+    #[arg(long)]
+    pub pvs_file: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "yaml")]
+    pub output: Format,
+}
+
 /// Read the files, plan, render.
-pub fn run(pools: &Path, reports: &Path, pvs: Option<&Path>, format: Format) -> Result<String> {
+pub fn run(args: &PlanArgs) -> Result<String> {
+    render(
+        &args.pools_file,
+        &args.reports_file,
+        args.pvs_file.as_deref(),
+        args.output,
+    )
+}
+
+fn render(pools: &Path, reports: &Path, pvs: Option<&Path>, format: Format) -> Result<String> {
     let reports: Vec<Arc<NodeVolumes>> = read_objects(reports)?;
     // NB: offline there are no Node objects: a report stands for its node.
     let nodes = reports
@@ -123,18 +149,18 @@ mod tests {
         let reports = dir.join("reports.json");
         std::fs::write(&pools, "apiVersion: volpool.io/v1alpha1\nkind: VolumePool\nmetadata: {name: fast}\nspec: {storageClassName: fast-disks, local: {discoveryDir: /mnt/disks}}\n---\nkind: VolumePool\nmetadata: {name: broken}\nspec: {storageClassName: x, releaseGracePeriod: soon, local: {discoveryDir: /other}}\n").expect("w");
         std::fs::write(&reports, r#"{"kind": "List", "items": [{"apiVersion": "volpool.io/v1alpha1", "kind": "NodeVolumes", "metadata": {"name": "n1"}, "spec": {}, "status": {"nodeUID": "u1", "volumes": [{"pool": "fast", "volumeID": "uuid:1", "path": "/mnt/disks/vol1", "volumeMode": "Filesystem", "capacityBytes": 1073741824, "state": "Ready"}]}}]}"#).expect("w");
-        let yaml = run(&pools, &reports, None, Format::Yaml).expect("plan");
+        let yaml = render(&pools, &reports, None, Format::Yaml).expect("plan");
         assert!(yaml.contains("action: createPv"), "{yaml}");
         assert!(yaml.contains("name: fast-n1-vol1-"), "{yaml}");
         assert!(yaml.contains("InvalidSpec"), "{yaml}");
-        let json = run(&pools, &reports, None, Format::Json).expect("plan");
+        let json = render(&pools, &reports, None, Format::Json).expect("plan");
         let parsed: serde_json::Value = serde_json::from_str(&json).expect("json");
         assert_eq!(parsed[0]["action"], "createPv");
-        let err =
-            run(&dir.join("absent.yaml"), &reports, None, Format::Yaml).expect_err("missing file");
+        let err = render(&dir.join("absent.yaml"), &reports, None, Format::Yaml)
+            .expect_err("missing file");
         assert!(err.to_string().contains("absent.yaml"), "{err}");
         std::fs::write(&pools, "kind: VolumePool\nmetadata: {name: x}\nspec: {storageClassName: 3, reclaimPolicy: Recycle}\n").expect("w");
-        let err = run(&pools, &reports, None, Format::Yaml).expect_err("bad pool");
+        let err = render(&pools, &reports, None, Format::Yaml).expect_err("bad pool");
         assert!(err.to_string().contains("object 1"), "{err}");
         std::fs::remove_dir_all(&dir).ok();
     }

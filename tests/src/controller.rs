@@ -8,18 +8,28 @@
 //!       ──► publish_report ──► NodeVolumes/<node> (+ /status, field manager volpool-agent)
 //! ```
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
-use k8s_openapi::api::core::v1::Node;
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource};
 use serde_json::{Value, json};
-use volpool_api::NodeVolumes;
+use volpool_api::{LABEL_POOL, NodeVolumes, VolumePool};
 
-use crate::{kubeconfig, repo_root};
+use crate::{FIELD_MANAGER, kubeconfig, repo_root, wait_for};
+
+/// How long the e2e tests wait for the controller to converge.
+pub const LONG: Duration = Duration::from_secs(60);
+
+fn apply() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
 
 /// Label put on a test's VolumePools; each test's controller plans only its own pools.
 pub const LABEL_TEST: &str = "volpool.io/e2e";
@@ -174,4 +184,158 @@ pub async fn publish_report(
         .patch_status(node, &agent, &Patch::Apply(&status))
         .await?;
     Ok(())
+}
+
+/// A local pool of the test, reading `/mnt/disks`, with PVs of class `class`.
+pub async fn create_pool(
+    client: &Client,
+    test: &str,
+    pool: &str,
+    class: &str,
+    extra: Value,
+) -> anyhow::Result<()> {
+    let mut spec = json!({"storageClassName": class, "local": {"discoveryDir": "/mnt/disks"}});
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    let object = json!({"apiVersion": "volpool.io/v1alpha1", "kind": "VolumePool",
+                        "metadata": {"name": pool, "labels": {LABEL_TEST: test}}, "spec": spec});
+    Api::<VolumePool>::all(client.clone())
+        .patch(pool, &apply(), &Patch::Apply(&object))
+        .await?;
+    Ok(())
+}
+
+/// A StorageClass without a provisioner (local PVs), Immediate or WaitForFirstConsumer.
+pub async fn create_class(
+    client: &Client,
+    name: &str,
+    wait_for_consumer: bool,
+) -> anyhow::Result<()> {
+    let mode = if wait_for_consumer {
+        "WaitForFirstConsumer"
+    } else {
+        "Immediate"
+    };
+    let sc = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name},
+                    "provisioner": "kubernetes.io/no-provisioner", "volumeBindingMode": mode});
+    Api::<k8s_openapi::api::storage::v1::StorageClass>::all(client.clone())
+        .patch(name, &apply(), &Patch::Apply(&sc))
+        .await?;
+    Ok(())
+}
+
+/// A namespace.
+pub async fn create_namespace(client: &Client, name: &str) -> anyhow::Result<()> {
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": name}}))?,
+        )
+        .await?;
+    Ok(())
+}
+
+/// The PVs of a pool.
+pub async fn pvs_of(client: &Client, pool: &str) -> anyhow::Result<Vec<PersistentVolume>> {
+    let lp = ListParams::default().labels(&format!("{LABEL_POOL}={pool}"));
+    Ok(Api::<PersistentVolume>::all(client.clone())
+        .list(&lp)
+        .await?
+        .items)
+}
+
+/// Wait until the pool has exactly `names` as PVs.
+pub async fn wait_for_pvs(
+    client: &Client,
+    pool: &str,
+    names: &[String],
+) -> anyhow::Result<Vec<PersistentVolume>> {
+    let want: BTreeSet<&str> = names.iter().map(String::as_str).collect();
+    wait_for(&format!("PVs {want:?} of pool {pool}"), LONG, || async {
+        let pvs = pvs_of(client, pool).await?;
+        let have: BTreeSet<&str> = pvs
+            .iter()
+            .filter_map(|p| p.metadata.name.as_deref())
+            .collect();
+        Ok((have == want).then_some(pvs.clone()))
+    })
+    .await
+}
+
+/// A PV's phase.
+pub fn phase(pv: &PersistentVolume) -> Option<&str> {
+    pv.status.as_ref()?.phase.as_deref()
+}
+
+/// A PV's label.
+pub fn label<'a>(pv: &'a PersistentVolume, key: &str) -> Option<&'a str> {
+    pv.metadata.labels.as_ref()?.get(key).map(String::as_str)
+}
+
+/// A PV's capacity in bytes.
+pub fn capacity(pv: &PersistentVolume) -> u64 {
+    let text = pv
+        .spec
+        .as_ref()
+        .and_then(|s| s.capacity.as_ref())
+        .map(|c| c["storage"].0.clone())
+        .unwrap_or_default();
+    volpool_api::units::parse_bytes(&text).unwrap_or_default()
+}
+
+/// Wait until the PV `name` exists and passes `check`.
+pub async fn wait_for_pv(
+    client: &Client,
+    name: &str,
+    what: &str,
+    check: impl Fn(&PersistentVolume) -> bool,
+) -> anyhow::Result<PersistentVolume> {
+    let api: Api<PersistentVolume> = Api::all(client.clone());
+    wait_for(&format!("PV {name}: {what}"), LONG, || async {
+        Ok(api.get_opt(name).await?.filter(|pv| check(pv)))
+    })
+    .await
+}
+
+/// A claim in `ns` pre-bound to the PV `pv`; returns when the PV is Bound.
+pub async fn bind(
+    client: &Client,
+    ns: &str,
+    claim: &str,
+    pv: &str,
+    class: &str,
+) -> anyhow::Result<()> {
+    let pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim},
+                     "spec": {"storageClassName": class, "volumeName": pv, "accessModes": ["ReadWriteOnce"],
+                              "resources": {"requests": {"storage": "1Gi"}}}});
+    Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &serde_json::from_value(pvc)?)
+        .await?;
+    wait_for_pv(client, pv, "Bound", |p| phase(p) == Some("Bound")).await?;
+    Ok(())
+}
+
+/// Wait for an Event from the controller with `reason` about the object `regarding` (a PV's
+/// Events are in kube-system, a claim's in its namespace); returns its note.
+pub async fn wait_for_event(
+    client: &Client,
+    namespace: &str,
+    regarding: &str,
+    reason: &str,
+) -> anyhow::Result<String> {
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    let lp = ListParams::default().fields(&format!("regarding.name={regarding}"));
+    wait_for(
+        &format!("Event {reason} about {regarding}"),
+        LONG,
+        || async {
+            let found = events.list(&lp).await?.items.into_iter().find(|e| {
+                e.reason.as_deref() == Some(reason)
+                    && e.reporting_controller.as_deref() == Some("volpool.io/volpool-controller")
+            });
+            Ok(found.map(|e| e.note.unwrap_or_default()))
+        },
+    )
+    .await
 }

@@ -7,16 +7,18 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client};
-use serde_json::{Value, json};
-use volpool_api::{LABEL_POOL, NodeVolumes, VolumePool, local_pv_name};
-use volpool_e2e::controller::{Controller, LABEL_TEST, publish_report, volume};
+use serde_json::json;
+use volpool_api::{NodeVolumes, VolumePool, local_pv_name};
+use volpool_e2e::controller::{
+    Controller, LONG, bind, capacity, create_class, create_namespace, create_pool, label, phase,
+    publish_report, pvs_of, volume, wait_for_event, wait_for_pv, wait_for_pvs,
+};
 use volpool_e2e::{FIELD_MANAGER, apply_crds, client, create_node, unique, wait_for};
 
 const GIB: u64 = 1 << 30;
-const LONG: Duration = Duration::from_secs(60);
 
 fn apply() -> PatchParams {
     PatchParams::apply(FIELD_MANAGER).force()
@@ -26,119 +28,6 @@ async fn setup(prefix: &str) -> anyhow::Result<(Client, String)> {
     let client = client().await?;
     apply_crds(&client).await?;
     Ok((client, unique(prefix)))
-}
-
-/// A local pool of the test, reading `/mnt/disks`, with PVs of class `class`.
-async fn create_pool(
-    client: &Client,
-    test: &str,
-    pool: &str,
-    class: &str,
-    extra: Value,
-) -> anyhow::Result<()> {
-    let mut spec = json!({"storageClassName": class, "local": {"discoveryDir": "/mnt/disks"}});
-    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
-        spec.extend(extra.clone());
-    }
-    let object = json!({"apiVersion": "volpool.io/v1alpha1", "kind": "VolumePool",
-                        "metadata": {"name": pool, "labels": {LABEL_TEST: test}}, "spec": spec});
-    Api::<VolumePool>::all(client.clone())
-        .patch(pool, &apply(), &Patch::Apply(&object))
-        .await?;
-    Ok(())
-}
-
-async fn create_class(client: &Client, name: &str, wait_for_consumer: bool) -> anyhow::Result<()> {
-    let mode = if wait_for_consumer {
-        "WaitForFirstConsumer"
-    } else {
-        "Immediate"
-    };
-    let sc = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": name},
-                    "provisioner": "kubernetes.io/no-provisioner", "volumeBindingMode": mode});
-    Api::<k8s_openapi::api::storage::v1::StorageClass>::all(client.clone())
-        .patch(name, &apply(), &Patch::Apply(&sc))
-        .await?;
-    Ok(())
-}
-
-async fn create_namespace(client: &Client, name: &str) -> anyhow::Result<()> {
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({"metadata": {"name": name}}))?,
-        )
-        .await?;
-    Ok(())
-}
-
-async fn pvs_of(client: &Client, pool: &str) -> anyhow::Result<Vec<PersistentVolume>> {
-    let lp = ListParams::default().labels(&format!("{LABEL_POOL}={pool}"));
-    Ok(Api::<PersistentVolume>::all(client.clone())
-        .list(&lp)
-        .await?
-        .items)
-}
-
-/// Wait until the pool has exactly `names` as PVs.
-async fn wait_for_pvs(
-    client: &Client,
-    pool: &str,
-    names: &[String],
-) -> anyhow::Result<Vec<PersistentVolume>> {
-    let want: BTreeSet<&str> = names.iter().map(String::as_str).collect();
-    wait_for(&format!("PVs {want:?} of pool {pool}"), LONG, || async {
-        let pvs = pvs_of(client, pool).await?;
-        let have: BTreeSet<&str> = pvs
-            .iter()
-            .filter_map(|p| p.metadata.name.as_deref())
-            .collect();
-        Ok((have == want).then_some(pvs.clone()))
-    })
-    .await
-}
-
-fn phase(pv: &PersistentVolume) -> Option<&str> {
-    pv.status.as_ref()?.phase.as_deref()
-}
-
-fn label<'a>(pv: &'a PersistentVolume, key: &str) -> Option<&'a str> {
-    pv.metadata.labels.as_ref()?.get(key).map(String::as_str)
-}
-
-fn capacity(pv: &PersistentVolume) -> u64 {
-    let text = pv
-        .spec
-        .as_ref()
-        .and_then(|s| s.capacity.as_ref())
-        .map(|c| c["storage"].0.clone())
-        .unwrap_or_default();
-    volpool_api::units::parse_bytes(&text).unwrap_or_default()
-}
-
-async fn wait_for_pv(
-    client: &Client,
-    name: &str,
-    what: &str,
-    check: impl Fn(&PersistentVolume) -> bool,
-) -> anyhow::Result<PersistentVolume> {
-    let api: Api<PersistentVolume> = Api::all(client.clone());
-    wait_for(&format!("PV {name}: {what}"), LONG, || async {
-        Ok(api.get_opt(name).await?.filter(|pv| check(pv)))
-    })
-    .await
-}
-
-/// A claim in `ns` pre-bound to the PV `pv`; returns when the PV is Bound.
-async fn bind(client: &Client, ns: &str, claim: &str, pv: &str, class: &str) -> anyhow::Result<()> {
-    let pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim},
-                     "spec": {"storageClassName": class, "volumeName": pv, "accessModes": ["ReadWriteOnce"],
-                              "resources": {"requests": {"storage": "1Gi"}}}});
-    Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &serde_json::from_value(pvc)?)
-        .await?;
-    wait_for_pv(client, pv, "Bound", |p| phase(p) == Some("Bound")).await?;
-    Ok(())
 }
 
 #[tokio::test]
@@ -335,6 +224,9 @@ async fn capacity_drift_missing_and_replaced_volumes() -> anyhow::Result<()> {
         Some("Bound"),
         "a Bound PV is never deleted"
     );
+    let note = wait_for_event(&client, "kube-system", &pv2, "VolumeMissing").await?;
+    assert!(note.contains("in use"), "{note}");
+    wait_for_event(&client, &ns, "data-2", "VolumeMissing").await?;
     wait_for_pv(&client, &pv3, "labelled replaced", |p| {
         label(p, "volpool.io/health") == Some("replaced")
     })
@@ -444,6 +336,8 @@ async fn a_released_volume_is_scrubbed_by_request_then_offered_again() -> anyhow
             .is_none()
     );
     wait_for_pv(&client, &pv, "Available", |p| phase(p) == Some("Available")).await?;
+    wait_for_event(&client, &ns, "data", "Released").await?;
+    wait_for_event(&client, "kube-system", &pv, "Scrubbed").await?;
     wait_for("the request withdrawn", LONG, || async {
         Ok(reports
             .get(&node)

@@ -160,7 +160,7 @@ pub fn plan(world: &World) -> Plan {
         .filter(|p| p.spec.local.is_some())
         .collect();
     pools.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    let refusals = pool::refusals(&pools);
+    let refusals = select::refusals(&pools);
 
     let mut out = pool::Output::default();
     let mut planned: HashSet<&str> = HashSet::new();

@@ -13,62 +13,9 @@ use volpool_api::{
 };
 
 use super::pv::{Health, LocalPv, Phase, phase};
-use super::select::{dirs_overlap, matches};
+use super::select::{Refusal, matches, name_of};
 use super::{Change, NodeInfo, Notice};
 use crate::status::{self, Counted, Problem};
-
-/// Why a pool is not planned at all.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Refusal {
-    /// Condition reason.
-    pub reason: &'static str,
-    /// Condition message.
-    pub message: String,
-}
-
-/// Pools refused this pass: those failing validation, and those whose discovery dirs overlap.
-pub fn refusals(pools: &[&VolumePool]) -> HashMap<String, Refusal> {
-    let mut refused = HashMap::new();
-    for pool in pools {
-        if let Err(e) = pool.validate() {
-            let name = pool.metadata.name.clone().unwrap_or_default();
-            refused.insert(
-                name,
-                Refusal {
-                    reason: "InvalidSpec",
-                    message: e.to_string(),
-                },
-            );
-        }
-    }
-    for (i, a) in pools.iter().enumerate() {
-        for b in &pools[i + 1..] {
-            let (Some(la), Some(lb)) = (&a.spec.local, &b.spec.local) else {
-                continue;
-            };
-            if !dirs_overlap(&la.discovery_dir, &lb.discovery_dir) {
-                continue;
-            }
-            let (na, nb) = (name_of(a), name_of(b));
-            for (me, other, my_dir, other_dir) in [
-                (na, nb, &la.discovery_dir, &lb.discovery_dir),
-                (nb, na, &lb.discovery_dir, &la.discovery_dir),
-            ] {
-                refused.entry(me.to_string()).or_insert_with(|| Refusal {
-                    reason: "OverlappingDiscoveryDir",
-                    message: format!(
-                        "spec.local.discoveryDir {my_dir:?} overlaps {other_dir:?} of VolumePool {other:?}: a disk would be offered twice; give each pool its own directory"
-                    ),
-                });
-            }
-        }
-    }
-    refused
-}
-
-fn name_of(pool: &VolumePool) -> &str {
-    pool.metadata.name.as_deref().unwrap_or_default()
-}
 
 /// What one pool's planning looks at.
 pub struct PoolInput<'a> {

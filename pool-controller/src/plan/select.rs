@@ -1,9 +1,63 @@
-//! Small pure checks on pool specs: does a node match a pool's `nodeSelector`, do two
-//! discovery dirs overlap.
+//! Small pure checks on pool specs: which pools are refused (invalid, or discovery dirs that
+//! overlap), and does a node match a pool's `nodeSelector`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use volpool_api::VolumePool;
+
+/// Why a pool is not planned at all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// Condition reason.
+    pub reason: &'static str,
+    /// Condition message.
+    pub message: String,
+}
+
+/// Pools refused this pass: those failing validation, and those whose discovery dirs overlap.
+pub fn refusals(pools: &[&VolumePool]) -> HashMap<String, Refusal> {
+    let mut refused = HashMap::new();
+    for pool in pools {
+        if let Err(e) = pool.validate() {
+            let name = pool.metadata.name.clone().unwrap_or_default();
+            refused.insert(
+                name,
+                Refusal {
+                    reason: "InvalidSpec",
+                    message: e.to_string(),
+                },
+            );
+        }
+    }
+    for (i, a) in pools.iter().enumerate() {
+        for b in &pools[i + 1..] {
+            let (Some(la), Some(lb)) = (&a.spec.local, &b.spec.local) else {
+                continue;
+            };
+            if !dirs_overlap(&la.discovery_dir, &lb.discovery_dir) {
+                continue;
+            }
+            let (na, nb) = (name_of(a), name_of(b));
+            for (me, other, my_dir, other_dir) in [
+                (na, nb, &la.discovery_dir, &lb.discovery_dir),
+                (nb, na, &lb.discovery_dir, &la.discovery_dir),
+            ] {
+                refused.entry(me.to_string()).or_insert_with(|| Refusal {
+                    reason: "OverlappingDiscoveryDir",
+                    message: format!(
+                        "spec.local.discoveryDir {my_dir:?} overlaps {other_dir:?} of VolumePool {other:?}: a disk would be offered twice; give each pool its own directory"
+                    ),
+                });
+            }
+        }
+    }
+    refused
+}
+
+pub fn name_of(pool: &VolumePool) -> &str {
+    pool.metadata.name.as_deref().unwrap_or_default()
+}
 
 /// Whether `labels` match `selector` (`matchLabels` and `matchExpressions` with In, NotIn,
 /// Exists, DoesNotExist). `None` labels mean "unknown" (offline mode) and always match; an

@@ -1,0 +1,310 @@
+//! Benchmark driver behind `bench/controller-scale`: publishes `nodes × volumes` NodeVolumes
+//! straight into the apiserver, measures the apiserver's raw PV-creation rate, then times the
+//! real controller binary until every PV exists, and checks that its next idle pass writes
+//! nothing.
+//!
+//! ```text
+//!  driver ──► Nodes + NodeVolumes (agent-style SSA) ──► apiserver ◄── volpool-controller (timed)
+//!         ──► raw loop: create N PVs, concurrent ──────► apiserver (baseline)
+//! ```
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::{StreamExt, stream};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, Resource};
+use serde_json::json;
+use volpool_api::{NodeVolumes, VolumePool};
+
+const BENCH_LABEL: &str = "volpool.io/bench";
+
+struct Args {
+    controller: String,
+    nodes: usize,
+    volumes: usize,
+    concurrency: usize,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut args = Args {
+        controller: "target/release/volpool-controller".into(),
+        nodes: 500,
+        volumes: 20,
+        concurrency: 32,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--controller" => args.controller = value,
+            "--nodes" => args.nodes = value.parse()?,
+            "--volumes" => args.volumes = value.parse()?,
+            "--concurrency" => args.concurrency = value.parse()?,
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    Ok(args)
+}
+
+async fn run_all<F: std::future::Future<Output = anyhow::Result<()>>>(
+    concurrency: usize,
+    futures: impl Iterator<Item = F>,
+) -> anyhow::Result<()> {
+    let results: Vec<anyhow::Result<()>> = stream::iter(futures)
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+fn pv(name: &str, node: &str) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "PersistentVolume",
+           "metadata": {"name": name, "labels": {BENCH_LABEL: "raw"}},
+           "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": "bench", "persistentVolumeReclaimPolicy": "Delete",
+                    "local": {"path": "/mnt/disks/vol"},
+                    "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                        {"key": "kubernetes.io/hostname", "operator": "In", "values": [node]}]}]}}}})
+}
+
+async fn count_pvs(client: &Client, selector: &str) -> anyhow::Result<usize> {
+    let api: Api<PersistentVolume> = Api::all(client.clone());
+    let mut total = 0;
+    let mut lp = ListParams::default().labels(selector).limit(5000);
+    loop {
+        let page = api.list_metadata(&lp).await?;
+        total += page.items.len();
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => lp = lp.continue_token(&token),
+            _ => return Ok(total),
+        }
+    }
+}
+
+async fn wait_gone(client: &Client, selector: &str) -> anyhow::Result<()> {
+    let api: Api<PersistentVolume> = Api::all(client.clone());
+    api.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels(selector),
+    )
+    .await?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while count_pvs(client, selector).await? > 0 {
+        if Instant::now() > deadline {
+            bail!("PVs {selector} not gone after 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(())
+}
+
+async fn metric(addr: &str, name: &str) -> anyhow::Result<f64> {
+    let addr = addr.to_string();
+    let text = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr)?;
+        s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })
+    .await??;
+    Ok(text
+        .lines()
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or_default()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = args()?;
+    let client = Client::try_default().await?;
+    let total = args.nodes * args.volumes;
+    let run = format!("bench-{}", std::process::id());
+    let ssa = PatchParams::apply("volpool-bench").force();
+    let agent = PatchParams::apply(volpool_api::FIELD_MANAGER_AGENT).force();
+    for crd in [
+        volpool_api::crd::volume_pool(),
+        volpool_api::crd::node_volumes(),
+    ] {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        Api::<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>::all(client.clone())
+            .patch(&name, &ssa, &Patch::Apply(&crd))
+            .await?;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // 1. The apiserver's raw limit: create `total` PVs, `concurrency` requests at a time.
+    let nodes: Vec<String> = (0..args.nodes)
+        .map(|i| format!("{run}-node-{i:04}"))
+        .collect();
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let started = Instant::now();
+    run_all(
+        args.concurrency,
+        (0..total).map(|i| {
+            let (pvs, node) = (pvs.clone(), nodes[i / args.volumes].clone());
+            async move {
+                let body: PersistentVolume =
+                    serde_json::from_value(pv(&format!("{node}-raw-{i}"), &node))?;
+                pvs.create(&PostParams::default(), &body).await?;
+                Ok(())
+            }
+        }),
+    )
+    .await?;
+    let raw = started.elapsed();
+    eprintln!("raw loop: {total} PVs in {:.2}s", raw.as_secs_f64());
+    wait_gone(&client, &format!("{BENCH_LABEL}=raw")).await?;
+
+    // 2. Nodes and their reports, as agents would publish them.
+    let node_api: Api<Node> = Api::all(client.clone());
+    let reports: Api<NodeVolumes> = Api::all(client.clone());
+    run_all(args.concurrency, nodes.iter().map(|node| {
+        let (node_api, reports, ssa, agent) = (node_api.clone(), reports.clone(), ssa.clone(), agent.clone());
+        let run = run.clone();
+        let volumes = args.volumes;
+        async move {
+            let body = json!({"apiVersion": "v1", "kind": "Node",
+                              "metadata": {"name": node, "labels": {"kubernetes.io/hostname": node, BENCH_LABEL: run}}});
+            let created = node_api.patch(node, &ssa, &Patch::Apply(&body)).await?;
+            let owner = created.controller_owner_ref(&()).context("node uid")?;
+            let object = json!({"apiVersion": "volpool.io/v1alpha1", "kind": "NodeVolumes",
+                                "metadata": {"name": node, "ownerReferences": [owner]}, "spec": {}});
+            reports.patch(node, &agent, &Patch::Apply(&object)).await?;
+            let vols: Vec<_> = (0..volumes).map(|v| json!({
+                "pool": run, "volumeID": format!("uuid:{node}-{v}"), "path": format!("/mnt/disks/vol{v:02}"),
+                "volumeMode": "Filesystem", "fsType": "ext4", "capacityBytes": (10u64 << 30) + v as u64, "state": "Ready"})).collect();
+            let status = json!({"apiVersion": "volpool.io/v1alpha1", "kind": "NodeVolumes",
+                                "status": {"nodeUID": created.metadata.uid, "agentVersion": "bench", "volumes": vols}});
+            reports.patch_status(node, &agent, &Patch::Apply(&status)).await?;
+            Ok(())
+        }
+    }))
+    .await?;
+    let pool = json!({"apiVersion": "volpool.io/v1alpha1", "kind": "VolumePool",
+                      "metadata": {"name": run, "labels": {BENCH_LABEL: run}},
+                      "spec": {"storageClassName": "bench", "local": {"discoveryDir": "/mnt/disks"}}});
+    Api::<VolumePool>::all(client.clone())
+        .patch(&run, &ssa, &Patch::Apply(&pool))
+        .await?;
+    eprintln!("published {} NodeVolumes with {total} volumes", args.nodes);
+
+    // 3. The controller, from start until every PV exists.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let started = Instant::now();
+    let mut child = std::process::Command::new(&args.controller)
+        .args([
+            "--metrics-addr",
+            &addr,
+            "--lease-namespace",
+            "default",
+            "--lease-name",
+            &run,
+            "--identity",
+            &run,
+        ])
+        .args([
+            "--pool-selector",
+            &format!("{BENCH_LABEL}={run}"),
+            "--resync",
+            "5s",
+            "--concurrency",
+            &args.concurrency.to_string(),
+        ])
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .context("failed to start the controller")?;
+    let pid = child.id();
+    let selector = format!("{}={run}", volpool_api::LABEL_POOL);
+    loop {
+        let applied = metric(&addr, "volpool_controller_api_writes_total")
+            .await
+            .unwrap_or_default();
+        if applied >= total as f64 && count_pvs(&client, &selector).await? >= total {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("the controller did not create {total} PVs in 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let converge = started.elapsed();
+    let rss = rss_kib(pid, "VmRSS:");
+    eprintln!("controller: {total} PVs in {:.2}s", converge.as_secs_f64());
+
+    // 4. Let it settle (pool status), then count the writes of idle passes.
+    let mut writes = metric(&addr, "volpool_controller_api_writes_total").await?;
+    loop {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let now = metric(&addr, "volpool_controller_api_writes_total").await?;
+        if now == writes {
+            break;
+        }
+        writes = now;
+    }
+    let passes = metric(&addr, "volpool_controller_reconcile_duration_seconds_count").await?;
+    while metric(&addr, "volpool_controller_reconcile_duration_seconds_count").await? < passes + 2.0
+    {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let idle_writes = metric(&addr, "volpool_controller_api_writes_total").await? - writes;
+    let peak = rss_kib(pid, "VmHWM:");
+    let _ = child.kill();
+    let _ = child.wait();
+
+    println!(
+        "nodes={} volumes_per_node={} pvs={total} concurrency={}",
+        args.nodes, args.volumes, args.concurrency
+    );
+    println!(
+        "raw_loop_seconds={:.2} raw_pv_per_second={:.0}",
+        raw.as_secs_f64(),
+        total as f64 / raw.as_secs_f64()
+    );
+    println!(
+        "controller_seconds={:.2} controller_pv_per_second={:.0} ratio_to_raw={:.2}",
+        converge.as_secs_f64(),
+        total as f64 / converge.as_secs_f64(),
+        converge.as_secs_f64() / raw.as_secs_f64()
+    );
+    println!("api_writes_until_settled={writes} idle_pass_writes={idle_writes}");
+    println!(
+        "controller_rss_mib_at_converge={:.1} controller_peak_rss_mib={:.1}",
+        rss as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
+
+    // 5. Clean up: the controller's PVs, the nodes (their NodeVolumes go by ownerReference), the pool.
+    wait_gone(&client, &selector).await?;
+    run_all(
+        args.concurrency,
+        nodes.iter().map(|node| {
+            let node_api = node_api.clone();
+            async move {
+                node_api.delete(node, &DeleteParams::default()).await?;
+                Ok(())
+            }
+        }),
+    )
+    .await?;
+    Api::<VolumePool>::all(client.clone())
+        .delete(&run, &DeleteParams::default())
+        .await?;
+    Ok(())
+}
