@@ -223,7 +223,7 @@ async fn agent_waits_for_a_missing_node_then_publishes() -> anyhow::Result<()> {
 
     // Alive, not ready, and retrying: the Node does not exist yet.
     let (_, why) = wait_for("/readyz 503", START_DEADLINE, || async {
-        Ok(http_get(port, "/readyz").filter(|r| r.0 == 503))
+        Ok(http_get(port, "/readyz").filter(|r| r.0 == 503 && r.1.contains("not been published")))
     })
     .await?;
     assert!(why.contains("not been published"), "{why}");
