@@ -182,3 +182,161 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     file.write_all(text.as_bytes())
         .with_context(|| format!("failed to write {}", path.display()))
 }
+
+/// Every metric DESIGN.md lists ("Metrics"): what dashboards and alert rules may query.
+/// Histograms also expose `_bucket`, `_sum` and `_count` series, see [`HISTOGRAMS`].
+pub const DESIGN_METRICS: &[&str] = &[
+    // agent
+    "volpool_volume_capacity_bytes",
+    "volpool_volume_available_bytes",
+    "volpool_volume_used_bytes",
+    "volpool_volume_inodes",
+    "volpool_volume_inodes_free",
+    "volpool_volume_probe_success",
+    "volpool_volume_stuck",
+    "volpool_volume_probe_duration_seconds",
+    "volpool_discovery_entries",
+    "volpool_nfs_client_check",
+    "volpool_nfs_client_ready",
+    "volpool_nfs_server_reachable",
+    "volpool_sysctl_vm_max_map_count",
+    "volpool_node_locked_memory_bytes",
+    "volpool_runtime_limit",
+    "volpool_container_limit",
+    "volpool_container_locked_memory_bytes",
+    "volpool_agent_scan_duration_seconds",
+    "volpool_agent_build_info",
+    // controller
+    "volpool_pool_volumes",
+    "volpool_pool_capacity_bytes",
+    "volpool_pool_export_size_bytes",
+    "volpool_pool_export_available_bytes",
+    "volpool_controller_leader",
+    "volpool_controller_reconcile_duration_seconds",
+    "volpool_controller_errors_total",
+    "volpool_controller_api_writes_total",
+    "volpool_cleanup_duration_seconds",
+];
+
+/// The histograms among [`DESIGN_METRICS`].
+pub const HISTOGRAMS: &[&str] = &[
+    "volpool_controller_reconcile_duration_seconds",
+    "volpool_cleanup_duration_seconds",
+];
+
+/// Whether `name` is a series of a DESIGN metric (a histogram's `_bucket`/`_sum`/`_count` too).
+pub fn is_design_metric(name: &str) -> bool {
+    DESIGN_METRICS.contains(&name)
+        || ["_bucket", "_sum", "_count"].iter().any(|suffix| {
+            name.strip_suffix(suffix)
+                .is_some_and(|base| HISTOGRAMS.contains(&base))
+        })
+}
+
+/// A metric selector in a PromQL expression: the metric name and its `{...}` matchers, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selector {
+    /// The metric name.
+    pub metric: String,
+    /// The text between the braces (empty when there are none).
+    pub matchers: String,
+}
+
+/// The metric selectors of a PromQL expression (Grafana variables like `$__rate_interval`
+/// allowed). A small scanner, not a parser: enough for the queries of this repository.
+pub fn promql_selectors(expr: &str) -> Vec<Selector> {
+    const AGGREGATIONS: &[&str] = &[
+        "sum",
+        "min",
+        "max",
+        "avg",
+        "count",
+        "stddev",
+        "stdvar",
+        "topk",
+        "bottomk",
+        "quantile",
+        "count_values",
+        "group",
+    ];
+    const LABEL_LISTS: &[&str] = &[
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+    ];
+    const KEYWORDS: &[&str] = &["and", "or", "unless", "bool", "offset", "inf", "nan"];
+    let chars: Vec<char> = expr.chars().collect();
+    let skip_to = |from: usize, close: char| -> usize {
+        let mut i = from + 1;
+        let mut quote = None;
+        while i < chars.len() {
+            match (quote, chars[i]) {
+                (Some(_), '\\') => i += 1,
+                (Some(q), c) if c == q => quote = None,
+                (None, c @ ('"' | '\'' | '`')) => quote = Some(c),
+                (None, c) if c == close => return i + 1,
+                _ => {}
+            }
+            i += 1;
+        }
+        i
+    };
+    let next_non_space = |from: usize| chars[from..].iter().copied().find(|c| !c.is_whitespace());
+    let mut selectors = Vec::new();
+    let mut label_list_next = false;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '"' || c == '\'' || c == '`' {
+            i = skip_to(i, c);
+        } else if c == '[' {
+            i = skip_to(i, ']');
+        } else if c == '{' {
+            i = skip_to(i, '}');
+        } else if c == '(' && label_list_next {
+            label_list_next = false;
+            i = skip_to(i, ')');
+        } else if c == '$' || c.is_ascii_digit() || c == '.' {
+            // NB: a Grafana variable, or a number such as 4e9.
+            i += 1;
+            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
+                i += 1;
+            }
+        } else if c.is_ascii_alphabetic() || c == '_' || c == ':' {
+            let start = i;
+            while i < chars.len()
+                && (chars[i].is_ascii_alphanumeric() || chars[i] == '_' || chars[i] == ':')
+            {
+                i += 1;
+            }
+            let word: String = chars[start..i].iter().collect();
+            if LABEL_LISTS.contains(&word.as_str()) {
+                label_list_next = next_non_space(i) == Some('(');
+            } else if AGGREGATIONS.contains(&word.as_str())
+                || KEYWORDS.contains(&word.to_lowercase().as_str())
+                || next_non_space(i) == Some('(')
+            {
+                // an aggregation, a keyword or a function
+            } else {
+                let matchers = if chars.get(i) == Some(&'{') {
+                    let end = skip_to(i, '}');
+                    let text: String = chars[i + 1..end - 1].iter().collect();
+                    i = end;
+                    text
+                } else {
+                    String::new()
+                };
+                selectors.push(Selector {
+                    metric: word,
+                    matchers,
+                });
+            }
+        } else {
+            i += 1;
+        }
+    }
+    selectors
+}

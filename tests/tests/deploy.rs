@@ -149,7 +149,10 @@ async fn controller_runs_two_unprivileged_replicas() -> anyhow::Result<()> {
     assert!(spec.get("hostPID").is_none() && spec.get("hostNetwork").is_none());
     let container = &spec["containers"][0];
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
-    assert_eq!(container["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(
+        container["securityContext"]["allowPrivilegeEscalation"],
+        false
+    );
     assert!(container["securityContext"].get("privileged").is_none());
     let env = container["env"].as_array().cloned().unwrap_or_default();
     for (name, path) in [
@@ -249,7 +252,12 @@ const AGENT_EXPECTATIONS: &[Expectation] = &[
     ("delete", "pods", None, false),
     ("get", "secrets", Some(NAMESPACE), false),
     ("list", "secrets", None, false),
-    ("create", "leases.coordination.k8s.io", Some(NAMESPACE), false),
+    (
+        "create",
+        "leases.coordination.k8s.io",
+        Some(NAMESPACE),
+        false,
+    ),
     ("create", "events.events.k8s.io", Some("kube-system"), true),
     ("create", "events", Some("default"), true),
     ("delete", "events", Some("default"), false),
@@ -273,7 +281,12 @@ const CONTROLLER_EXPECTATIONS: &[Expectation] = &[
     ("patch", "nodevolumes.volpool.io", None, true),
     ("patch", "nodevolumes.volpool.io status", None, false),
     ("delete", "nodevolumes.volpool.io", None, false),
-    ("create", "leases.coordination.k8s.io", Some(NAMESPACE), true),
+    (
+        "create",
+        "leases.coordination.k8s.io",
+        Some(NAMESPACE),
+        true,
+    ),
     (
         "update",
         "leases.coordination.k8s.io/volpool-controller",
@@ -286,7 +299,12 @@ const CONTROLLER_EXPECTATIONS: &[Expectation] = &[
         Some(NAMESPACE),
         false,
     ),
-    ("create", "leases.coordination.k8s.io", Some("kube-system"), false),
+    (
+        "create",
+        "leases.coordination.k8s.io",
+        Some("kube-system"),
+        false,
+    ),
     ("get", "secrets", Some(NAMESPACE), false),
     ("list", "pods", None, false),
     ("create", "events.events.k8s.io", Some("kube-system"), true),
@@ -304,7 +322,11 @@ fn check(who: Who, label: &str, expectations: &[Expectation]) -> anyhow::Result<
             ));
         }
     }
-    assert!(wrong.is_empty(), "RBAC is not as designed:\n{}", wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "RBAC is not as designed:\n{}",
+        wrong.join("\n")
+    );
     Ok(())
 }
 
@@ -392,8 +414,10 @@ fn monitoring_scrapes_with_a_node_label_and_alerts_like_the_rule_file() -> anyho
             .as_array()
             .into_iter()
             .flatten()
-            .any(|r| r["sourceLabels"] == json!(["__meta_kubernetes_pod_node_name"])
-                && r["targetLabel"] == "node"),
+            .any(
+                |r| r["sourceLabels"] == json!(["__meta_kubernetes_pod_node_name"])
+                    && r["targetLabel"] == "node"
+            ),
         "the PodMonitor must relabel the pod's node into `node`: {relabelings}"
     );
     let rule = objects
