@@ -432,3 +432,70 @@ fn monitoring_scrapes_with_a_node_label_and_alerts_like_the_rule_file() -> anyho
     );
     Ok(())
 }
+
+/// Metrics the alert rules need that DESIGN.md does not list yet: `volpool_pool_info{pool,
+/// storage_class}` (1 per pool) and `volpool_pool_min_available{pool}` from the controller,
+/// `volpool_workload_requirement_met{namespace,pod,container,requirement}` (0/1) from the agent.
+const PROPOSED_METRICS: &[&str] = &[
+    "volpool_pool_info",
+    "volpool_pool_min_available",
+    "volpool_workload_requirement_met",
+];
+
+/// Series of other exporters the rules join with: kube-state-metrics, and Prometheus's `up`.
+const OTHER_METRICS: &[&str] = &[
+    "kube_persistentvolumeclaim_info",
+    "kube_persistentvolumeclaim_status_phase",
+    "kube_daemonset_status_desired_number_scheduled",
+    "kube_daemonset_status_number_available",
+    "up",
+];
+
+#[test]
+fn alert_rules_say_what_to_do_and_query_known_metrics() -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(repo_root().join("deploy/monitoring/rules.yaml"))?;
+    let file: Value = serde_yaml::from_str(&text)?;
+    let mut alerts = BTreeSet::new();
+    for rule in file["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_array().into_iter().flatten())
+    {
+        let name = rule["alert"].as_str().expect("only alerting rules");
+        assert!(alerts.insert(name.to_string()), "{name} defined twice");
+        assert!(
+            ["warning", "critical"].contains(&rule["labels"]["severity"].as_str().unwrap_or("")),
+            "{name}: severity"
+        );
+        let description = rule["annotations"]["description"].as_str().unwrap_or("");
+        assert!(
+            rule["annotations"]["summary"].is_string() && description.contains("What to do:"),
+            "{name}: a summary and a description that says what to do"
+        );
+        let expr = rule["expr"].as_str().unwrap_or_default();
+        for selector in volpool_e2e::deploy::promql_selectors(expr) {
+            let metric = selector.metric.as_str();
+            assert!(
+                volpool_e2e::deploy::is_design_metric(metric)
+                    || PROPOSED_METRICS.contains(&metric)
+                    || OTHER_METRICS.contains(&metric),
+                "{name} queries {metric}, which neither DESIGN.md nor the proposals list"
+            );
+        }
+    }
+    for alert in [
+        "VolpoolPoolExhausted",
+        "VolpoolPoolBelowMinAvailable",
+        "VolpoolVolumeUnhealthy",
+        "VolpoolVolumeProbeStuck",
+        "VolpoolVolumeFillingUp",
+        "VolpoolNFSClientMissing",
+        "VolpoolWorkloadRequirementNotMet",
+        "VolpoolAgentDown",
+        "VolpoolControllerNoLeader",
+    ] {
+        assert!(alerts.contains(alert), "issue 8 asks for {alert}");
+    }
+    Ok(())
+}
