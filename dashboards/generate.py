@@ -117,8 +117,10 @@ def stat(title, description, queries, unit="short", thresholds=None, mappings=No
     }
 
 
-def table(title, description, queries, unit="short", thresholds=None, hide=()):
+def table(title, description, queries, unit="short", thresholds=None, hide=(), mappings=None):
     defaults = {"unit": unit}
+    if mappings:
+        defaults["mappings"] = mappings
     if thresholds:
         defaults["thresholds"] = thresholds
         defaults["custom"] = {"cellOptions": {"type": "color-background"}}
@@ -485,9 +487,19 @@ def nodes():
     l.add(
         table(
             "NFS client checks",
-            "Each prerequisite on each node (mount helper, kernel module, rpc.statd...): 1 = OK.",
+            "Each prerequisite on each node (mount helper, kernel module, rpc.statd...): 1 = OK, 0 = not OK, -1 = unknown. `kubectl get nodevolumes <node> -o yaml` has the messages.",
             [(f"max by (node, check) (volpool_nfs_client_check{{{C},{N}}})", "table")],
-            thresholds=steps("red", (1, "green")),
+            thresholds=steps("orange", (0, "red"), (1, "green")),
+            mappings=[
+                {
+                    "type": "value",
+                    "options": {
+                        "-1": {"text": "unknown", "color": "orange"},
+                        "0": {"text": "not OK", "color": "red"},
+                        "1": {"text": "OK", "color": "green"},
+                    },
+                }
+            ],
         ),
         8,
         8,
