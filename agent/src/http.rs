@@ -29,6 +29,8 @@ pub struct AgentState {
     published: AtomicBool,
     must_publish: bool,
     registry: OnceLock<Registry>,
+    /// The latest NFS client status.
+    pub nfs: crate::nfs::daemon::NfsState,
 }
 
 impl AgentState {

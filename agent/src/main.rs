@@ -56,6 +56,9 @@ struct Cli {
     /// Full rescan period (mount changes are noticed at once anyway).
     #[arg(long, default_value = "60s", value_parser = duration)]
     resync: Duration,
+    /// Install the NFS client into the host (chrooted) when it is missing.
+    #[arg(long, env = "INSTALL_NFS_CLIENT")]
+    install_nfs_client: bool,
 }
 
 #[derive(Subcommand)]
@@ -174,6 +177,7 @@ fn main() -> anyhow::Result<()> {
                 metrics_addr: cli.metrics_addr,
                 resync: cli.resync,
                 probe,
+                install_nfs_client: cli.install_nfs_client,
             };
             let runtime = tokio::runtime::Runtime::new()?;
             Ok(runtime.block_on(run::run(config))?)

@@ -11,6 +11,8 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{Encoder, GaugeVec, Opts, Registry, TextEncoder};
 
+use volpool_api::CheckStatus;
+
 use crate::error::Result;
 use crate::http::AgentState;
 use crate::scan::entries_by_state;
@@ -62,6 +64,21 @@ const GAUGES: &[(&str, &str, &[&str])] = &[
         "volpool_agent_build_info",
         "Always 1; the agent's version is in the label.",
         &["version"],
+    ),
+    (
+        "volpool_nfs_client_check",
+        "NFS client prerequisite check: 1 OK, 0 NonOK, -1 Unknown.",
+        &["check"],
+    ),
+    (
+        "volpool_nfs_client_ready",
+        "1 when every NFS client check the node's pools need is OK.",
+        &[],
+    ),
+    (
+        "volpool_nfs_server_reachable",
+        "1 when the NFS pool's server answered every probe step and exports the path.",
+        &["pool", "server"],
     ),
 ];
 
@@ -124,6 +141,24 @@ impl ScanCollector {
         g[10]
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1.0);
+        if let Some(nfs) = self.state.nfs.get() {
+            for c in &nfs.checks {
+                let value = match c.status {
+                    CheckStatus::OK => 1.0,
+                    CheckStatus::NonOK => 0.0,
+                    CheckStatus::Unknown => -1.0,
+                };
+                g[11].with_label_values(&[c.name.as_str()]).set(value);
+            }
+            g[12]
+                .with_label_values(&[] as &[&str])
+                .set(f64::from(u8::from(nfs.ready)));
+            for s in &nfs.servers {
+                g[13]
+                    .with_label_values(&[s.pool.as_str(), s.server.as_str()])
+                    .set(f64::from(u8::from(s.reachable)));
+            }
+        }
     }
 }
 

@@ -23,6 +23,7 @@ use volpool_api::{NodeVolumesStatus, VolumePool};
 use crate::error::{Error, Result};
 use crate::host::{Host, RealHost};
 use crate::http::{self, AgentState};
+use crate::nfs;
 use crate::pools::{self, LocalPool};
 use crate::probe::{ProbeConfig, Prober};
 use crate::publish::publisher;
@@ -47,6 +48,8 @@ pub struct RunConfig {
     pub resync: Duration,
     /// Probe pool sizing and deadline.
     pub probe: ProbeConfig,
+    /// Install the NFS client when it is missing (`--install-nfs-client`).
+    pub install_nfs_client: bool,
 }
 
 /// The status the agent publishes for a scan.
@@ -90,6 +93,20 @@ impl Pools {
             }
         }
     }
+
+    fn nfs(&self) -> Vec<nfs::NfsPool> {
+        match self {
+            Pools::File(pools) => nfs::select(pools, None),
+            Pools::Cluster { pools, node, name } => {
+                let labels: BTreeMap<String, String> = node
+                    .get(&reflector::ObjectRef::new(name))
+                    .and_then(|n| n.metadata.labels.clone())
+                    .unwrap_or_default();
+                let all: Vec<VolumePool> = pools.state().iter().map(|p| (**p).clone()).collect();
+                nfs::select(&all, Some(&labels))
+            }
+        }
+    }
 }
 
 /// Run until killed.
@@ -107,10 +124,12 @@ pub async fn run(config: RunConfig) -> Result<()> {
     }
 
     let (desired_tx, desired_rx) = watch::channel(None);
+    let mut nfs_client = None;
     let pools = match &config.pools_file {
         Some(file) => Pools::File(pools::read_pools_file(file)?),
         None => {
             let client = Client::try_default().await.map_err(Error::ConnectCluster)?;
+            nfs_client = Some(client.clone());
             let pools = spawn_reflector(
                 Api::<VolumePool>::all(client.clone()),
                 watcher::Config::default(),
@@ -139,6 +158,21 @@ pub async fn run(config: RunConfig) -> Result<()> {
         }
     };
 
+    let (nfs_tx, nfs_rx) = watch::channel(pools.nfs());
+    let nfs_loop = nfs::daemon::NfsLoop {
+        host_root: config.host_root.clone(),
+        node: config.node.clone(),
+        install: config.install_nfs_client,
+        config: nfs::NfsConfig::default(),
+        resync: config.resync,
+    };
+    tokio::spawn(nfs::daemon::run(
+        nfs_loop,
+        nfs_rx,
+        state.clone(),
+        nfs_client,
+        trigger.clone(),
+    ));
     loop {
         if server.is_finished() {
             return match server.await {
@@ -147,6 +181,12 @@ pub async fn run(config: RunConfig) -> Result<()> {
             };
         }
         let selected = pools.current();
+        let nfs_pools = pools.nfs();
+        nfs_tx.send_if_modified(|old| {
+            let changed = *old != nfs_pools;
+            *old = nfs_pools;
+            changed
+        });
         let (scan_host, scan_prober, node) = (host.clone(), prober.clone(), config.node.clone());
         let result = tokio::task::spawn_blocking(move || {
             scan(scan_host.as_ref(), &scan_prober, &selected, &node)
@@ -159,7 +199,8 @@ pub async fn run(config: RunConfig) -> Result<()> {
                     tracing::warn!(%problem, "pool not scanned");
                 }
                 tracing::debug!(duration = ?scan.duration, volumes = scan.volumes.len(), "scan done");
-                let status = status_of(host.as_ref(), &scan);
+                let mut status = status_of(host.as_ref(), &scan);
+                status.nfs_client = state.nfs.get();
                 state.set_scan(scan);
                 desired_tx.send_if_modified(|old| {
                     let changed = old.as_ref() != Some(&status);

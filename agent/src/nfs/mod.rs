@@ -12,6 +12,7 @@
 
 pub mod checks;
 pub mod cli;
+pub mod daemon;
 pub mod error;
 pub mod install;
 pub mod kernel;
