@@ -296,9 +296,10 @@ const CONTROLLER_EXPECTATIONS: &[Expectation] = &[
     (
         "update",
         "leases.coordination.k8s.io/kube-scheduler",
-        Some(NAMESPACE),
+        Some("kube-system"),
         false,
     ),
+    ("get", "leases.coordination.k8s.io", Some("default"), false),
     (
         "create",
         "leases.coordination.k8s.io",
