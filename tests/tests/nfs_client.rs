@@ -262,3 +262,166 @@ fn nfsv3_with_locking_needs_statd_registered_with_the_hosts_portmapper() {
     );
     assert_eq!(server(&report, "locked")["reachable"], true, "{report:#}");
 }
+
+/// The agent daemon for one node, killed on drop.
+struct Agent(std::process::Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A host root whose checks all pass (the `debian-ready` fixture plus this machine's mount
+/// table), so the label can be seen turning `ready`, then `missing` when mount.nfs goes.
+fn ready_host_root(dir: &TempDir) -> std::path::PathBuf {
+    let root = dir.join("host");
+    let fixture = volpool_e2e::repo_root().join("agent/testdata/nfs/hosts/debian-ready");
+    std::fs::create_dir_all(&root).expect("host root");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(fixture.join("."))
+        .arg(&root)
+        .status()
+        .expect("cp");
+    assert!(copied.success());
+    std::fs::create_dir_all(root.join("proc/1")).expect("proc/1");
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    std::fs::write(root.join("proc/1/mountinfo"), mountinfo).expect("mountinfo copy");
+    root
+}
+
+#[tokio::test]
+async fn the_agent_labels_its_node_and_publishes_the_nfs_client_status() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::Api;
+    use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+    use volpool_api::{LABEL_HOSTNAME, LABEL_NFS_CLIENT, NodeVolumes, VolumePool};
+    use volpool_e2e::agent::{free_port, http_get};
+    use volpool_e2e::{apply_crds, client, create_node, wait_for};
+
+    let client = client().await?;
+    apply_crds(&client).await?;
+    let node = unique("nfs-node");
+    create_node(&client, &node).await?;
+    let nodes: Api<Node> = Api::all(client.clone());
+    nodes
+        .patch(
+            &node,
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"metadata": {"labels": {"volpool-e2e/nfs-node": node}}}),
+            ),
+        )
+        .await?;
+
+    let dir = TempDir::new(&unique("volpool-nfs-agent"))?;
+    let export = dir.join("export");
+    let nfs = NfsServer::start(&[&export])?;
+    let pool_name = unique("nfs-pool");
+    let pool: VolumePool = serde_yaml::from_str(&format!(
+        "apiVersion: volpool.io/v1alpha1\nkind: VolumePool\nmetadata: {{name: {pool_name}}}\nspec:\n  storageClassName: {pool_name}\n  nodeSelector: {{matchLabels: {{volpool-e2e/nfs-node: {node}}}}}\n  nfs: {{server: '{}', path: '{}'}}\n",
+        nfs.address(),
+        export.display()
+    ))?;
+    let pools: Api<VolumePool> = Api::all(client.clone());
+    pools.create(&PostParams::default(), &pool).await?;
+
+    let root = ready_host_root(&dir);
+    let port = free_port()?;
+    let log = std::fs::File::create(dir.join("agent.log"))?;
+    let _agent = Agent(
+        Command::new(agent_binary()?)
+            .arg("--host-root")
+            .arg(&root)
+            .args(["--node-name", &node, "--resync", "1s"])
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+            .env("KUBECONFIG", volpool_e2e::kubeconfig()?)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()?,
+    );
+
+    let label = |want: &'static str| {
+        let nodes = nodes.clone();
+        let node = node.clone();
+        async move {
+            let n = nodes.get(&node).await?;
+            let labels = n.metadata.labels.unwrap_or_default();
+            Ok((labels.get(LABEL_NFS_CLIENT).map(String::as_str) == Some(want)).then_some(labels))
+        }
+    };
+    let labels = wait_for(
+        "the node labelled nfs-client=ready",
+        Duration::from_secs(120),
+        || label("ready"),
+    )
+    .await?;
+    assert_eq!(labels.get(LABEL_HOSTNAME), Some(&node), "other labels stay");
+    assert_eq!(labels.get("volpool-e2e/nfs-node"), Some(&node));
+
+    let reports: Api<NodeVolumes> = Api::all(client.clone());
+    let status = wait_for(
+        "status.nfsClient with the pool's server",
+        Duration::from_secs(120),
+        || async {
+            let nv = reports.get_opt(&node).await?;
+            let nfs_client = nv.and_then(|nv| nv.status).and_then(|s| s.nfs_client);
+            Ok(nfs_client.filter(|c| c.servers.iter().any(|s| s.pool == pool_name && s.reachable)))
+        },
+    )
+    .await?;
+    assert!(status.ready, "{status:?}");
+    let server = status
+        .servers
+        .iter()
+        .find(|s| s.pool == pool_name)
+        .expect("server");
+    assert_eq!(server.server, nfs.address());
+    assert_eq!(server.exports, [export.display().to_string()]);
+    let (_, metrics) = http_get(port, "/metrics").expect("/metrics answers");
+    assert!(metrics.contains("volpool_nfs_client_ready 1"), "{metrics}");
+    assert!(
+        metrics.contains(&format!(
+            "volpool_nfs_server_reachable{{pool=\"{pool_name}\",server=\"{}\"}} 1",
+            nfs.address()
+        )),
+        "{metrics}"
+    );
+
+    // The helper goes away: the node is relabelled and the report says why.
+    std::fs::remove_file(root.join("usr/sbin/mount.nfs"))?;
+    wait_for(
+        "the node labelled nfs-client=missing",
+        Duration::from_secs(120),
+        || label("missing"),
+    )
+    .await?;
+    let status = wait_for(
+        "status.nfsClient not ready",
+        Duration::from_secs(120),
+        || async {
+            let nv = reports.get_opt(&node).await?;
+            let nfs_client = nv.and_then(|nv| nv.status).and_then(|s| s.nfs_client);
+            Ok(nfs_client.filter(|c| !c.ready))
+        },
+    )
+    .await?;
+    let helper = status
+        .checks
+        .iter()
+        .find(|c| c.name == "mount-helper")
+        .expect("mount-helper check");
+    assert_eq!(helper.status, volpool_api::CheckStatus::NonOK, "{helper:?}");
+    let (_, metrics) = http_get(port, "/metrics").expect("/metrics answers");
+    assert!(
+        metrics.contains("volpool_nfs_client_check{check=\"mount-helper\"} 0"),
+        "{metrics}"
+    );
+
+    pools.delete(&pool_name, &DeleteParams::default()).await?;
+    nodes.delete(&node, &DeleteParams::default()).await?;
+    Ok(())
+}
