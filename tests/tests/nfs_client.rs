@@ -153,6 +153,7 @@ fn exports_are_listed_and_a_path_not_exported_is_reported() {
             "nfsvers=3,nolock",
         ),
         nfs_pool("elsewhere", nfs.address(), "/srv/not-exported", ""),
+        nfs_pool("v4", nfs.address(), &export, "nfsvers=4.1"),
     ]
     .concat();
     std::fs::write(&pools, yaml).expect("pools file");
@@ -162,6 +163,9 @@ fn exports_are_listed_and_a_path_not_exported_is_reported() {
             .args(["check-nfs", "-o", "json", "--pools-file"])
             .arg(&pools),
     ));
+    // NFSv4 has no export list to read: reachable means the server answered an NFS v4 call.
+    let v4 = server(&report, "v4");
+    assert_eq!(v4["reachable"], true, "{v4:#}");
     for pool in ["shared", "below"] {
         let s = server(&report, pool);
         assert_eq!(s["reachable"], true, "{s:#}");

@@ -31,10 +31,10 @@ pub struct StepOutput {
 
 static RUNNING: AtomicBool = AtomicBool::new(false);
 
-struct Running;
+pub(super) struct Running;
 
 impl Running {
-    fn claim() -> Result<Running, NfsError> {
+    pub(super) fn claim() -> Result<Running, NfsError> {
         RUNNING
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .map(|_| Running)

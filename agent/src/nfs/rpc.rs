@@ -14,6 +14,8 @@ use std::time::Duration;
 use nfs3_client::nfs3_types::mount::{PROGRAM as MOUNT_PROGRAM, VERSION as MOUNT_VERSION};
 use nfs3_client::nfs3_types::nfs3::{PROGRAM as NFS_PROGRAM, VERSION as NFS_VERSION};
 use nfs3_client::nfs3_types::portmap::{IPPROTO_TCP, IPPROTO_UDP, PMAP_PORT};
+use nfs3_client::nfs3_types::xdr_codec::Void;
+use nfs3_client::rpc::RpcClient;
 use nfs3_client::tokio::TokioIo;
 use nfs3_client::{MountClient, PortmapError, PortmapperClient};
 use tokio::net::TcpStream;
@@ -85,12 +87,18 @@ async fn probe_steps(
         }
     }
     let stream = connected.ok_or(last)?;
-    let ip = stream.peer_addr().map_err(|e| e.to_string())?.ip();
+    let peer = stream.peer_addr().map_err(|e| e.to_string())?;
+    let ip = peer.ip();
     let local = stream.local_addr().map_err(|e| e.to_string())?.ip();
-    drop(stream);
     if !pool.v3 {
-        return Ok(());
+        // NB: NFSv4 has no portmapper or mountd; an RPC NULL to NFS v4 says the server speaks it.
+        let mut rpc = RpcClient::new(TokioIo::new(stream));
+        let null = rpc.call::<Void, Void>(NFS_PROGRAM, 4, 0, &Void);
+        return within(deadline, &format!("{peer} (nfs v4)"), null)
+            .await
+            .map(drop);
     }
+    drop(stream);
     let portmap = SocketAddr::new(ip, PMAP_PORT);
     let what = format!("{portmap} (portmapper)");
     let stream = within(deadline, &what, TcpStream::connect(portmap)).await?;

@@ -341,3 +341,31 @@ async fn statd_check_without_rpcbind_is_non_ok_with_the_real_error() {
         "{check:?}"
     );
 }
+
+#[tokio::test]
+async fn a_name_that_does_not_resolve_is_reported_as_such() {
+    let pool = NfsPool {
+        name: "p".into(),
+        server: "no-such-server.invalid".into(),
+        path: "/e".into(),
+        v3: true,
+        locking: false,
+    };
+    let result = super::rpc::probe_server(&pool, Duration::from_secs(10)).await;
+    assert!(!result.reachable);
+    assert!(
+        result
+            .message
+            .starts_with("cannot resolve no-such-server.invalid"),
+        "{result:?}"
+    );
+}
+
+#[test]
+fn only_one_install_runs_at_a_time() {
+    let first = super::install::Running::claim().expect("first install");
+    let second = super::install::Running::claim();
+    assert!(matches!(second, Err(super::error::NfsError::InstallBusy)));
+    drop(first);
+    assert!(super::install::Running::claim().is_ok());
+}
