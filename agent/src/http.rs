@@ -24,7 +24,7 @@ use crate::scan::Scan;
 /// What the scan loop and the publisher share with the HTTP handlers.
 #[derive(Default)]
 pub struct AgentState {
-    scan: RwLock<Arc<Scan>>,
+    scan_text: RwLock<Arc<String>>,
     scanned: AtomicBool,
     published: AtomicBool,
     must_publish: bool,
@@ -42,15 +42,19 @@ impl AgentState {
         })
     }
 
-    /// The latest scan.
-    pub fn scan(&self) -> Arc<Scan> {
-        self.scan.read().unwrap_or_else(|e| e.into_inner()).clone()
+    /// Store a finished scan.
+    pub fn set_scan(&self, scan: &Scan) {
+        let text = Arc::new(metrics::render_scan(scan, true));
+        *self.scan_text.write().unwrap_or_else(|e| e.into_inner()) = text;
+        self.scanned.store(true, Ordering::Release);
     }
 
-    /// Store a finished scan.
-    pub fn set_scan(&self, scan: Scan) {
-        *self.scan.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(scan);
-        self.scanned.store(true, Ordering::Release);
+    /// The latest scan's metrics text.
+    pub fn scan_text(&self) -> Arc<String> {
+        self.scan_text
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Whether a scan has finished.
@@ -106,11 +110,17 @@ async fn metrics_handler(State(state): State<Arc<AgentState>>) -> impl IntoRespo
         .map(metrics::render)
         .unwrap_or_else(|| Ok(String::new()));
     match rendered {
-        Ok(text) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            text,
-        ),
+        Ok(node_wide) => {
+            let scan = state.scan_text();
+            let mut text = String::with_capacity(scan.len() + node_wide.len());
+            text.push_str(&scan);
+            text.push_str(&node_wide);
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                text,
+            )
+        }
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             [(header::CONTENT_TYPE, "text/plain")],

@@ -201,7 +201,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
                 tracing::debug!(duration = ?scan.duration, volumes = scan.volumes.len(), "scan done");
                 let mut status = status_of(host.as_ref(), &scan);
                 status.nfs_client = state.nfs.get();
-                state.set_scan(scan);
+                state.set_scan(&scan);
                 desired_tx.send_if_modified(|old| {
                     let changed = old.as_ref() != Some(&status);
                     *old = Some(status);
