@@ -500,3 +500,109 @@ fn alert_rules_say_what_to_do_and_query_known_metrics() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A controller process, killed when dropped.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn controller_and_agent_reports_work_with_only_the_deploy_rbac() -> anyhow::Result<()> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::{DeleteParams, Patch, PatchParams};
+    use volpool_e2e::controller::{
+        LABEL_TEST, LONG, controller_binary, create_class, create_pool, publish_report, pvs_of,
+        volume,
+    };
+
+    let admin = client().await?;
+    apply_crds(&admin).await?;
+    let test = unique("e2e-rbac");
+    let node = format!("{test}-n1");
+    volpool_e2e::create_node(&admin, &node).await?;
+    create_class(&admin, &test, false).await?;
+    create_pool(&admin, &test, &test, &test, json!({})).await?;
+
+    // The agent's writes, with the agent's token: its report and its node's label.
+    let agent = client_from(&service_account_kubeconfig(AGENT).await?).await?;
+    let disk = volume(&test, "vol1", &format!("uuid:{test}"), 10 << 30);
+    publish_report(&agent, &node, vec![disk], vec![]).await?;
+    Api::<Node>::all(agent)
+        .patch(
+            &node,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"volpool.io/nfs-client": "ready"}}})),
+        )
+        .await?;
+
+    // The controller, with the controller's token and its Lease in volpool-system.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let log = std::env::temp_dir().join(format!("{test}.log"));
+    let log_file = std::fs::File::create(&log)?;
+    let _controller = Running(
+        std::process::Command::new(controller_binary()?)
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+            .args(["--lease-namespace", NAMESPACE, "--lease-name", &test])
+            .args(["--identity", &test])
+            .args(["--pool-selector", &format!("{LABEL_TEST}={test}")])
+            .args(["--resync", "1s", "--lease-duration", "5s"])
+            .env("KUBECONFIG", service_account_kubeconfig(CONTROLLER).await?)
+            .env("RUST_LOG", "info")
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()?,
+    );
+
+    let leases: Api<Lease> = Api::namespaced(admin.clone(), NAMESPACE);
+    volpool_e2e::wait_for("the controller to take its Lease", LONG, || async {
+        let lease = leases.get_opt(&test).await?;
+        let holder = lease.and_then(|l| l.spec?.holder_identity);
+        Ok((holder.as_deref() == Some(test.as_str())).then_some(()))
+    })
+    .await?;
+    // NB: the PV's phase is the apiserver's PV controller's business (slow when the shared
+    // cluster is busy); that the controller could create it is what RBAC decides.
+    let pv = volpool_e2e::wait_for("the reported disk to become a PV", LONG, || async {
+        Ok(pvs_of(&admin, &test).await?.into_iter().next())
+    })
+    .await
+    .map_err(|e| {
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        e.context(format!("controller log:\n{log}"))
+    })?;
+    assert_eq!(
+        pv.spec
+            .as_ref()
+            .and_then(|s| s.storage_class_name.as_deref()),
+        Some(test.as_str())
+    );
+    let pools: Api<volpool_api::VolumePool> = Api::all(admin.clone());
+    volpool_e2e::wait_for("the pool status to count it", LONG, || async {
+        let pool = pools.get(&test).await?;
+        Ok(pool.status.filter(|s| s.volumes.available == 1).map(|_| ()))
+    })
+    .await?;
+
+    drop(_controller);
+    let pv_name = pv.metadata.name.unwrap_or_default();
+    Api::<PersistentVolume>::all(admin.clone())
+        .delete(&pv_name, &DeleteParams::default())
+        .await?;
+    pools.delete(&test, &DeleteParams::default()).await?;
+    leases.delete(&test, &DeleteParams::default()).await?;
+    Api::<Node>::all(admin.clone())
+        .delete(&node, &DeleteParams::default())
+        .await?;
+    Api::<k8s_openapi::api::storage::v1::StorageClass>::all(admin)
+        .delete(&test, &DeleteParams::default())
+        .await?;
+    Ok(())
+}
