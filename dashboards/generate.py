@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Write volpool's Grafana dashboards: pools.json ("volpool / Pools") and nodes.json
 ("volpool / Nodes"). The JSON files are committed; edit this script and run it again
-(`dashboards/generate.py`; `--check` fails when a committed file differs).
+(`dashboards/generate.py`; `--check` fails when a committed file differs; `--rules FILE` writes
+every query, variables substituted, as a rule file for `promtool check rules`).
 
 Every query filters on the dashboard variables `cluster`, `node` and `pool` (regex matchers, so
 "All" is `.*` and series without a `cluster` label still match) and uses the `datasource`
@@ -585,9 +586,34 @@ def nodes():
     )
 
 
+def as_rules(boards):
+    """Every panel and variable query as recording rules (JSON is YAML), Grafana variables
+    replaced by what they expand to, so promtool can check the PromQL."""
+    substitutions = {"$__rate_interval": "5m", "$cluster": ".*", "$node": ".*", "$pool": ".*"}
+    exprs = []
+    for board in boards:
+        for panel in board["panels"]:
+            exprs.extend(t["expr"] for t in panel.get("targets", []))
+        for variable in board["templating"]["list"]:
+            if variable["type"] == "query":
+                query = variable["query"]
+                exprs.append(query[len("label_values(") : query.rindex(",")])
+    rules = []
+    for i, expr in enumerate(exprs):
+        for name, value in substitutions.items():
+            expr = expr.replace(name, value)
+        rules.append({"record": f"dashboard:query{i}", "expr": expr})
+    return {"groups": [{"name": "dashboards", "rules": rules}]}
+
+
 def main():
     here = Path(__file__).resolve().parent
-    check = "--check" in sys.argv[1:]
+    args = sys.argv[1:]
+    check = "--check" in args
+    if "--rules" in args:
+        boards = [pools(), nodes()]
+        Path(args[args.index("--rules") + 1]).write_text(json.dumps(as_rules(boards), indent=1))
+        return
     stale = []
     for name, board in (("pools.json", pools()), ("nodes.json", nodes())):
         text = json.dumps(board, indent=2) + "\n"
