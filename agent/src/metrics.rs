@@ -197,11 +197,11 @@ pub fn render_scan(scan: &Scan, scanned: bool) -> String {
         3 => u.fs.map(|f| f.inodes),
         _ => u.fs.map(|f| f.inodes_free),
     };
-    for i in 0..5 {
+    for (i, (name, _, _)) in FAMILIES.iter().enumerate().take(5) {
         family(i, &mut |out| {
             for (u, l) in scan.usage.iter().zip(&labels) {
                 if let Some(v) = volume_value(i, u) {
-                    let _ = writeln!(out, "{}{l} {v}", FAMILIES[i].0);
+                    let _ = writeln!(out, "{name}{l} {v}");
                 }
             }
         });
@@ -217,7 +217,7 @@ pub fn render_scan(scan: &Scan, scanned: bool) -> String {
             )
         })
         .collect();
-    for i in 5..8 {
+    for (i, (name, _, _)) in FAMILIES.iter().enumerate().take(8).skip(5) {
         family(i, &mut |out| {
             for (p, l) in scan.probes.iter().zip(&probe_labels) {
                 let v = match i {
@@ -225,7 +225,7 @@ pub fn render_scan(scan: &Scan, scanned: bool) -> String {
                     6 => f64::from(u8::from(p.stuck)),
                     _ => p.seconds,
                 };
-                let _ = writeln!(out, "{}{l} {v}", FAMILIES[i].0);
+                let _ = writeln!(out, "{name}{l} {v}");
             }
         });
     }

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{AGENT, FakeNode, TempDir, free_port, get, pools_file, sample, wait_for};
+use common::{AGENT, FakeNode, Reaper, TempDir, free_port, get, pools_file, sample, wait_for};
 use fuser::{Errno, FileAttr, FileType, INodeNo, ReplyAttr, ReplyStatfs, Request};
 use volpool_api::{NodeVolumesStatus, VolumeState};
 
@@ -85,18 +85,20 @@ fn hung_fuse_mount_is_stuck_while_the_rest_is_measured_and_metrics_answer() {
     for dir in ["ok", "hung", "later"] {
         std::fs::create_dir_all(disks.join(dir)).expect("mkdir");
     }
+    let mut reaper = Reaper::default();
     let node = FakeNode::new();
     node.sh(&format!(
         "mount -t tmpfs -o size=20m t '{}/ok'",
         disks.display()
     ));
-    let _hangfs = node
+    let hangfs = node
         .command(std::env::current_exe().expect("test binary"))
         .args(["hangfs_server", "--exact", "--ignored", "--nocapture"])
         .env(MOUNT_ENV, disks.join("hung"))
         .stdout(Stdio::null())
         .spawn()
         .expect("start hangfs");
+    reaper.0.push(hangfs);
     wait_for("hangfs to be mounted", Duration::from_secs(30), || {
         node.sh("grep -c ' - fuse[.a-z]* hangfs ' /proc/1/mountinfo || true")
             .trim()
@@ -133,6 +135,7 @@ fn hung_fuse_mount_is_stuck_while_the_rest_is_measured_and_metrics_answer() {
         .spawn()
         .expect("agent runs");
     let stdout = scan.stdout.take().expect("stdout");
+    reaper.0.push(scan);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut text = String::new();
@@ -172,7 +175,7 @@ fn hung_fuse_mount_is_stuck_while_the_rest_is_measured_and_metrics_answer() {
 
     // The daemon: ready, /metrics answers with the stuck entry and the healthy one.
     let port = free_port();
-    let _agent = node
+    let agent = node
         .command(AGENT)
         .args([
             "--host-root",
@@ -188,6 +191,7 @@ fn hung_fuse_mount_is_stuck_while_the_rest_is_measured_and_metrics_answer() {
         .stderr(Stdio::null())
         .spawn()
         .expect("agent daemon");
+    reaper.0.push(agent);
     wait_for("/readyz", Duration::from_secs(30), || {
         get(port, "/readyz").filter(|(code, _)| *code == 200)
     });

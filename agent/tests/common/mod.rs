@@ -217,3 +217,18 @@ pub fn sample(metrics: &str, metric: &str, needles: &[&str]) -> Option<f64> {
         .find(|l| needles.iter().all(|n| l.contains(n)))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
+
+/// Children to kill and reap on drop. Declare it before the [`FakeNode`] they run in, so it
+/// drops after it: a child blocked on a hung FUSE mount can only exit once the namespace (and
+/// the FUSE daemon in it) is gone.
+#[derive(Default)]
+pub struct Reaper(pub Vec<Child>);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
