@@ -80,32 +80,29 @@ enum Pools {
 }
 
 impl Pools {
-    fn current(&self) -> Vec<LocalPool> {
+    /// Every pool and this node's labels (`None` standalone: every pool applies).
+    fn snapshot(&self) -> (Vec<VolumePool>, Option<BTreeMap<String, String>>) {
         match self {
-            Pools::File(pools) => pools::select(pools, None),
+            Pools::File(pools) => (pools.clone(), None),
             Pools::Cluster { pools, node, name } => {
-                let labels: BTreeMap<String, String> = node
+                let labels = node
                     .get(&reflector::ObjectRef::new(name))
                     .and_then(|n| n.metadata.labels.clone())
                     .unwrap_or_default();
-                let all: Vec<VolumePool> = pools.state().iter().map(|p| (**p).clone()).collect();
-                pools::select(&all, Some(&labels))
+                let all = pools.state().iter().map(|p| (**p).clone()).collect();
+                (all, Some(labels))
             }
         }
     }
 
+    fn current(&self) -> Vec<LocalPool> {
+        let (all, labels) = self.snapshot();
+        pools::select(&all, labels.as_ref())
+    }
+
     fn nfs(&self) -> Vec<nfs::NfsPool> {
-        match self {
-            Pools::File(pools) => nfs::select(pools, None),
-            Pools::Cluster { pools, node, name } => {
-                let labels: BTreeMap<String, String> = node
-                    .get(&reflector::ObjectRef::new(name))
-                    .and_then(|n| n.metadata.labels.clone())
-                    .unwrap_or_default();
-                let all: Vec<VolumePool> = pools.state().iter().map(|p| (**p).clone()).collect();
-                nfs::select(&all, Some(&labels))
-            }
-        }
+        let (all, labels) = self.snapshot();
+        nfs::select(&all, labels.as_ref())
     }
 }
 
