@@ -83,21 +83,52 @@ async fn count_pvs(client: &Client, selector: &str) -> anyhow::Result<usize> {
     }
 }
 
-async fn wait_gone(client: &Client, selector: &str) -> anyhow::Result<()> {
+async fn wait_gone(client: &Client, selector: &str, concurrency: usize) -> anyhow::Result<()> {
     let api: Api<PersistentVolume> = Api::all(client.clone());
-    api.delete_collection(
-        &DeleteParams::default(),
-        &ListParams::default().labels(selector),
-    )
-    .await?;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while count_pvs(client, selector).await? > 0 {
-        if Instant::now() > deadline {
-            bail!("PVs {selector} not gone after 10 minutes");
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let names: Vec<String> = api
+            .list_metadata(&ListParams::default().labels(selector))
+            .await?
+            .items
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .collect();
+        if names.is_empty() {
+            return Ok(());
         }
+        if Instant::now() > deadline {
+            bail!("PVs {selector} not gone after 15 minutes");
+        }
+        // NB: one delete per PV, concurrently: a 1.20 deletecollection of 10,000 PVs outlives
+        // the client's request timeout.
+        run_all(
+            concurrency,
+            names.into_iter().map(|name| {
+                let api = api.clone();
+                async move {
+                    // NB: drop the pv-protection finalizer first: kube-controller-manager removes
+                    // it one PV at a time (~40/s here), which would dominate the clean-up.
+                    let unprotect = json!({"metadata": {"finalizers": null}});
+                    match api
+                        .patch(&name, &PatchParams::default(), &Patch::Merge(&unprotect))
+                        .await
+                    {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+                        Err(e) => return Err(e.into()),
+                    }
+                    match api.delete(&name, &DeleteParams::default()).await {
+                        Ok(_) => Ok(()),
+                        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                        Err(e) => Err(e.into()),
+                    }
+                }
+            }),
+        )
+        .await?;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    Ok(())
 }
 
 async fn metric(addr: &str, name: &str) -> anyhow::Result<f64> {
@@ -167,7 +198,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     let raw = started.elapsed();
     eprintln!("raw loop: {total} PVs in {:.2}s", raw.as_secs_f64());
-    wait_gone(&client, &format!("{BENCH_LABEL}=raw")).await?;
+    wait_gone(&client, &format!("{BENCH_LABEL}=raw"), args.concurrency).await?;
 
     // 2. Nodes and their reports, as agents would publish them.
     let node_api: Api<Node> = Api::all(client.clone());
@@ -291,7 +322,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // 5. Clean up: the controller's PVs, the nodes (their NodeVolumes go by ownerReference), the pool.
-    wait_gone(&client, &selector).await?;
+    wait_gone(&client, &selector, args.concurrency).await?;
     run_all(
         args.concurrency,
         nodes.iter().map(|node| {

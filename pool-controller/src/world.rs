@@ -73,7 +73,14 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let (reader, writer) = reflector::store();
-    let stream = stream.default_backoff().reflect(writer);
+    // NB: managedFields are most of a PV's size and the plan never reads them; dropping them
+    // keeps 10,000 PVs in well under half the memory.
+    let stream = stream
+        .modify(|object: &mut K| {
+            object.meta_mut().managed_fields = None;
+        })
+        .default_backoff()
+        .reflect(writer);
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
