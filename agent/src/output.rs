@@ -77,6 +77,21 @@ fn table(status: &NodeVolumesStatus) -> String {
     }
     if status.volumes.is_empty() {
         out.push_str("(no entries: no local pool's discovery directory has any)\n");
+    } else {
+        let mut counts: Vec<(String, usize)> = Vec::new();
+        for v in &status.volumes {
+            let state = format!("{:?}", v.state);
+            match counts.iter_mut().find(|(s, _)| *s == state) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((state, 1)),
+            }
+        }
+        let summary: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        out.push_str(&format!(
+            "\n{} entries: {}\n",
+            status.volumes.len(),
+            summary.join(", ")
+        ));
     }
     out
 }

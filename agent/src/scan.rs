@@ -17,6 +17,7 @@ use crate::discovery::{Found, discover};
 use crate::error::Result;
 use crate::host::{FsUsage, Host};
 use crate::identity;
+use crate::output::human_bytes;
 use crate::pools::LocalPool;
 use crate::probe::{ProbeOutcome, Prober};
 
@@ -168,8 +169,9 @@ pub fn scan(host: &dyn Host, prober: &Prober, pools: &[LocalPool], node: &str) -
             if bytes < pool.min_capacity {
                 report.state = VolumeState::TooSmall;
                 report.message = format!(
-                    "{bytes} bytes is below the pool's minCapacity of {} bytes",
-                    pool.min_capacity
+                    "{} ({bytes} bytes) is below the pool's minCapacity of {}",
+                    human_bytes(bytes),
+                    human_bytes(pool.min_capacity)
                 );
             }
             out.usage.push(VolumeUsage {
