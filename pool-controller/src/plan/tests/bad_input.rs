@@ -1,0 +1,186 @@
+//! Bad input and unknown state: conditions, never deletions.
+
+use super::*;
+
+#[test]
+fn a_node_without_a_report_yet_keeps_its_pvs() {
+    let mut w = two_disks();
+    converge(&mut w);
+    w.reports.clear();
+    assert!(
+        !plan(&w)
+            .changes
+            .iter()
+            .any(|c| matches!(c, Change::DeletePv { .. } | Change::UpdatePv { .. }))
+    );
+}
+
+#[test]
+fn a_report_from_an_unknown_node_gives_a_condition_and_no_pv() {
+    let mut w = world(
+        vec![pool("")],
+        vec![report("ghost", vec![vol("/mnt/disks/vol1", "uuid:1", GIB)])],
+        &[],
+    );
+    let plan1 = plan(&w);
+    assert_eq!(kinds(&plan1), ["status"]);
+    settle(&mut w, &plan1);
+    let degraded = w.pools[0]
+        .status
+        .as_ref()
+        .expect("s")
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .cloned()
+        .expect("Degraded");
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "UnknownNode")
+    );
+    assert!(
+        degraded.message.contains("no Node \"ghost\""),
+        "{}",
+        degraded.message
+    );
+}
+
+#[test]
+fn an_invalid_pool_gets_a_condition_and_nothing_else_while_others_proceed() {
+    let mut w = two_disks();
+    converge(&mut w);
+    set_phase(&mut w, &pv1(), "Released", true);
+    let mut bad = (*pool("  releaseGracePeriod: soon\n")).clone();
+    bad.metadata.generation = Some(2);
+    let other = Arc::new(serde_yaml::from_str::<VolumePool>("metadata: {name: slow}\nspec:\n  storageClassName: fast-disks\n  local: {discoveryDir: /mnt/slow}\n").expect("pool"));
+    w.pools = vec![Arc::new(bad), other];
+    let mut r = (*w.reports[0]).clone();
+    let mut slow = vol("/mnt/slow/s1", "uuid:s1", GIB);
+    slow.pool = "slow".into();
+    r.status.as_mut().expect("s").volumes.push(slow);
+    r.status.as_mut().expect("s").volumes.clear();
+    r.status.as_mut().expect("s").volumes.push({
+        let mut v = vol("/mnt/slow/s1", "uuid:s1", GIB);
+        v.pool = "slow".into();
+        v
+    });
+    w.reports = vec![Arc::new(r)];
+    let plan1 = plan(&w);
+    assert_eq!(
+        kinds(&plan1),
+        ["create", "status", "status"],
+        "{:#?}",
+        plan1.changes
+    );
+    settle(&mut w, &plan1);
+    let status = w.pools[0].status.as_ref().expect("s");
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "InvalidSpec")
+    );
+    assert!(
+        ready.message.contains("releaseGracePeriod"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(status.observed_generation, 2);
+    assert_eq!(w.pvs.len(), 3, "nothing deleted because of bad input");
+}
+
+#[test]
+fn overlapping_discovery_dirs_refuse_both_pools() {
+    let inner = Arc::new(serde_yaml::from_str::<VolumePool>("metadata: {name: inner}\nspec:\n  storageClassName: fast-disks\n  local: {discoveryDir: /mnt/disks/ssd}\n").expect("pool"));
+    let mut w = world(vec![pool(""), inner], two_disks().reports, &["n1"]);
+    let plan1 = plan(&w);
+    assert_eq!(kinds(&plan1), ["status", "status"]);
+    settle(&mut w, &plan1);
+    for p in &w.pools {
+        let ready = p
+            .status
+            .as_ref()
+            .expect("s")
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .cloned()
+            .expect("Ready");
+        assert_eq!(ready.reason, "OverlappingDiscoveryDir");
+    }
+}
+
+#[test]
+fn a_missing_storage_class_is_a_degraded_condition_not_a_blocker() {
+    let mut w = two_disks();
+    w.storage_classes = Some(BTreeSet::new());
+    converge(&mut w);
+    assert_eq!(w.pvs.len(), 2);
+    let degraded = w.pools[0]
+        .status
+        .as_ref()
+        .expect("s")
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .cloned()
+        .expect("d");
+    assert_eq!(degraded.reason, "StorageClassNotFound");
+}
+
+#[test]
+fn pool_settings_and_selectors_follow_the_pool() {
+    let mut w = two_disks();
+    converge(&mut w);
+    w.pools = vec![pool(
+        "  reclaimPolicy: Retain\n  mountOptions: [noatime]\n  labels: {team: search}\n",
+    )];
+    converge(&mut w);
+    let spec = pv_named(&w, &pv1())
+        .and_then(|p| p.spec.clone())
+        .expect("spec");
+    assert_eq!(
+        spec.persistent_volume_reclaim_policy.as_deref(),
+        Some("Retain")
+    );
+    assert_eq!(spec.mount_options, Some(vec!["noatime".to_string()]));
+    assert_eq!(
+        label(pv_named(&w, &pv1()).expect("pv"), "team"),
+        Some("search")
+    );
+    // A selector that no longer matches the node: its Available PVs go.
+    w.pools = vec![pool("  nodeSelector: {matchLabels: {disk: ssd}}\n")];
+    converge(&mut w);
+    assert!(w.pvs.is_empty());
+}
+
+#[test]
+fn scrub_requests_of_other_pools_are_kept() {
+    let mut w = two_disks();
+    converge(&mut w);
+    let foreign = CleanupRequest {
+        volume_id: "uuid:x".into(),
+        persistent_volume: "other-pv".into(),
+        pv_uid: "u".into(),
+        method: CleanupMethod::Wipe,
+    };
+    let mut other_pv = (*w.pvs[0]).clone();
+    other_pv.metadata.name = Some("other-pv".into());
+    other_pv
+        .metadata
+        .labels
+        .as_mut()
+        .expect("l")
+        .insert("volpool.io/pool".into(), "deleted-pool".into());
+    w.pvs.push(Arc::new(other_pv));
+    Arc::make_mut(&mut w.reports[0]).spec.cleanups = vec![foreign];
+    assert!(
+        !plan(&w)
+            .changes
+            .iter()
+            .any(|c| matches!(c, Change::SetCleanups { .. }))
+    );
+}
