@@ -503,7 +503,7 @@ async fn the_follower_takes_over_when_the_leader_is_killed() -> anyhow::Result<(
     let pool = test.clone();
     create_class(&client, &test, true).await?;
     create_pool(&client, &test, &pool, &test, json!({})).await?;
-    let mut replicas = vec![
+    let mut replicas = [
         Controller::start(&test, &format!("{test}-a"))?,
         Controller::start(&test, &format!("{test}-b"))?,
     ];
