@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -111,6 +112,17 @@ impl FakeNode {
     /// Start the agent for Node `node` on this fake node, against the test cluster, serving
     /// HTTP on 127.0.0.1:`port`. Extra arguments follow.
     pub fn spawn_agent(&self, node: &str, port: u16, extra: &[&str]) -> anyhow::Result<Child> {
+        self.spawn_agent_with(&kubeconfig()?, node, port, extra)
+    }
+
+    /// [`FakeNode::spawn_agent`] with another kubeconfig (e.g. an [`ApiRelay`]'s).
+    pub fn spawn_agent_with(
+        &self,
+        kubeconfig: &Path,
+        node: &str,
+        port: u16,
+        extra: &[&str],
+    ) -> anyhow::Result<Child> {
         let log = std::env::temp_dir().join(format!("volpool-agent-{node}.log"));
         let log = std::fs::File::create(&log)
             .with_context(|| format!("cannot create {}", log.display()))?;
@@ -118,7 +130,7 @@ impl FakeNode {
             .args(["--host-root", "/", "--node-name", node])
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .args(extra)
-            .env("KUBECONFIG", kubeconfig()?)
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -181,4 +193,99 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
         Ok(0) | Err(_) => None,
         Ok(code) => Some((code, body.to_string())),
     }
+}
+
+/// A TCP relay in front of the apiserver whose outage a test controls: while it is down,
+/// every open connection is cut and new ones are closed at once, as when the apiserver
+/// restarts. TLS passes through untouched.
+pub struct ApiRelay {
+    /// A kubeconfig that reaches the apiserver through the relay.
+    pub kubeconfig: PathBuf,
+    state: std::sync::Arc<RelayState>,
+}
+
+#[derive(Default)]
+struct RelayState {
+    down: std::sync::atomic::AtomicBool,
+    stop: std::sync::atomic::AtomicBool,
+    open: std::sync::Mutex<Vec<std::net::TcpStream>>,
+}
+
+impl ApiRelay {
+    /// Start relaying to the test cluster's apiserver; `dir` receives the kubeconfig.
+    pub fn start(dir: &Path) -> anyhow::Result<ApiRelay> {
+        let original = std::fs::read_to_string(kubeconfig()?)?;
+        let mut config: serde_yaml::Value = serde_yaml::from_str(&original)?;
+        let server = config["clusters"][0]["cluster"]["server"]
+            .as_str()
+            .context("kubeconfig has no clusters[0].cluster.server")?
+            .to_string();
+        let upstream = server
+            .strip_prefix("https://")
+            .context("apiserver URL is not https")?
+            .to_string();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        config["clusters"][0]["cluster"]["server"] =
+            serde_yaml::Value::String(format!("https://127.0.0.1:{port}"));
+        let path = dir.join("relay-kubeconfig");
+        std::fs::write(&path, serde_yaml::to_string(&config)?)?;
+        let state = std::sync::Arc::new(RelayState::default());
+        let relay = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if relay.stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                if relay.down.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                if let (Ok(c), Ok(s)) = (client.try_clone(), server.try_clone()) {
+                    let mut open = relay.open.lock().unwrap_or_else(|e| e.into_inner());
+                    open.push(c);
+                    open.push(s);
+                }
+                pipe(&client, &server);
+                pipe(&server, &client);
+            }
+        });
+        Ok(ApiRelay {
+            kubeconfig: path,
+            state,
+        })
+    }
+
+    /// Cut every connection and refuse new ones (`true`), or relay again (`false`).
+    pub fn set_down(&self, down: bool) {
+        self.state.down.store(down, Ordering::Relaxed);
+        if down {
+            let mut open = self.state.open.lock().unwrap_or_else(|e| e.into_inner());
+            for stream in open.drain(..) {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}
+
+impl Drop for ApiRelay {
+    fn drop(&mut self) {
+        self.set_down(true);
+        self.state.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Copy `from` to `to` on a thread until either side closes.
+fn pipe(from: &std::net::TcpStream, to: &std::net::TcpStream) {
+    let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
+        return;
+    };
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(std::net::Shutdown::Both);
+        let _ = from.shutdown(std::net::Shutdown::Both);
+    });
 }

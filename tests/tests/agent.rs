@@ -11,7 +11,7 @@ use serde_json::json;
 use volpool_api::{
     FIELD_MANAGER_AGENT, LABEL_HOSTNAME, NodeVolumes, VolumePool, VolumeReport, VolumeState,
 };
-use volpool_e2e::agent::{FakeNode, TempDir, free_port, http_get};
+use volpool_e2e::agent::{ApiRelay, FakeNode, TempDir, free_port, http_get};
 use volpool_e2e::{FIELD_MANAGER, apply_crds, client, create_node, unique, wait_for};
 
 /// Generous deadline for "noticed within 2 s": the figure itself is measured, not asserted.
@@ -245,6 +245,88 @@ async fn agent_waits_for_a_missing_node_then_publishes() -> anyhow::Result<()> {
         Ok(http_get(port, "/readyz").filter(|r| r.0 == 200))
     })
     .await?;
+
+    drop(fake);
+    Api::<Node>::all(client.clone())
+        .delete(&node_name, &DeleteParams::default())
+        .await?;
+    Api::<VolumePool>::all(client)
+        .delete(&pool, &DeleteParams::default())
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn agent_rides_out_an_apiserver_outage() -> anyhow::Result<()> {
+    let client = client().await?;
+    apply_crds(&client).await?;
+    let node_name = unique("agent-outage-node");
+    create_node(&client, &node_name).await?;
+    let tmp = TempDir::new(&unique("volpool-e2e-outage"))?;
+    let disks = tmp.join("disks");
+    for dir in ["before", "during"] {
+        std::fs::create_dir_all(disks.join(dir))?;
+    }
+    let pool = unique("agent-outage-pool");
+    apply_pool(&client, &pool, &node_name, &disks).await?;
+    let relay = ApiRelay::start(&tmp.0)?;
+    let fake = FakeNode::new()?;
+    fake.sh(&format!(
+        "mount -t tmpfs -o size=4m b '{}/before'",
+        disks.display()
+    ))?;
+    let port = free_port()?;
+    let mut agent =
+        fake.spawn_agent_with(&relay.kubeconfig, &node_name, port, &["--resync", "5s"])?;
+    let api: Api<NodeVolumes> = Api::all(client.clone());
+    wait_entry(
+        &api,
+        &node_name,
+        &disks.join("before"),
+        "before Ready",
+        START_DEADLINE,
+        |v| v.state == VolumeState::Ready,
+    )
+    .await?;
+
+    // The apiserver goes away; a disk is mounted meanwhile; the agent keeps serving.
+    relay.set_down(true);
+    fake.sh(&format!(
+        "mount -t tmpfs -o size=4m d '{}/during'",
+        disks.display()
+    ))?;
+    let metrics_path = format!("path=\"{}\"", disks.join("during").display());
+    wait_for(
+        "the new mount in /metrics during the outage",
+        CHANGE_DEADLINE,
+        || async { Ok(http_get(port, "/metrics").filter(|r| r.1.contains(&metrics_path))) },
+    )
+    .await?;
+    let during = api.get(&node_name).await?.status.unwrap_or_default();
+    assert!(
+        during
+            .volumes
+            .iter()
+            .all(|v| !v.path.ends_with("/during") || v.state != VolumeState::Ready),
+        "nothing can have been published through a relay that is down"
+    );
+    assert!(
+        agent.try_wait()?.is_none(),
+        "the agent must survive the outage"
+    );
+
+    // It comes back: the change is published without a restart of the agent.
+    relay.set_down(false);
+    wait_entry(
+        &api,
+        &node_name,
+        &disks.join("during"),
+        "during Ready after the outage",
+        START_DEADLINE,
+        |v| v.state == VolumeState::Ready,
+    )
+    .await?;
+    assert!(agent.try_wait()?.is_none());
 
     drop(fake);
     Api::<Node>::all(client.clone())
