@@ -235,7 +235,12 @@ pub fn plan_pool(input: &PoolInput, out: &mut Output) {
                     health: Some(health),
                     ..current.clone()
                 };
-                update(out, &want, format!("{why}; labelled {}", health.label()));
+                update(
+                    out,
+                    pv,
+                    &want,
+                    format!("{why}; labelled {}", health.label()),
+                );
                 out.event(pv, true, reason, "Label", format!("{why}: the PV is in use, so it is kept and labelled volpool.io/health={}; nothing will be scrubbed", health.label()));
             }
             continue;
@@ -259,7 +264,7 @@ pub fn plan_pool(input: &PoolInput, out: &mut Output) {
                     } else {
                         "pool settings or health changed".to_string()
                     };
-                    update(out, &want, reason);
+                    update(out, pv, &want, reason);
                 }
             }
             Phase::Bound => {
@@ -270,7 +275,7 @@ pub fn plan_pool(input: &PoolInput, out: &mut Output) {
                     ..volume.clone()
                 };
                 if want != current {
-                    update(out, &want, "pool settings or health changed".into());
+                    update(out, pv, &want, "pool settings or health changed".into());
                 }
             }
             Phase::Released => {
@@ -299,7 +304,12 @@ pub fn plan_pool(input: &PoolInput, out: &mut Output) {
                 if !left.is_zero() {
                     out.wake(left);
                     if want != current {
-                        update(out, &want, "released: waiting for the grace period".into());
+                        update(
+                            out,
+                            pv,
+                            &want,
+                            "released: waiting for the grace period".into(),
+                        );
                     }
                     continue;
                 }
@@ -365,7 +375,7 @@ pub fn plan_pool(input: &PoolInput, out: &mut Output) {
                     }
                 }
                 if want != current {
-                    update(out, &want, "released: bookkeeping".into());
+                    update(out, pv, &want, "released: bookkeeping".into());
                 }
             }
         }
@@ -396,11 +406,12 @@ pub fn plan_pool(input: &PoolInput, out: &mut Output) {
     );
 }
 
-fn update(out: &mut Output, want: &LocalPv, reason: String) {
-    out.applies.push(Change::UpdatePv {
-        pv: want.to_pv(),
-        reason,
-    });
+/// An update carries the observed resourceVersion: if the PV changed or went meanwhile, the
+/// apply fails (and the next pass plans again) rather than resurrect or overwrite it.
+fn update(out: &mut Output, observed: &PersistentVolume, want: &LocalPv, reason: String) {
+    let mut pv = want.to_pv();
+    pv.metadata.resource_version = observed.metadata.resource_version.clone();
+    out.applies.push(Change::UpdatePv { pv, reason });
 }
 
 fn delete(name: &str, uid: &str, pool: &str, reason: &str, scrub_seconds: Option<f64>) -> Change {
