@@ -22,7 +22,7 @@ use volpool_api::{
 use crate::error::{Error, Result};
 use crate::http::AgentState;
 
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(16);
 
 /// Publish every status sent on `desired`, until the sender is dropped.
 pub async fn publisher(
@@ -47,7 +47,11 @@ pub async fn publisher(
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, category = e.category(), retry_in = ?backoff, "publish failed");
-                    tokio::time::sleep(backoff).await;
+                    // NB: a new status (say, after the Node or a mount appeared) retries at once.
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        changed = desired.changed() => if changed.is_err() { return },
+                    }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
                 }
