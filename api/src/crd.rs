@@ -63,7 +63,11 @@ pub fn node_volumes() -> CustomResourceDefinition {
 /// default as null and refuses the whole CRD ("in body must be of type string: null"); an
 /// absent string means the same to serde anyway.
 fn drop_empty_string_defaults(schema: &mut JSONSchemaProps) {
-    if schema.default.as_ref().is_some_and(|d| d.0 == serde_json::json!("")) {
+    if schema
+        .default
+        .as_ref()
+        .is_some_and(|d| d.0 == serde_json::json!(""))
+    {
         schema.default = None;
     }
     for prop in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {

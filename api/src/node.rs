@@ -56,7 +56,11 @@ pub struct NodeVolumesStatus {
     #[serde(default, skip_serializing_if = "String::is_empty", rename = "nodeUID")]
     pub node_uid: String,
     /// The host's `/etc/machine-id`.
-    #[serde(default, skip_serializing_if = "String::is_empty", rename = "machineID")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        rename = "machineID"
+    )]
     pub machine_id: String,
     /// Version of the agent that wrote this report.
     #[serde(default, skip_serializing_if = "String::is_empty")]
