@@ -537,6 +537,13 @@ async fn the_follower_takes_over_when_the_leader_is_killed() -> anyhow::Result<(
             .await?,
         0.0
     );
+    assert_eq!(
+        replicas[follower]
+            .metric("volpool_controller_api_writes_total", &[])
+            .await?,
+        0.0,
+        "only the leader writes"
+    );
     replicas[leader].kill();
 
     publish_report(
