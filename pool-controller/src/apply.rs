@@ -98,20 +98,15 @@ impl Applier {
     async fn one(&self, change: Change) -> Result<Option<Written>, Error> {
         let apply = PatchParams::apply(FIELD_MANAGER_CONTROLLER).force();
         match change {
-            Change::CreatePv { pv } | Change::UpdatePv { pv, .. } => {
-                let name = pv.metadata.name.clone().unwrap_or_default();
-                let api: Api<PersistentVolume> = Api::all(self.client.clone());
-                let result = api.patch(&name, &apply, &Patch::Apply(&pv)).await;
-                self.metrics.write("apply", "persistentvolumes");
-                let written = result.map_err(|source| Error::ApplyPv {
-                    name: name.clone(),
-                    source,
-                })?;
-                Ok(Some(Written {
-                    kind: WrittenKind::Pv,
-                    name,
-                    resource_version: written.metadata.resource_version,
-                }))
+            Change::CreatePv { pv } => self.apply_pv(pv.to_pv()).await,
+            Change::UpdatePv {
+                pv,
+                resource_version,
+                ..
+            } => {
+                let mut pv = pv.to_pv();
+                pv.metadata.resource_version = resource_version;
+                self.apply_pv(pv).await
             }
             Change::DeletePv {
                 name,
@@ -197,6 +192,23 @@ impl Applier {
                 Ok(None)
             }
         }
+    }
+
+    async fn apply_pv(&self, pv: PersistentVolume) -> Result<Option<Written>, Error> {
+        let name = pv.metadata.name.clone().unwrap_or_default();
+        let api: Api<PersistentVolume> = Api::all(self.client.clone());
+        let apply = PatchParams::apply(FIELD_MANAGER_CONTROLLER).force();
+        let result = api.patch(&name, &apply, &Patch::Apply(&pv)).await;
+        self.metrics.write("apply", "persistentvolumes");
+        let written = result.map_err(|source| Error::ApplyPv {
+            name: name.clone(),
+            source,
+        })?;
+        Ok(Some(Written {
+            kind: WrittenKind::Pv,
+            name,
+            resource_version: written.metadata.resource_version,
+        }))
     }
 
     async fn publish(&self, notice: Notice) -> Result<(), Error> {

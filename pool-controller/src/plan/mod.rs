@@ -29,9 +29,9 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 use volpool_api::{CleanupRequest, LABEL_POOL, NodeVolumes, VolumePool, VolumePoolStatus};
 
-pub use pv::Phase;
 #[cfg(test)]
 use pv::{ANNOTATION_NODE_UID, ANNOTATION_RELEASED_AT};
+pub use pv::{LocalPv, Phase};
 
 /// A Node as the plan needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,13 +68,18 @@ pub enum Change {
     /// Create a PV for a newly reported volume.
     CreatePv {
         /// The whole PV, as applied.
-        pv: PersistentVolume,
+        #[serde(serialize_with = "as_pv")]
+        pv: LocalPv,
     },
     /// Change a PV the controller made (capacity, health label, release bookkeeping, pool
     /// settings).
     UpdatePv {
         /// The whole PV, as applied.
-        pv: PersistentVolume,
+        #[serde(serialize_with = "as_pv")]
+        pv: LocalPv,
+        /// The observed resourceVersion: the apply fails if the PV changed or went meanwhile.
+        #[serde(skip)]
+        resource_version: Option<String>,
         /// Why, for humans.
         reason: String,
     },
@@ -112,6 +117,12 @@ pub enum Change {
     },
     /// Publish an Event.
     Event(Notice),
+}
+
+// NB: plans hold the compact fields (a 10,000-PV plan would otherwise hold 10,000 full
+// PersistentVolume structs); the object is built when applied or printed.
+fn as_pv<S: serde::Serializer>(pv: &LocalPv, serializer: S) -> Result<S::Ok, S::Error> {
+    pv.to_pv().serialize(serializer)
 }
 
 /// An Event to publish (events.k8s.io/v1).

@@ -382,7 +382,7 @@ pub fn plan_pool(input: &PoolInput, out: &mut Output) {
     }
     for (name, volume) in &desired {
         if !taken.contains(name.as_str()) {
-            out.applies.push(Change::CreatePv { pv: volume.to_pv() });
+            out.applies.push(Change::CreatePv { pv: volume.clone() });
         }
     }
 
@@ -409,9 +409,11 @@ pub fn plan_pool(input: &PoolInput, out: &mut Output) {
 /// An update carries the observed resourceVersion: if the PV changed or went meanwhile, the
 /// apply fails (and the next pass plans again) rather than resurrect or overwrite it.
 fn update(out: &mut Output, observed: &PersistentVolume, want: &LocalPv, reason: String) {
-    let mut pv = want.to_pv();
-    pv.metadata.resource_version = observed.metadata.resource_version.clone();
-    out.applies.push(Change::UpdatePv { pv, reason });
+    out.applies.push(Change::UpdatePv {
+        pv: want.clone(),
+        resource_version: observed.metadata.resource_version.clone(),
+        reason,
+    });
 }
 
 fn delete(name: &str, uid: &str, pool: &str, reason: &str, scrub_seconds: Option<f64>) -> Change {

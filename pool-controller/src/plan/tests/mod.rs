@@ -71,9 +71,9 @@ fn settle(world: &mut World, plan: &Plan) {
     for change in &plan.changes {
         match change {
             Change::CreatePv { pv } | Change::UpdatePv { pv, .. } => {
+                let mut pv = pv.to_pv();
                 let name = pv.metadata.name.clone();
                 let old = world.pvs.iter().position(|p| p.metadata.name == name);
-                let mut pv = pv.clone();
                 match old {
                     Some(i) => {
                         let before = &world.pvs[i];
@@ -302,7 +302,7 @@ fn capacity_drift_updates_available_pvs_only() {
         .changes
         .iter()
         .filter_map(|c| match c {
-            Change::UpdatePv { pv, .. } => pv.metadata.name.as_deref(),
+            Change::UpdatePv { pv, .. } => Some(pv.name.as_str()),
             _ => None,
         })
         .collect();
@@ -394,7 +394,7 @@ fn another_disk_at_the_same_path_is_a_new_pv_and_the_old_one_is_never_scrubbed()
         .changes
         .iter()
         .filter_map(|c| match c {
-            Change::CreatePv { pv } => pv.metadata.name.clone(),
+            Change::CreatePv { pv } => Some(pv.name.clone()),
             _ => None,
         })
         .collect();
