@@ -429,3 +429,95 @@ async fn the_agent_labels_its_node_and_publishes_the_nfs_client_status() -> anyh
     nodes.delete(&node, &DeleteParams::default()).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn the_daemon_installs_the_client_when_allowed_and_records_an_event() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::Node;
+    use k8s_openapi::api::events::v1::Event;
+    use kube::Api;
+    use kube::api::{DeleteParams, ListParams};
+    use volpool_api::{CheckStatus, LABEL_NFS_CLIENT, NodeVolumes};
+    use volpool_e2e::agent::free_port;
+    use volpool_e2e::{apply_crds, client, create_node, wait_for};
+
+    let client = client().await?;
+    apply_crds(&client).await?;
+    let node = unique("nfs-install-node");
+    create_node(&client, &node).await?;
+    let host = HostRoot::fresh()?;
+    let root = host.path().to_path_buf();
+    let log = std::fs::File::create(root.join("../agent.log"))?;
+    let _agent = Agent(
+        host.command(agent_binary()?)
+            .arg("--host-root")
+            .arg(&root)
+            .args([
+                "--node-name",
+                &node,
+                "--install-nfs-client",
+                "--resync",
+                "2s",
+            ])
+            .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port()?)])
+            .env("KUBECONFIG", volpool_e2e::kubeconfig()?)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()?,
+    );
+
+    let events: Api<Event> = Api::namespaced(client.clone(), "kube-system");
+    let event = wait_for("an install Event on the node", INSTALL_DEADLINE, || async {
+        let list = events.list(&ListParams::default()).await?;
+        Ok(list
+            .items
+            .into_iter()
+            .find(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(node.as_str())))
+    })
+    .await?;
+    assert_eq!(
+        event.reason.as_deref(),
+        Some("NfsClientInstalled"),
+        "{event:?}"
+    );
+    assert_eq!(event.type_.as_deref(), Some("Normal"));
+    assert!(
+        event
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("nfs-common")),
+        "the note holds apt's output: {event:?}"
+    );
+    assert!(root.join("sbin/mount.nfs").exists());
+
+    let reports: Api<NodeVolumes> = Api::all(client.clone());
+    let status = wait_for(
+        "status.nfsClient after the install",
+        Duration::from_secs(120),
+        || async {
+            let nv = reports.get_opt(&node).await?;
+            let nfs_client = nv.and_then(|nv| nv.status).and_then(|s| s.nfs_client);
+            Ok(nfs_client.filter(|c| {
+                c.checks
+                    .iter()
+                    .any(|c| c.name == "mount-helper" && c.status == CheckStatus::OK)
+            }))
+        },
+    )
+    .await?;
+    let package = status
+        .checks
+        .iter()
+        .find(|c| c.name == "package")
+        .expect("package");
+    assert_eq!(package.status, CheckStatus::OK, "{package:?}");
+    // This machine's kernel has no NFS client, so the node stays `missing`.
+    let nodes: Api<Node> = Api::all(client.clone());
+    let labels = nodes.get(&node).await?.metadata.labels.unwrap_or_default();
+    assert_eq!(
+        labels.get(LABEL_NFS_CLIENT).map(String::as_str),
+        Some("missing")
+    );
+    nodes.delete(&node, &DeleteParams::default()).await?;
+    Ok(())
+}
