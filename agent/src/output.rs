@@ -1,5 +1,6 @@
 //! Output of `volpool-agent scan`: the NodeVolumes status as JSON, YAML or a table for people.
 
+use serde::Serialize;
 use volpool_api::{NodeVolumesStatus, VolumeState};
 
 use crate::error::{Error, Result};
@@ -17,19 +18,42 @@ pub enum Format {
 
 /// Render `status` in `format`.
 pub fn render(status: &NodeVolumesStatus, format: Format) -> Result<String> {
+    encode(status, format, table).map_err(|(format, reason)| Error::EncodeReport { format, reason })
+}
+
+/// Encode `value` as JSON or YAML, or as a table drawn by `table`. On failure, returns the
+/// format's name and the reason, for the caller's own error type.
+pub fn encode<T: Serialize>(
+    value: &T,
+    format: Format,
+    table: impl FnOnce(&T) -> String,
+) -> std::result::Result<String, (&'static str, String)> {
     match format {
-        Format::Json => serde_json::to_string_pretty(status)
+        Format::Json => serde_json::to_string_pretty(value)
             .map(|s| s + "\n")
-            .map_err(|e| Error::EncodeReport {
-                format: "json",
-                reason: e.to_string(),
-            }),
-        Format::Yaml => serde_yaml::to_string(status).map_err(|e| Error::EncodeReport {
-            format: "yaml",
-            reason: e.to_string(),
-        }),
-        Format::Table => Ok(table(status)),
+            .map_err(|e| ("json", e.to_string())),
+        Format::Yaml => serde_yaml::to_string(value).map_err(|e| ("yaml", e.to_string())),
+        Format::Table => Ok(table(value)),
     }
+}
+
+/// Lay `rows` out in columns two spaces apart; the first row is the header.
+pub fn columns(rows: &[Vec<String>]) -> String {
+    let n = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..n)
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 fn table(status: &NodeVolumesStatus) -> String {
@@ -44,14 +68,15 @@ fn table(status: &NodeVolumesStatus) -> String {
             "VOLUME ID",
             "MESSAGE",
         ]
-        .map(String::from),
+        .map(String::from)
+        .to_vec(),
     ];
     for v in &status.volumes {
         let capacity = match v.state {
             VolumeState::Ready | VolumeState::TooSmall => human_bytes(v.capacity_bytes),
             _ => "-".into(),
         };
-        rows.push([
+        rows.push(vec![
             v.pool.clone(),
             v.path.escape_debug().to_string(),
             format!("{:?}", v.state),
@@ -62,19 +87,7 @@ fn table(status: &NodeVolumesStatus) -> String {
             v.message.clone(),
         ]);
     }
-    let widths: Vec<usize> = (0..8)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in &rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
+    let mut out = columns(&rows);
     if status.volumes.is_empty() {
         out.push_str("(no entries: no local pool's discovery directory has any)\n");
     } else {

@@ -17,7 +17,7 @@ use super::error::NfsError;
 use super::install::{self, StepOutput};
 use super::{NfsConfig, checks, evaluate, select};
 use crate::host::RealHost;
-use crate::output::Format;
+use crate::output::{Format, columns};
 use crate::pools::read_pools_file;
 
 /// What `check-nfs` was asked to do.
@@ -104,19 +104,8 @@ pub fn missing(status: &NfsClientStatus) -> bool {
 
 /// Render the report.
 pub fn render(report: &Report, format: Format) -> Result<String, NfsError> {
-    match format {
-        Format::Json => serde_json::to_string_pretty(report)
-            .map(|s| s + "\n")
-            .map_err(|e| NfsError::EncodeReport {
-                format: "json",
-                reason: e.to_string(),
-            }),
-        Format::Yaml => serde_yaml::to_string(report).map_err(|e| NfsError::EncodeReport {
-            format: "yaml",
-            reason: e.to_string(),
-        }),
-        Format::Table => Ok(table(report)),
-    }
+    crate::output::encode(report, format, table)
+        .map_err(|(format, reason)| NfsError::EncodeReport { format, reason })
 }
 
 fn table(report: &Report) -> String {
@@ -160,23 +149,5 @@ fn table(report: &Report) -> String {
     }
     let ready = if report.status.ready { "yes" } else { "no" };
     out.push_str(&format!("\nNFS client ready: {ready}\n"));
-    out
-}
-
-fn columns(rows: &[Vec<String>]) -> String {
-    let n = rows.first().map_or(0, Vec::len);
-    let widths: Vec<usize> = (0..n)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
     out
 }
