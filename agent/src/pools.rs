@@ -58,8 +58,9 @@ impl LocalPool {
     }
 }
 
-/// Read a YAML stream of VolumePool objects. Any document that is not a valid VolumePool is a
-/// fatal error naming the file and the document.
+/// Read a YAML stream of VolumePool objects: the file a user applies, so documents of other
+/// kinds (the pools' StorageClasses) are skipped. A VolumePool that is not valid, or a file
+/// with no VolumePool at all, is a fatal error naming the file and the document.
 pub fn read_pools_file(path: &Path) -> Result<Vec<VolumePool>> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::ReadPoolsFile {
         path: path.to_path_buf(),
@@ -70,6 +71,7 @@ pub fn read_pools_file(path: &Path) -> Result<Vec<VolumePool>> {
         reason,
     };
     let mut pools = Vec::new();
+    let mut other = None;
     for (i, doc) in serde_yaml::Deserializer::from_str(&text).enumerate() {
         let value = serde_yaml::Value::deserialize(doc)
             .map_err(|e| bad(format!("document {}: {e}", i + 1)))?;
@@ -78,10 +80,11 @@ pub fn read_pools_file(path: &Path) -> Result<Vec<VolumePool>> {
         }
         let kind = value.get("kind").and_then(|k| k.as_str()).unwrap_or("");
         if kind != "VolumePool" {
-            return Err(bad(format!(
+            other.get_or_insert(format!(
                 "document {}: kind {kind:?} is not VolumePool",
                 i + 1
-            )));
+            ));
+            continue;
         }
         let pool: VolumePool =
             serde_yaml::from_value(value).map_err(|e| bad(format!("document {}: {e}", i + 1)))?;
@@ -89,7 +92,10 @@ pub fn read_pools_file(path: &Path) -> Result<Vec<VolumePool>> {
             .map_err(|e| bad(format!("document {}: {e}", i + 1)))?;
         pools.push(pool);
     }
-    Ok(pools)
+    match other {
+        Some(skipped) if pools.is_empty() => Err(bad(format!("{skipped}, and no document is"))),
+        _ => Ok(pools),
+    }
 }
 
 /// The local pools among `pools` whose node selector matches `labels` (`None` = standalone,
@@ -186,6 +192,10 @@ mod tests {
             let err = read_pools_file(&file).expect_err("invalid").to_string();
             assert!(err.contains("pools.yaml") && err.contains(needle), "{err}");
         }
+        let applied = "kind: StorageClass\nmetadata: {name: c}\n---\nkind: VolumePool\nmetadata: {name: p}\nspec: {storageClassName: c, local: {discoveryDir: /mnt/disks}}\n";
+        std::fs::write(dir.join("applied.yaml"), applied).expect("write");
+        let pools = read_pools_file(&dir.join("applied.yaml")).expect("StorageClass skipped");
+        assert_eq!(pools.len(), 1);
         let err = read_pools_file(&dir.join("missing.yaml")).expect_err("missing");
         assert!(err.to_string().contains("missing.yaml"), "{err}");
     }
