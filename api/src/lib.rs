@@ -12,11 +12,13 @@ pub mod crd;
 pub mod names;
 pub mod node;
 pub mod pool;
+pub mod selector;
 pub mod units;
 
 pub use names::*;
 pub use node::*;
 pub use pool::*;
+pub use selector::selector_matches;
 
 /// API group of every volpool kind.
 pub const GROUP: &str = "volpool.io";

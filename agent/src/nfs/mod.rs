@@ -29,7 +29,7 @@ use std::time::Duration;
 use volpool_api::{Check, CheckStatus, NfsClientStatus, VolumePool};
 
 use crate::host::Host;
-use crate::pools::selector_matches;
+use volpool_api::selector_matches;
 
 /// An NFS pool as this node's checks need it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -69,23 +69,7 @@ pub fn matches(
     let (Some(selector), Some(labels)) = (selector, labels) else {
         return true;
     };
-    let plain = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    plain
-        && selector.match_expressions.iter().flatten().all(|e| {
-            let values = e.values.as_deref().unwrap_or_default();
-            let value = labels.get(&e.key);
-            match e.operator.as_str() {
-                "In" => value.is_some_and(|v| values.contains(v)),
-                "NotIn" => value.is_none_or(|v| !values.contains(v)),
-                "Exists" => value.is_some(),
-                "DoesNotExist" => value.is_none(),
-                _ => false,
-            }
-        })
+    volpool_api::selector_matches(selector, labels)
 }
 
 /// Whether one discovery dir is the other or lies inside it (`/mnt/disks` and
