@@ -1,6 +1,8 @@
 //! Controller metrics (prefix `volpool_`), as listed in DESIGN: pool volumes and bytes by
 //! phase, leadership, pass duration, errors by category, API writes by verb and resource, and
-//! scrub durations. Label values are always bounded names, never error texts.
+//! scrub durations. Beyond DESIGN, `volpool_pool_info{pool,storage_class}` and
+//! `volpool_pool_min_available{pool}` let the alert rules join claims to pools and see the
+//! watermark. Label values are always bounded names, never error texts.
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts,
@@ -15,6 +17,8 @@ pub struct Metrics {
     registry: Registry,
     pool_volumes: GaugeVec,
     pool_capacity: GaugeVec,
+    pool_info: GaugeVec,
+    pool_min_available: GaugeVec,
     leader: Gauge,
     reconcile: Histogram,
     errors: IntCounterVec,
@@ -37,6 +41,20 @@ impl Metrics {
                     "Bytes of a pool's PVs by phase",
                 ),
                 &["pool", "phase"],
+            )?,
+            pool_info: GaugeVec::new(
+                Opts::new(
+                    "volpool_pool_info",
+                    "1 for every pool, labelled with its StorageClass (joins claims to pools)",
+                ),
+                &["pool", "storage_class"],
+            )?,
+            pool_min_available: GaugeVec::new(
+                Opts::new(
+                    "volpool_pool_min_available",
+                    "Available PVs an NFS pool keeps (spec.nfs.minAvailable)",
+                ),
+                &["pool"],
             )?,
             leader: Gauge::new(
                 "volpool_controller_leader",
@@ -76,6 +94,12 @@ impl Metrics {
         metrics
             .registry
             .register(Box::new(metrics.pool_capacity.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.pool_info.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.pool_min_available.clone()))?;
         metrics
             .registry
             .register(Box::new(metrics.leader.clone()))?;
@@ -125,9 +149,21 @@ impl Metrics {
     pub fn set_pools<'a>(&self, pools: impl Iterator<Item = &'a VolumePool>) {
         self.pool_volumes.reset();
         self.pool_capacity.reset();
+        self.pool_info.reset();
+        self.pool_min_available.reset();
         for pool in pools {
-            let (Some(name), Some(status)) = (pool.metadata.name.as_deref(), pool.status.as_ref())
-            else {
+            let Some(name) = pool.metadata.name.as_deref() else {
+                continue;
+            };
+            self.pool_info
+                .with_label_values(&[name, pool.spec.storage_class_name.as_str()])
+                .set(1.0);
+            if let Some(nfs) = &pool.spec.nfs {
+                self.pool_min_available
+                    .with_label_values(&[name])
+                    .set(f64::from(nfs.min_available));
+            }
+            let Some(status) = pool.status.as_ref() else {
                 continue;
             };
             let v = &status.volumes;
@@ -158,5 +194,43 @@ impl Metrics {
             tracing::warn!(error = %e, "failed to encode metrics");
         }
         String::from_utf8_lossy(&buffer).into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools_are_joinable_to_their_class_and_nfs_pools_show_their_watermark() {
+        let metrics = Metrics::new().expect("metrics register");
+        let pools: Vec<VolumePool> = serde_yaml::from_str(
+            "- metadata: {name: fast}\n  spec: {storageClassName: fast-disks, local: {discoveryDir: /mnt/disks}}\n\
+             - metadata: {name: shared}\n  spec: {storageClassName: nfs, nfs: {server: s, path: /p, minAvailable: 4}}\n",
+        )
+        .expect("pools parse");
+        metrics.set_pools(pools.iter());
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"volpool_pool_info{pool="fast",storage_class="fast-disks"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"volpool_pool_info{pool="shared",storage_class="nfs"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"volpool_pool_min_available{pool="shared"} 4"#),
+            "{text}"
+        );
+        assert!(
+            !text.contains(r#"volpool_pool_min_available{pool="fast"}"#),
+            "{text}"
+        );
+        metrics.set_pools(std::iter::empty());
+        assert!(
+            !metrics.render().contains("pool=\"fast\""),
+            "gone pools disappear"
+        );
     }
 }
