@@ -38,6 +38,21 @@ component_pid() {
     echo "$pid"
 }
 
+# Wait up to $1 tenths of a second for every component to exit; the names of those still
+# running are left in the caller's $alive.
+wait_stopped() {
+    local i name
+    for ((i = 0; i < $1; i++)); do
+        alive=
+        for name in "${COMPONENTS[@]}"; do
+            [[ -n $(component_pid "$name") ]] && alive+=" $name"
+        done
+        [[ -z $alive ]] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
 # SIGTERM every component's process group, give them ~10 s, then SIGKILL.
 stop_components() {
     local name pid alive i
@@ -48,28 +63,14 @@ stop_components() {
         log "stopping $name (pid $pid)"
         kill -TERM -- "-$pid" 2>/dev/null || true
     done
-    for ((i = 0; i < 100; i++)); do
-        alive=
-        for name in "${COMPONENTS[@]}"; do
-            [[ -n $(component_pid "$name") ]] && alive+=" $name"
-        done
-        [[ -z $alive ]] && return 0
-        sleep 0.1
-    done
+    wait_stopped 100 && return 0
     for name in $alive; do
         pid=$(component_pid "$name")
         [[ -n $pid ]] || continue
         log "$name did not stop on SIGTERM, killing it"
         kill -KILL -- "-$pid" 2>/dev/null || true
     done
-    for ((i = 0; i < 50; i++)); do
-        alive=
-        for name in "${COMPONENTS[@]}"; do
-            [[ -n $(component_pid "$name") ]] && alive+=" $name"
-        done
-        [[ -z $alive ]] && return 0
-        sleep 0.1
-    done
+    wait_stopped 50 && return 0
     die "still running after SIGKILL:$alive"
 }
 
