@@ -131,6 +131,11 @@ async fn agent_daemonset_sees_the_host_on_every_node() -> anyhow::Result<()> {
     let env = container["env"].as_array().cloned().unwrap_or_default();
     assert!(env.contains(&json!({"name": "NODE_NAME",
         "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}})));
+    // NB: the agent accepts only "true" or "false"; installing packages is opt-in.
+    assert!(
+        env.contains(&json!({"name": "INSTALL_NFS_CLIENT", "value": "false"})),
+        "INSTALL_NFS_CLIENT is in the DaemonSet, off by default: {env:?}"
+    );
     assert_eq!(container["ports"][0]["containerPort"], 9810);
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
