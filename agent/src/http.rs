@@ -31,6 +31,8 @@ pub struct AgentState {
     registry: OnceLock<Registry>,
     /// The latest NFS client status.
     pub nfs: crate::nfs::daemon::NfsState,
+    /// The latest limits (metrics text and `status.limits`).
+    pub limits: crate::limits::daemon::LimitsState,
 }
 
 impl AgentState {
@@ -112,8 +114,10 @@ async fn metrics_handler(State(state): State<Arc<AgentState>>) -> impl IntoRespo
     match rendered {
         Ok(node_wide) => {
             let scan = state.scan_text();
-            let mut text = String::with_capacity(scan.len() + node_wide.len());
+            let limits = state.limits.text();
+            let mut text = String::with_capacity(scan.len() + limits.len() + node_wide.len());
             text.push_str(&scan);
+            text.push_str(&limits);
             text.push_str(&node_wide);
             (
                 StatusCode::OK,

@@ -8,6 +8,7 @@ mod error;
 mod host;
 mod http;
 mod identity;
+mod limits;
 mod metrics;
 mod nfs;
 mod output;
@@ -69,6 +70,15 @@ enum Command {
         #[arg(long, short, value_enum, default_value = "table")]
         output: output::Format,
     },
+    /// Print the node's and every container's memlock/nofile/nproc limits, locked memory and
+    /// unmet requirements (Elasticsearch profile, volpool.io/require-* pod annotations), once.
+    /// Containers are named from the Pods on --node-name when a cluster answers. Exit status 1
+    /// when a requirement is not met.
+    Limits {
+        /// Output format.
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: output::Format,
+    },
     /// Check the NFS client prerequisites (and probe the NFS pools' servers), once.
     CheckNfs {
         /// Install the NFS client into the host root when it is missing.
@@ -125,6 +135,15 @@ fn main() -> anyhow::Result<()> {
                     deadline: nfs_timeout,
                     ..nfs::NfsConfig::default()
                 },
+                output,
+            })?;
+            print!("{text}");
+            std::process::exit(code);
+        }
+        Some(Command::Limits { output }) => {
+            let (text, code) = limits::cli::run(limits::cli::Limits {
+                host_root,
+                node: cli.node_name,
                 output,
             })?;
             print!("{text}");

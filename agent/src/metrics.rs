@@ -248,7 +248,7 @@ pub fn render_scan(scan: &Scan, scanned: bool) -> String {
 }
 
 /// Escape a label value for the text format: backslash, double quote and newline.
-fn escape(value: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn escape(value: &str) -> std::borrow::Cow<'_, str> {
     if !value.contains(['\\', '"', '\n']) {
         return value.into();
     }

@@ -23,6 +23,7 @@ use volpool_api::{NodeVolumesStatus, VolumePool};
 use crate::error::{Error, Result};
 use crate::host::{Host, RealHost};
 use crate::http::{self, AgentState};
+use crate::limits;
 use crate::nfs;
 use crate::pools::{self, LocalPool};
 use crate::probe::{ProbeConfig, Prober};
@@ -163,6 +164,17 @@ pub async fn run(config: RunConfig) -> Result<()> {
         config: nfs::NfsConfig::default(),
         resync: config.resync,
     };
+    let limits_loop = limits::daemon::LimitsLoop {
+        host_root: config.host_root.clone(),
+        node: config.node.clone(),
+        resync: config.resync,
+    };
+    tokio::spawn(limits::daemon::run(
+        limits_loop,
+        state.clone(),
+        nfs_client.clone(),
+        trigger.clone(),
+    ));
     tokio::spawn(nfs::daemon::run(
         nfs_loop,
         nfs_rx,
@@ -198,6 +210,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
                 tracing::debug!(duration = ?scan.duration, volumes = scan.volumes.len(), "scan done");
                 let mut status = status_of(host.as_ref(), &scan);
                 status.nfs_client = state.nfs.get();
+                status.limits = state.limits.status();
                 state.set_scan(&scan);
                 desired_tx.send_if_modified(|old| {
                     let changed = old.as_ref() != Some(&status);
@@ -214,7 +227,8 @@ pub async fn run(config: RunConfig) -> Result<()> {
     }
 }
 
-fn spawn_reflector<K>(api: Api<K>, config: watcher::Config, trigger: Arc<Notify>) -> Store<K>
+/// A reflector store of `api`, kept up to date on a task; `trigger` is notified on each event.
+pub fn spawn_reflector<K>(api: Api<K>, config: watcher::Config, trigger: Arc<Notify>) -> Store<K>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone

@@ -22,6 +22,7 @@ use crate::pool::{CleanupMethod, VolumeMode};
     printcolumn = r#"{"name":"NFS-Client","type":"boolean","jsonPath":".status.nfsClient.ready"}"#,
     printcolumn = r#"{"name":"Max-Map-Count","type":"integer","jsonPath":".status.limits.vmMaxMapCount"}"#,
     printcolumn = r#"{"name":"Runtime","type":"string","priority":1,"jsonPath":".status.limits.runtime.name"}"#,
+    printcolumn = r#"{"name":"Swap","type":"boolean","priority":1,"jsonPath":".status.limits.swapEnabled"}"#,
     printcolumn = r#"{"name":"Volumes","type":"string","priority":1,"jsonPath":".status.volumes[*].path"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -182,32 +183,47 @@ pub struct ServerReachability {
     pub message: String,
 }
 
-/// Node limits that containers inherit.
+/// Node limits that containers inherit. Only facts that change rarely are here (the node's
+/// locked-memory totals move with every `mlock`, so they are metrics only).
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeLimits {
     /// `vm.max_map_count`.
     #[serde(default)]
     pub vm_max_map_count: u64,
-    /// The container runtime daemon and its limits.
+    /// Whether the node has swap (`SwapTotal` in `/proc/meminfo` above 0).
+    #[serde(default)]
+    pub swap_enabled: bool,
+    /// The container runtime daemon and its limits; absent when none was found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime: Option<RuntimeLimits>,
 }
 
-/// Soft limits of the container runtime daemon (inherited by containers).
+/// Limits of the container runtime daemon, which containers inherit (Kubernetes has no ulimit
+/// field). An absent memlock or nproc value means unlimited.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RuntimeLimits {
     /// containerd, dockerd or crio.
     pub name: String,
-    /// RLIMIT_MEMLOCK soft limit in bytes; null = unlimited.
+    /// RLIMIT_MEMLOCK soft limit in bytes; absent (or null) = unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memlock_soft_bytes: Option<u64>,
-    /// RLIMIT_NOFILE soft limit.
+    /// RLIMIT_MEMLOCK hard limit in bytes; absent = unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memlock_hard_bytes: Option<u64>,
+    /// RLIMIT_NOFILE soft limit (never unlimited on Linux: capped by `fs.nr_open`).
     #[serde(default)]
     pub nofile_soft: u64,
-    /// RLIMIT_NPROC soft limit.
+    /// RLIMIT_NOFILE hard limit.
     #[serde(default)]
-    pub nproc_soft: u64,
+    pub nofile_hard: u64,
+    /// RLIMIT_NPROC soft limit; absent = unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nproc_soft: Option<u64>,
+    /// RLIMIT_NPROC hard limit; absent = unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nproc_hard: Option<u64>,
 }
 
 /// The agent's answer to one cleanup request.
