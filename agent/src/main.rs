@@ -3,6 +3,7 @@
 //! serves Prometheus metrics and publishes one `NodeVolumes` object per node, only on change.
 //! `volpool-agent scan` does one scan and prints it, with no cluster needed.
 
+mod cleanup;
 mod discovery;
 mod error;
 mod host;

@@ -20,6 +20,7 @@ use kube::{Api, Client};
 use tokio::sync::{Notify, watch};
 use volpool_api::{NodeVolumesStatus, VolumePool};
 
+use crate::cleanup;
 use crate::error::{Error, Result};
 use crate::host::{Host, RealHost};
 use crate::http::{self, AgentState};
@@ -34,6 +35,9 @@ use crate::watch::watch_mounts;
 /// Mount events often come in bursts (a script mounting many disks); wait this long for the
 /// burst to end before scanning.
 const DEBOUNCE: Duration = Duration::from_millis(50);
+
+/// How long the first scan waits for the scrub results already recorded in NodeVolumes.
+const CLEANUPS_READY: Duration = Duration::from_secs(30);
 
 /// Everything the daemon needs.
 pub struct RunConfig {
@@ -122,6 +126,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
     }
 
     let (desired_tx, desired_rx) = watch::channel(None);
+    let cleanups = cleanup::daemon::Results::default();
     let mut nfs_client = None;
     let pools = match &config.pools_file {
         Some(file) => Pools::File(pools::read_pools_file(file)?),
@@ -155,6 +160,22 @@ pub async fn run(config: RunConfig) -> Result<()> {
             }
         }
     };
+    let pools = Arc::new(pools);
+    if let Some(client) = nfs_client.clone() {
+        let current = pools.clone();
+        let cleaner = cleanup::daemon::Cleaner {
+            host: host.clone(),
+            host_root: config.host_root.clone(),
+            pools: Arc::new(move || current.current()),
+            results: cleanups.clone(),
+            desired: desired_tx.clone(),
+        };
+        tokio::spawn(cleanup::daemon::run(client, config.node.clone(), cleaner));
+        // NB: publishing before the recorded scrub results are known would drop them.
+        if tokio::time::timeout(CLEANUPS_READY, cleanups.wait_ready()).await.is_err() {
+            tracing::warn!("NodeVolumes cannot be watched yet: scrub requests wait for it");
+        }
+    }
 
     let (nfs_tx, nfs_rx) = watch::channel(pools.nfs());
     let nfs_loop = nfs::daemon::NfsLoop {
@@ -213,6 +234,7 @@ pub async fn run(config: RunConfig) -> Result<()> {
                 status.limits = state.limits.status();
                 state.set_scan(&scan);
                 desired_tx.send_if_modified(|old| {
+                    status.cleanups = cleanups.list();
                     let changed = old.as_ref() != Some(&status);
                     *old = Some(status);
                     changed

@@ -49,7 +49,6 @@ impl MountTable {
     }
 
     /// Every mount point.
-    #[cfg(test)]
     pub fn points(&self) -> impl Iterator<Item = &Path> {
         self.by_point.keys().map(PathBuf::as_path)
     }

@@ -1,0 +1,270 @@
+//! The agent's side of `NodeVolumes.spec.cleanups`: watch this node's object, scrub each
+//! requested volume once (on a blocking thread, so scans and `/metrics` go on), and keep the
+//! results that the scan loop puts into `status.cleanups`.
+//!
+//! ```text
+//!  watch NodeVolumes/<node> ─► spec.cleanups ─► plan: start the new ones, drop results whose request is gone
+//!                                                 │ spawn_blocking(perform) ─► completions ─┐
+//!  Results ◄────────────────────────────────────────────────────────────────────────────────┘
+//!     └─► desired status.cleanups (watch) ─► publisher (server-side apply, only on change)
+//! ```
+//!
+//! A result stays while its request does, so a request is never performed twice. On start,
+//! the `Succeeded` results already in the API are taken over before anything is published (a
+//! restarted agent does not scrub again a volume the controller may be handing out afresh);
+//! `Failed` and `Refused` ones are retried, so restarting the agent is how to retry after
+//! fixing the cause.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures::StreamExt;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client};
+use tokio::sync::{mpsc, watch};
+use volpool_api::{CleanupOutcome, CleanupRequest, CleanupResult, NodeVolumes, NodeVolumesStatus};
+
+use crate::host::RealHost;
+use crate::pools::LocalPool;
+
+/// The pools selected for this node now.
+pub type CurrentPools = Arc<dyn Fn() -> Vec<LocalPool> + Send + Sync>;
+
+/// Scrub results to report, by PV UID. Shared by the cleanup loop (which writes them) and the
+/// scan loop (which puts them into every status it hands to the publisher).
+#[derive(Clone)]
+pub struct Results {
+    by_uid: Arc<Mutex<BTreeMap<String, CleanupResult>>>,
+    ready: Arc<watch::Sender<bool>>,
+}
+
+impl Default for Results {
+    fn default() -> Self {
+        Results {
+            by_uid: Arc::default(),
+            ready: Arc::new(watch::channel(false).0),
+        }
+    }
+}
+
+impl Results {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, CleanupResult>> {
+        self.by_uid.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every result, ordered by PV UID.
+    pub fn list(&self) -> Vec<CleanupResult> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// Wait until the results already in the API have been taken over.
+    pub async fn wait_ready(&self) {
+        let mut rx = self.ready.subscribe();
+        let _ = rx.wait_for(|ready| *ready).await;
+    }
+}
+
+/// What to do about the requests in `spec.cleanups`.
+#[derive(Debug, Default, PartialEq)]
+pub struct Plan {
+    /// Requests to perform now.
+    pub start: Vec<CleanupRequest>,
+    /// PV UIDs whose result to drop: their request is gone.
+    pub drop: Vec<String>,
+}
+
+/// Decide which requests to start and which results to drop. No I/O.
+pub fn plan(
+    requests: &[CleanupRequest],
+    results: &BTreeMap<String, CleanupResult>,
+    running: &HashSet<String>,
+) -> Plan {
+    let wanted: HashSet<&str> = requests.iter().map(|r| r.pv_uid.as_str()).collect();
+    let mut seen = HashSet::new();
+    Plan {
+        start: requests
+            .iter()
+            .filter(|r| !results.contains_key(&r.pv_uid) && !running.contains(&r.pv_uid))
+            .filter(|r| seen.insert(r.pv_uid.as_str()))
+            .cloned()
+            .collect(),
+        drop: results
+            .keys()
+            .filter(|uid| !wanted.contains(uid.as_str()))
+            .cloned()
+            .collect(),
+    }
+}
+
+/// The results recorded in the API that a starting agent takes over: `Succeeded` ones whose
+/// request is still there.
+pub fn adopt(requests: &[CleanupRequest], recorded: &[CleanupResult]) -> Vec<CleanupResult> {
+    recorded
+        .iter()
+        .filter(|r| r.result == CleanupOutcome::Succeeded)
+        .filter(|r| requests.iter().any(|q| q.pv_uid == r.pv_uid))
+        .cloned()
+        .collect()
+}
+
+/// What the cleanup loop needs.
+pub struct Cleaner {
+    /// The node's files.
+    pub host: Arc<RealHost>,
+    /// Where the node's root is in this process.
+    pub host_root: PathBuf,
+    /// The pools selected for this node now.
+    pub pools: CurrentPools,
+    /// Results shared with the scan loop.
+    pub results: Results,
+    /// The status the publisher writes; results are put into it on every change.
+    pub desired: watch::Sender<Option<NodeVolumesStatus>>,
+}
+
+/// Watch `NodeVolumes/<node>` and perform its cleanups, until the process ends.
+pub async fn run(client: Client, node: String, cleaner: Cleaner) {
+    let api: Api<NodeVolumes> = Api::all(client);
+    let config = watcher::Config::default().fields(&format!("metadata.name={node}"));
+    let mut stream = std::pin::pin!(watcher::watcher(api, config).default_backoff());
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<CleanupResult>();
+    let mut running: HashSet<String> = HashSet::new();
+    let mut requests: Vec<CleanupRequest> = Vec::new();
+    let mut adopted = false;
+    let mut listed: Option<NodeVolumes> = None;
+    loop {
+        tokio::select! {
+            event = stream.next() => {
+                let object = match event {
+                    Some(Ok(Event::Apply(nv))) => Some(nv),
+                    Some(Ok(Event::Delete(_))) => None,
+                    Some(Ok(Event::Init)) => { listed = None; continue }
+                    Some(Ok(Event::InitApply(nv))) => { listed = Some(nv); continue }
+                    Some(Ok(Event::InitDone)) => listed.take(),
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "watch of NodeVolumes failed; retrying");
+                        continue;
+                    }
+                    None => return,
+                };
+                requests = object.as_ref().map(|nv| nv.spec.cleanups.clone()).unwrap_or_default();
+                if !adopted {
+                    adopted = true;
+                    let recorded = object
+                        .as_ref()
+                        .and_then(|nv| nv.status.as_ref())
+                        .map(|s| s.cleanups.as_slice())
+                        .unwrap_or_default();
+                    let mut results = cleaner.results.lock();
+                    for r in adopt(&requests, recorded) {
+                        results.insert(r.pv_uid.clone(), r);
+                    }
+                    drop(results);
+                    cleaner.results.ready.send_replace(true);
+                }
+            }
+            Some(result) = done_rx.recv() => {
+                running.remove(&result.pv_uid);
+                tracing::info!(
+                    volume_id = %result.volume_id, pv_uid = %result.pv_uid,
+                    result = ?result.result, message = %result.message, "scrub finished"
+                );
+                // NB: a request withdrawn while its scrub ran gets no result.
+                if requests.iter().any(|r| r.pv_uid == result.pv_uid) {
+                    cleaner.results.lock().insert(result.pv_uid.clone(), result);
+                }
+            }
+        }
+        let todo = plan(&requests, &cleaner.results.lock(), &running);
+        {
+            let mut results = cleaner.results.lock();
+            for uid in &todo.drop {
+                results.remove(uid);
+            }
+        }
+        for request in todo.start {
+            running.insert(request.pv_uid.clone());
+            tracing::info!(
+                volume_id = %request.volume_id, pv = %request.persistent_volume,
+                method = ?request.method, "scrub started"
+            );
+            let (host, root, pools, done) = (
+                cleaner.host.clone(),
+                cleaner.host_root.clone(),
+                (cleaner.pools)(),
+                done_tx.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                let _ = done.send(super::perform(host.as_ref(), &root, &pools, &request));
+            });
+        }
+        let list = cleaner.results.list();
+        cleaner.desired.send_if_modified(|status| match status {
+            Some(status) if status.cleanups != list => {
+                status.cleanups = list;
+                true
+            }
+            _ => false,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use volpool_api::CleanupMethod;
+
+    fn request(uid: &str) -> CleanupRequest {
+        CleanupRequest {
+            volume_id: format!("uuid:{uid}"),
+            persistent_volume: format!("pv-{uid}"),
+            pv_uid: uid.into(),
+            method: CleanupMethod::Wipe,
+        }
+    }
+
+    fn result(uid: &str, outcome: CleanupOutcome) -> CleanupResult {
+        CleanupResult {
+            volume_id: format!("uuid:{uid}"),
+            pv_uid: uid.into(),
+            result: outcome,
+            message: String::new(),
+            finished_at: "2026-11-25T23:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn each_request_starts_once_and_results_go_with_their_requests() {
+        let requests = [request("a"), request("b"), request("c"), request("c")];
+        let results = BTreeMap::from([
+            ("a".to_string(), result("a", CleanupOutcome::Failed)),
+            (
+                "gone".to_string(),
+                result("gone", CleanupOutcome::Succeeded),
+            ),
+        ]);
+        let running = HashSet::from(["b".to_string()]);
+        let todo = plan(&requests, &results, &running);
+        assert_eq!(todo.start, [request("c")], "a has a result, b runs, c once");
+        assert_eq!(todo.drop, ["gone"]);
+        assert_eq!(
+            plan(&[], &BTreeMap::new(), &HashSet::new()),
+            Plan::default()
+        );
+    }
+
+    #[test]
+    fn a_restarted_agent_takes_over_only_succeeded_results_still_asked_for() {
+        let requests = [request("a"), request("b")];
+        let recorded = [
+            result("a", CleanupOutcome::Succeeded),
+            result("b", CleanupOutcome::Failed),
+            result("old", CleanupOutcome::Succeeded),
+        ];
+        assert_eq!(
+            adopt(&requests, &recorded),
+            [result("a", CleanupOutcome::Succeeded)]
+        );
+    }
+}

@@ -1,0 +1,371 @@
+//! Wipe: delete everything inside a filesystem volume's directory, without ever leaving it.
+//!
+//! ```text
+//!  open(root, O_DIRECTORY|O_NOFOLLOW) ─► fstat: st_dev must be the volume's ─► walk by fd:
+//!    entry ──fstatat(AT_SYMLINK_NOFOLLOW)──► directory on the same st_dev ─► openat(O_NOFOLLOW), recheck, descend
+//!                                        ├─► another st_dev, or in the mount table ─► a mount: left alone, reported
+//!                                        └─► anything else (symlinks included) ─► unlinkat (the link, never its target)
+//! ```
+//!
+//! Every step is relative to an open directory descriptor, so a symlink swapped in for a
+//! directory during the walk makes `openat(O_NOFOLLOW)` fail instead of redirecting the walk;
+//! `.` and `..` are never followed. The root directory itself stays (it is the mount point),
+//! and so does a `lost+found` directly in it (e2fsck needs it; its contents are deleted).
+//! Directories deeper than [`MAX_DEPTH`] are moved up into the root (same filesystem, a
+//! `rename` with no replace) and wiped on the next pass, so no tree can exhaust descriptors.
+
+use std::collections::HashSet;
+use std::ffi::{CStr, CString, OsStr};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::dir::Dir;
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, RenameFlags, openat, renameat2};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat, major, minor};
+use nix::unistd::{UnlinkatFlags, unlinkat};
+
+/// Directory descriptors held open at once by one walk (one per level).
+pub const MAX_DEPTH: usize = 64;
+/// Problems named in a message; the rest are counted.
+const MAX_NAMED: usize = 5;
+/// The ext2/3/4 recovery directory, kept (emptied) at the volume's root.
+const LOST_FOUND: &str = "lost+found";
+
+/// What a finished wipe did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Wiped {
+    /// Non-directories removed (files, symlinks, sockets, …).
+    pub files: u64,
+    /// Directories removed.
+    pub dirs: u64,
+    /// Mount points found inside the volume and left alone, relative to its root.
+    pub mounts: Vec<PathBuf>,
+    /// Entries that could not be removed, with the reason.
+    pub problems: Vec<String>,
+}
+
+impl Wiped {
+    /// Whether the volume is now empty (but for `lost+found`).
+    pub fn clean(&self) -> bool {
+        self.mounts.is_empty() && self.problems.is_empty()
+    }
+
+    /// What happened, for the result's message. `root` is the volume's host path.
+    pub fn message(&self, root: &Path) -> String {
+        let mut text = format!(
+            "deleted {} files and {} directories inside {}",
+            self.files,
+            self.dirs,
+            root.display()
+        );
+        if !self.mounts.is_empty() {
+            text += &format!(
+                "; left {} mount point(s) inside the volume alone: {} (a scrub never enters another filesystem: unmount them, then restart the agent to scrub again)",
+                self.mounts.len(),
+                named(
+                    self.mounts
+                        .iter()
+                        .map(|m| root.join(m).display().to_string())
+                )
+            );
+        }
+        if !self.problems.is_empty() {
+            text += &format!(
+                "; could not delete {} entries: {}",
+                self.problems.len(),
+                named(self.problems.iter().cloned())
+            );
+        }
+        text
+    }
+}
+
+fn named(items: impl ExactSizeIterator<Item = String>) -> String {
+    let total = items.len();
+    let mut text: Vec<String> = items.take(MAX_NAMED).collect();
+    if total > MAX_NAMED {
+        text.push(format!("and {} more", total - MAX_NAMED));
+    }
+    text.join(", ")
+}
+
+/// Why a wipe did not start; nothing was touched.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NotStarted(pub String);
+
+/// Delete everything inside the directory at `local` (this process's path of the volume), whose
+/// filesystem must be device `dev`. `nested` are mount points inside it (relative paths, from
+/// the mount table): they are never touched, not even `stat`ed (one may be a hung mount).
+pub fn wipe(local: &Path, dev: (u32, u32), nested: &HashSet<PathBuf>) -> Result<Wiped, NotStarted> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let root = nix::fcntl::open(local, flags, Mode::empty()).map_err(|e| {
+        NotStarted(format!(
+            "cannot open the volume directory {} (a symlink is never followed): {e}",
+            local.display()
+        ))
+    })?;
+    let st =
+        fstat(&root).map_err(|e| NotStarted(format!("cannot stat {}: {e}", local.display())))?;
+    if dev_of(&st) != dev {
+        return Err(NotStarted(format!(
+            "{} is on device {}:{}, not on the volume's {}:{} (the mount changed)",
+            local.display(),
+            major(st.st_dev),
+            minor(st.st_dev),
+            dev.0,
+            dev.1
+        )));
+    }
+    let mut walk = Walk {
+        root,
+        dev: st.st_dev,
+        nested,
+        out: Wiped::default(),
+        moved: 0,
+    };
+    // NB: each pass either finishes or moves over-deep directories up into the root; every
+    // move shortens a chain by MAX_DEPTH levels, so the passes end.
+    loop {
+        walk.moved = 0;
+        walk.pass();
+        if walk.moved == 0 {
+            return Ok(walk.out);
+        }
+    }
+}
+
+fn dev_of(st: &FileStat) -> (u32, u32) {
+    (major(st.st_dev) as u32, minor(st.st_dev) as u32)
+}
+
+fn is_dir(st: &FileStat) -> bool {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
+}
+
+struct Walk<'a> {
+    root: OwnedFd,
+    dev: u64,
+    nested: &'a HashSet<PathBuf>,
+    out: Wiped,
+    moved: u64,
+}
+
+/// One open directory of the walk.
+struct Frame {
+    dir: Dir,
+    /// Its name in the parent (empty for the root).
+    name: CString,
+    /// Its path relative to the root, for messages and the nested-mount check.
+    rel: PathBuf,
+    /// Entries still to handle.
+    names: Vec<CString>,
+    /// Something inside stays, so this directory stays too.
+    kept: bool,
+    /// Keep this directory itself (`lost+found` at the root).
+    keep_self: bool,
+}
+
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
+
+impl Walk<'_> {
+    fn problem(&mut self, rel: &Path, what: impl std::fmt::Display) {
+        self.out.problems.push(format!("{}: {what}", rel.display()));
+    }
+
+    fn frame(&mut self, dir: Dir, name: CString, rel: PathBuf) -> Option<Frame> {
+        let mut dir = dir;
+        let mut names = Vec::new();
+        for entry in dir.iter() {
+            match entry {
+                Ok(e) => {
+                    let n = e.file_name();
+                    if n.to_bytes() != b"." && n.to_bytes() != b".." {
+                        names.push(n.to_owned());
+                    }
+                }
+                Err(e) => {
+                    self.problem(&rel, format!("cannot list: {e}"));
+                    return None;
+                }
+            }
+        }
+        Some(Frame {
+            dir,
+            name,
+            rel,
+            names,
+            kept: false,
+            keep_self: false,
+        })
+    }
+
+    fn pass(&mut self) {
+        // NB: "." opens a new description of the root, so each pass lists it from the start.
+        let root = match openat(&self.root, c".", DIR_FLAGS, Mode::empty()).and_then(Dir::from_fd) {
+            Ok(dir) => dir,
+            Err(e) => return self.problem(Path::new("."), format!("cannot open: {e}")),
+        };
+        let Some(first) = self.frame(root, CString::default(), PathBuf::new()) else {
+            return;
+        };
+        let mut stack = vec![first];
+        while let Some(top) = stack.last_mut() {
+            let Some(name) = top.names.pop() else {
+                let Some(done) = stack.pop() else { break };
+                let Some(parent) = stack.last_mut() else {
+                    break; // the root itself stays
+                };
+                if done.kept {
+                    parent.kept = true;
+                } else if !done.keep_self {
+                    drop(done.dir);
+                    match unlinkat(&parent.dir, done.name.as_c_str(), UnlinkatFlags::RemoveDir) {
+                        Ok(()) => self.out.dirs += 1,
+                        Err(Errno::ENOENT) => {}
+                        Err(e) => {
+                            parent.kept = true;
+                            self.out
+                                .problems
+                                .push(format!("{}: {e}", done.rel.display()));
+                        }
+                    }
+                }
+                continue;
+            };
+            let rel = top.rel.join(OsStr::from_bytes(name.to_bytes()));
+            let depth = stack.len();
+            match self.entry(&stack, &name, &rel, depth) {
+                Step::Done => {}
+                Step::Kept => {
+                    if let Some(top) = stack.last_mut() {
+                        top.kept = true;
+                    }
+                }
+                Step::Descend(dir) => {
+                    let at_root = depth == 1;
+                    if let Some(mut frame) = self.frame(dir, name, rel) {
+                        frame.keep_self = at_root && frame.name.to_bytes() == LOST_FOUND.as_bytes();
+                        stack.push(frame);
+                    } else if let Some(top) = stack.last_mut() {
+                        top.kept = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handle one entry of the directory on top of `stack`.
+    fn entry(&mut self, stack: &[Frame], name: &CStr, rel: &Path, depth: usize) -> Step {
+        let Some(parent) = stack.last() else {
+            return Step::Kept;
+        };
+        let dir = parent.dir.as_fd();
+        if self.nested.contains(rel) {
+            self.out.mounts.push(rel.to_path_buf());
+            return Step::Kept;
+        }
+        let st = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => return Step::Done,
+            Err(e) => {
+                self.problem(rel, format!("cannot stat: {e}"));
+                return Step::Kept;
+            }
+        };
+        if st.st_dev != self.dev {
+            self.out.mounts.push(rel.to_path_buf());
+            return Step::Kept;
+        }
+        if !is_dir(&st) {
+            return match unlinkat(dir, name, UnlinkatFlags::NoRemoveDir) {
+                Ok(()) => {
+                    self.out.files += 1;
+                    Step::Done
+                }
+                Err(Errno::ENOENT) => Step::Done,
+                Err(e) => {
+                    self.problem(rel, e);
+                    Step::Kept
+                }
+            };
+        }
+        if depth >= MAX_DEPTH {
+            return self.move_up(dir, name, rel);
+        }
+        let fd = match openat(dir, name, DIR_FLAGS, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) => return Step::Done,
+            Err(e) => {
+                // ELOOP/ENOTDIR: it was replaced by a symlink or a file meanwhile.
+                self.problem(rel, format!("cannot open as a directory: {e}"));
+                return Step::Kept;
+            }
+        };
+        match fstat(&fd) {
+            Ok(now) if now.st_dev == self.dev && now.st_ino == st.st_ino => {}
+            Ok(now) if now.st_dev != self.dev => {
+                self.out.mounts.push(rel.to_path_buf());
+                return Step::Kept;
+            }
+            Ok(_) => {
+                self.problem(rel, "replaced during the scrub");
+                return Step::Kept;
+            }
+            Err(e) => {
+                self.problem(rel, format!("cannot stat: {e}"));
+                return Step::Kept;
+            }
+        }
+        match Dir::from_fd(fd) {
+            Ok(dir) => Step::Descend(dir),
+            Err(e) => {
+                self.problem(rel, format!("cannot list: {e}"));
+                Step::Kept
+            }
+        }
+    }
+
+    /// Move an over-deep directory into the root under a fresh name; the next pass wipes it.
+    fn move_up(&mut self, dir: std::os::fd::BorrowedFd<'_>, name: &CStr, rel: &Path) -> Step {
+        for n in 0..1000u32 {
+            let target = format!(".volpool-scrub-{}-{n}", self.out.dirs + self.moved);
+            let Ok(target) = CString::new(target) else {
+                break;
+            };
+            match renameat2(
+                dir,
+                name,
+                &self.root,
+                target.as_c_str(),
+                RenameFlags::RENAME_NOREPLACE,
+            ) {
+                Ok(()) => {
+                    self.moved += 1;
+                    return Step::Done;
+                }
+                Err(Errno::EEXIST) => continue,
+                Err(Errno::ENOENT) => return Step::Done,
+                Err(e) => {
+                    self.problem(rel, format!("nested too deep, and cannot move it up: {e}"));
+                    return Step::Kept;
+                }
+            }
+        }
+        self.problem(rel, "nested too deep, and no free name to move it up to");
+        Step::Kept
+    }
+}
+
+enum Step {
+    /// Removed, or already gone.
+    Done,
+    /// Stays (a mount point or a problem); its parent stays too.
+    Kept,
+    /// A directory of the volume to empty, then remove.
+    Descend(Dir),
+}
