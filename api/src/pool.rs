@@ -121,6 +121,31 @@ pub struct NfsSource {
     /// What happens to a released volume's directory.
     #[serde(default)]
     pub on_release: OnRelease,
+    /// Mode of each carved directory, in octal.
+    #[serde(default = "dir_mode_0777")]
+    #[schemars(regex(pattern = r"^0?[0-7]{3,4}$"))]
+    pub dir_mode: String,
+    /// Give each PV the nodeAffinity `volpool.io/nfs-client In [ready]`, so pods go only to
+    /// nodes whose agents found a working NFS client. `false` opts out (no agent on the nodes).
+    #[serde(default = "yes")]
+    pub nfs_client_affinity: bool,
+}
+
+fn dir_mode_0777() -> String {
+    "0777".into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl NfsSource {
+    /// `dirMode` as a number, when it is valid octal up to 07777.
+    pub fn dir_mode_bits(&self) -> Option<u32> {
+        u32::from_str_radix(&self.dir_mode, 8)
+            .ok()
+            .filter(|m| *m <= 0o7777)
+    }
 }
 
 fn ten_gibibytes() -> String {
@@ -217,9 +242,25 @@ pub struct VolumePoolStatus {
     /// Nodes contributing volumes (local) or ready to mount (nfs).
     #[serde(default)]
     pub nodes: u32,
+    /// Size and free space of an NFS pool's export (available rounded down to 1% of the size,
+    /// so the status does not churn).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<ExportSpace>,
     /// `Ready` and `Degraded`, with a reason and a message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// Space on an NFS pool's export, from FSSTAT.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportSpace {
+    /// Total bytes.
+    #[serde(default)]
+    pub size_bytes: u64,
+    /// Bytes available to the controller's user.
+    #[serde(default)]
+    pub available_bytes: u64,
 }
 
 /// PV counts by phase.
@@ -327,6 +368,12 @@ impl VolumePool {
             if let Err(e) = parse_bytes(&nfs.volume_size) {
                 problems.push(format!("spec.nfs.volumeSize: {e}"));
             }
+            if nfs.dir_mode_bits().is_none() {
+                problems.push(format!(
+                    "spec.nfs.dirMode {:?} must be an octal mode such as 0777 or 2770",
+                    nfs.dir_mode
+                ));
+            }
             if nfs.min_available > nfs.max_volumes {
                 problems.push(format!(
                     "spec.nfs.minAvailable ({}) is larger than spec.nfs.maxVolumes ({})",
@@ -396,6 +443,8 @@ mod tests {
         let nfs = p.spec.nfs.as_ref().expect("nfs");
         assert_eq!((nfs.min_available, nfs.max_volumes), (3, 100));
         assert_eq!(nfs.access, NfsAccess::NFSv3);
+        assert_eq!(nfs.dir_mode_bits(), Some(0o777));
+        assert!(nfs.nfs_client_affinity);
         assert_eq!(p.validate(), Ok(()));
     }
 
@@ -414,10 +463,10 @@ mod tests {
     #[test]
     fn every_problem_is_reported_at_once() {
         let p = pool(
-            "metadata: {name: z}\nspec:\n  storageClassName: ''\n  releaseGracePeriod: soon\n  nfs: {server: '', path: rel, volumeSize: big, minAvailable: 5, maxVolumes: 2}\n",
+            "metadata: {name: z}\nspec:\n  storageClassName: ''\n  releaseGracePeriod: soon\n  nfs: {server: '', path: rel, volumeSize: big, minAvailable: 5, maxVolumes: 2, dirMode: '999'}\n",
         );
         let err = p.validate().expect_err("invalid");
-        assert_eq!(err.problems.len(), 6, "{err}");
+        assert_eq!(err.problems.len(), 7, "{err}");
     }
 
     #[test]

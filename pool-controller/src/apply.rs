@@ -66,7 +66,7 @@ impl Applier {
         for change in changes {
             let phase = match change {
                 Change::DeletePv { .. } => 0,
-                Change::CreatePv { .. } | Change::UpdatePv { .. } => 1,
+                Change::CreatePv { .. } | Change::UpdatePv { .. } | Change::ApplyNfsPv { .. } => 1,
                 Change::SetCleanups { .. } => 2,
                 Change::PoolStatus { .. } => 3,
                 Change::Event(_) => 4,
@@ -99,6 +99,15 @@ impl Applier {
         let apply = PatchParams::apply(FIELD_MANAGER_CONTROLLER).force();
         match change {
             Change::CreatePv { pv } => self.apply_pv(pv.to_pv()).await,
+            Change::ApplyNfsPv {
+                pv,
+                resource_version,
+                ..
+            } => {
+                let mut pv = pv.to_pv();
+                pv.metadata.resource_version = resource_version;
+                self.apply_pv(pv).await
+            }
             Change::UpdatePv {
                 pv,
                 resource_version,

@@ -86,6 +86,9 @@ pub enum Error {
     /// The metrics registry refused a metric (a programming error, caught at start).
     #[error("failed to register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// A directory operation on an NFS pool's export failed (logged with its cause).
+    #[error("an operation on an NFS export failed")]
+    ExportOp,
     /// A watch ended with an error (the reflector retries).
     #[error("watch of {kind} failed: {source}")]
     Watch {
@@ -111,6 +114,7 @@ impl Error {
             Error::Lease { .. } => "lease",
             Error::Serve { .. } => "serve",
             Error::Watch { .. } => "watch",
+            Error::ExportOp => "export",
             Error::Metrics(_) => "metrics",
         }
     }

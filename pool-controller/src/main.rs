@@ -6,6 +6,7 @@
 
 mod apply;
 mod error;
+mod exportfs;
 mod http;
 mod lease;
 mod metrics;

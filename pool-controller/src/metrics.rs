@@ -8,9 +8,12 @@ use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts,
     Registry, TextEncoder,
 };
+use std::collections::BTreeMap;
+
 use volpool_api::VolumePool;
 
 use crate::error::Error;
+use crate::plan::nfs::ExportView;
 
 /// Every controller metric, in one registry.
 pub struct Metrics {
@@ -19,6 +22,8 @@ pub struct Metrics {
     pool_capacity: GaugeVec,
     pool_info: GaugeVec,
     pool_min_available: GaugeVec,
+    export_size: GaugeVec,
+    export_available: GaugeVec,
     leader: Gauge,
     reconcile: Histogram,
     errors: IntCounterVec,
@@ -53,6 +58,20 @@ impl Metrics {
                 Opts::new(
                     "volpool_pool_min_available",
                     "Available PVs an NFS pool keeps (spec.nfs.minAvailable)",
+                ),
+                &["pool"],
+            )?,
+            export_size: GaugeVec::new(
+                Opts::new(
+                    "volpool_pool_export_size_bytes",
+                    "Size of an NFS pool's export (FSSTAT)",
+                ),
+                &["pool"],
+            )?,
+            export_available: GaugeVec::new(
+                Opts::new(
+                    "volpool_pool_export_available_bytes",
+                    "Bytes available on an NFS pool's export (FSSTAT)",
                 ),
                 &["pool"],
             )?,
@@ -100,6 +119,12 @@ impl Metrics {
         metrics
             .registry
             .register(Box::new(metrics.pool_min_available.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.export_size.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.export_available.clone()))?;
         metrics
             .registry
             .register(Box::new(metrics.leader.clone()))?;
@@ -183,6 +208,22 @@ impl Metrics {
                 self.pool_capacity
                     .with_label_values(&[name, phase])
                     .set(bytes as f64);
+            }
+        }
+    }
+
+    /// Set the export gauges from this pass's reads (an unread export has no sample).
+    pub fn set_exports(&self, views: &BTreeMap<String, ExportView>) {
+        self.export_size.reset();
+        self.export_available.reset();
+        for (pool, view) in views {
+            if let Some(space) = &view.space {
+                self.export_size
+                    .with_label_values(&[pool.as_str()])
+                    .set(space.size_bytes as f64);
+                self.export_available
+                    .with_label_values(&[pool.as_str()])
+                    .set(space.available_bytes as f64);
             }
         }
     }

@@ -19,9 +19,11 @@ use tokio::sync::{Notify, watch};
 
 use crate::apply::Applier;
 use crate::error::Result;
+use crate::exportfs::{self, Exports};
 use crate::http::{self, Health};
 use crate::lease::{self, LeaseConfig};
 use crate::metrics::Metrics;
+use crate::plan::nfs::plan_nfs;
 use crate::plan::plan;
 use crate::world::Stores;
 
@@ -84,6 +86,7 @@ pub async fn run(client: Client, options: Options) -> Result<()> {
         metrics.clone(),
         options.concurrency,
     );
+    let mut exports = Exports::default();
     let mut wake = options.resync;
     loop {
         tokio::select! {
@@ -104,12 +107,26 @@ pub async fn run(client: Client, options: Options) -> Result<()> {
         let world = stores.snapshot(Timestamp::now());
         metrics.set_pools(world.pools.iter().map(AsRef::as_ref));
         let plan = plan(&world);
+        // NFS pools: read the exports (no write), plan, then make or remove directories;
+        // a PV change that needs a directory waits for it.
+        let views = exportfs::observe(&world, &mut exports).await;
+        metrics.set_exports(&views);
+        let nfs = plan_nfs(&world, &views);
         drop(world);
-        if let Some(after) = plan.wake_after {
+        let mut changes = plan.changes;
+        changes.extend(nfs.changes);
+        let export_ops = nfs.ops.len();
+        let executed = exportfs::execute(&mut exports, nfs.ops).await;
+        for _ in 0..executed.failed {
+            metrics.error(&crate::error::Error::ExportOp);
+        }
+        changes.extend(executed.changes);
+        for after in [plan.wake_after, nfs.wake_after].into_iter().flatten() {
             wake = wake.min(after);
         }
-        let planned = plan.changes.len();
-        let applied = applier.apply(plan.changes).await;
+        let planned = changes.len() + export_ops;
+        let mut applied = applier.apply(changes).await;
+        applied.failed += executed.failed;
         if !applied.written.is_empty() && !stores.caught_up(&applied.written, CATCH_UP).await {
             tracing::warn!("the watches did not show this pass's writes in time");
         }

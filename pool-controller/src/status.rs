@@ -130,6 +130,7 @@ pub fn pool_status(
         volumes: counted.volumes.clone(),
         capacity_bytes: counted.capacity.clone(),
         nodes,
+        export: None,
         conditions,
     }
 }

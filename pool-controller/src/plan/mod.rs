@@ -14,6 +14,8 @@
 //! reports the very identity the PV was made for; a pool that fails validation gets a
 //! condition and no other change.
 
+pub mod nfs;
+mod nfs_pv;
 mod pool;
 mod pv;
 mod select;
@@ -29,6 +31,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 use volpool_api::{CleanupRequest, LABEL_POOL, NodeVolumes, VolumePool, VolumePoolStatus};
 
+pub use nfs_pv::NfsPv;
 #[cfg(test)]
 use pv::{ANNOTATION_NODE_UID, ANNOTATION_RELEASED_AT};
 pub use pv::{LocalPv, Phase};
@@ -117,6 +120,21 @@ pub enum Change {
     },
     /// Publish an Event.
     Event(Notice),
+    /// Create or change an NFS PV (created only after its directory was made).
+    ApplyNfsPv {
+        /// The whole PV, as applied.
+        #[serde(serialize_with = "as_nfs_pv")]
+        pv: NfsPv,
+        /// The observed resourceVersion of an update; `None` for a create.
+        #[serde(skip)]
+        resource_version: Option<String>,
+        /// Why, for humans.
+        reason: String,
+    },
+}
+
+fn as_nfs_pv<S: serde::Serializer>(pv: &NfsPv, serializer: S) -> Result<S::Ok, S::Error> {
+    pv.to_pv().serialize(serializer)
 }
 
 // NB: plans hold the compact fields (a 10,000-PV plan would otherwise hold 10,000 full

@@ -93,6 +93,8 @@ fn settle(world: &mut World, plan: &Plan) {
             Change::DeletePv { name, .. } => {
                 world.pvs.retain(|p| p.metadata.name.as_ref() != Some(name))
             }
+            // NB: local pools never plan NFS PVs; plan/tests/nfs.rs settles its own.
+            Change::ApplyNfsPv { .. } => {}
             Change::SetCleanups { node, cleanups, .. } => {
                 for r in &mut world.reports {
                     if r.metadata.name.as_ref() == Some(node) {
@@ -166,6 +168,7 @@ fn kinds(plan: &Plan) -> Vec<&'static str> {
             Change::SetCleanups { .. } => "cleanups",
             Change::PoolStatus { .. } => "status",
             Change::Event(_) => "event",
+            Change::ApplyNfsPv { .. } => "apply-nfs",
         })
         .collect()
 }
@@ -488,4 +491,5 @@ fn a_recreated_node_does_not_resurrect_old_pvs() {
 }
 
 mod bad_input;
+mod nfs;
 mod release;
