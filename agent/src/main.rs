@@ -80,6 +80,20 @@ enum Command {
         #[arg(long, short, value_enum, default_value = "table")]
         output: output::Format,
     },
+    /// Scrub one volume of the --pools-file pools by hand, as the daemon does for a request in
+    /// NodeVolumes spec.cleanups: found by its volume ID (as `scan` prints it), refused if no
+    /// entry has it. Exit status 0 Succeeded, 1 Failed, 2 Refused.
+    Scrub {
+        /// The volume's identity (`volumeID`).
+        #[arg(long)]
+        volume_id: String,
+        /// Wipe (delete a filesystem's contents), Discard or Zero (a block device).
+        #[arg(long, value_parser = cleanup::cli::parse_method)]
+        method: volpool_api::CleanupMethod,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: output::Format,
+    },
     /// Check the NFS client prerequisites (and probe the NFS pools' servers), once.
     CheckNfs {
         /// Install the NFS client into the host root when it is missing.
@@ -145,6 +159,21 @@ fn main() -> anyhow::Result<()> {
             let (text, code) = limits::cli::run(limits::cli::Limits {
                 host_root,
                 node: cli.node_name,
+                output,
+            })?;
+            print!("{text}");
+            std::process::exit(code);
+        }
+        Some(Command::Scrub {
+            volume_id,
+            method,
+            output,
+        }) => {
+            let (text, code) = cleanup::cli::run(cleanup::cli::Scrub {
+                host_root,
+                pools_file: cli.pools_file.context("scrub needs --pools-file FILE")?,
+                volume_id,
+                method,
                 output,
             })?;
             print!("{text}");

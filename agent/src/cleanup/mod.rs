@@ -13,6 +13,7 @@
 //! checks again, on the open directory, that it is on the volume's device.
 
 pub mod block;
+pub mod cli;
 pub mod daemon;
 pub mod wipe;
 
