@@ -75,6 +75,15 @@ impl Controller {
     /// Start a replica planning the pools labelled `volpool.io/e2e=<test>`, electing with the
     /// Lease `default/<test>`.
     pub fn start(test: &str, identity: &str) -> anyhow::Result<Controller> {
+        Controller::start_with_env(test, identity, &[])
+    }
+
+    /// [`Controller::start`] with extra environment variables (test hooks).
+    pub fn start_with_env(
+        test: &str,
+        identity: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Controller> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -88,6 +97,7 @@ impl Controller {
             .args(["--resync", "1s", "--lease-duration", "5s"])
             .env("KUBECONFIG", kubeconfig()?)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -135,6 +145,11 @@ impl Controller {
             .filter(|l| labels.iter().all(|label| l.contains(label)))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum())
+    }
+
+    /// Whether the process has ended (on its own: a crash).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
     /// SIGKILL, as a crashed pod.

@@ -3,6 +3,7 @@
 //! ```text
 //!  NfsServer::start(&[export]) ──► tests/nfs/server-up ──► ganesha + rpcbind in netns volpool-nfs-N
 //!        address() = 10.254.N.2 (veth from this machine)          stop()/freeze()/thaw() ──► server-stop
+//!        restart() ──► tests/nfs/serve again in the same namespace (after stop())
 //!        drop ──► tests/nfs/server-down
 //!  HostRoot::fresh() ──► tests/hostroot/build (debootstrap bookworm minbase, cached) ──► cp -a to a temp dir
 //!        command(program) ──► tests/hostroot/run <root> program …  (private mount ns, /proc and /dev inside)
@@ -103,6 +104,47 @@ impl NfsServer {
     /// Kill the daemons, keeping the address: connections are refused.
     pub fn stop(&self) -> anyhow::Result<()> {
         self.server_stop(None)
+    }
+
+    /// Start the daemons again after [`NfsServer::stop`], same address and exports; returns
+    /// when the portmapper lists mountd and nfs again.
+    pub fn restart(&self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.state.join("serve.log"))?;
+        // NB: setsid makes the daemons a process group of their own, whose id goes into the
+        // state's pid file, so server-stop and server-down reach them as before.
+        let child = Command::new("setsid")
+            .args(["ip", "netns", "exec", &self.netns])
+            .args(["unshare", "--mount", "--propagation", "private", "--"])
+            .arg(script("nfs/serve"))
+            .arg(&self.state)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("failed to start tests/nfs/serve")?;
+        std::fs::write(self.state.join("pid"), format!("{}\n", child.id()))?;
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            let listed = output_within(
+                self.in_netns("rpcinfo").args(["-p", &self.address]),
+                Duration::from_secs(10),
+            )
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+            if listed.contains("mountd") && listed.split_whitespace().any(|w| w == "nfs") {
+                return Ok(());
+            }
+            if Instant::now() > end {
+                bail!(
+                    "the NFS server did not come back within 60s; logs in {}",
+                    self.state.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Freeze the daemons (SIGSTOP): connections open, nothing answers.

@@ -1,0 +1,350 @@
+//! NFS pools end to end: the real controller carves a real export into PVs, the real PV
+//! binder binds claims to them. The export is served by nfs-ganesha in a network namespace
+//! (the controller speaks NFSv3 to it, no kernel mount) or, for `access: Mounted`, is a plain
+//! directory standing for the mount. Directories are always checked on the server's side: the
+//! exported directory on this machine's disk.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+use volpool_api::VolumePool;
+use volpool_e2e::agent::TempDir;
+use volpool_e2e::controller::{
+    Controller, LABEL_TEST, LONG, create_class, create_namespace, phase, pvs_of,
+};
+use volpool_e2e::nfs::NfsServer;
+use volpool_e2e::{FIELD_MANAGER, apply_crds, client, unique, wait_for};
+
+/// The `pv-*` directories (and archived ones) in the exported directory, as the server has them.
+fn dirs_on_server(export: &Path, prefix: &str) -> BTreeSet<String> {
+    std::fs::read_dir(export)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn pv_dir(pv: &PersistentVolume) -> String {
+    let path = pv
+        .spec
+        .as_ref()
+        .and_then(|s| s.nfs.as_ref())
+        .map(|n| n.path.clone())
+        .unwrap_or_default();
+    path.rsplit('/').next().unwrap_or_default().to_string()
+}
+
+fn available(pvs: &[PersistentVolume]) -> usize {
+    pvs.iter().filter(|p| phase(p) == Some("Available")).count()
+}
+
+/// A pool of the test with `nfs` as its `spec.nfs`.
+async fn create_nfs_pool(client: &Client, test: &str, nfs: Value) -> anyhow::Result<()> {
+    let object = json!({"apiVersion": "volpool.io/v1alpha1", "kind": "VolumePool",
+        "metadata": {"name": test, "labels": {LABEL_TEST: test}},
+        "spec": {"storageClassName": test, "mountOptions": ["nfsvers=3", "nolock"], "nfs": nfs}});
+    Api::<VolumePool>::all(client.clone())
+        .patch(
+            test,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&object),
+        )
+        .await?;
+    Ok(())
+}
+
+/// A claim on the pool's class (no volumeName: the PV binder picks a PV); returns the PV.
+async fn claim(client: &Client, ns: &str, name: &str, class: &str) -> anyhow::Result<String> {
+    let pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+        "spec": {"storageClassName": class, "accessModes": ["ReadWriteMany"],
+                 "resources": {"requests": {"storage": "1Mi"}}}});
+    let api = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
+    api.create(&PostParams::default(), &serde_json::from_value(pvc)?)
+        .await?;
+    wait_for(&format!("claim {ns}/{name} Bound"), LONG, || async {
+        let pvc = api.get(name).await?;
+        let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+        Ok(bound
+            .then(|| pvc.spec.as_ref().and_then(|s| s.volume_name.clone()))
+            .flatten())
+    })
+    .await
+}
+
+/// Wait until the pool has `total` PVs, `avail` of them Available, and exactly their
+/// directories on the server (plus `extra` directories without a PV).
+async fn wait_for_pool(
+    client: &Client,
+    pool: &str,
+    export: &Path,
+    total: usize,
+    avail: usize,
+) -> anyhow::Result<Vec<PersistentVolume>> {
+    wait_for(
+        &format!(
+            "{total} PVs ({avail} Available) and their directories in {}",
+            export.display()
+        ),
+        LONG,
+        || async {
+            let pvs = pvs_of(client, pool).await?;
+            let dirs: BTreeSet<String> = pvs.iter().map(pv_dir).collect();
+            let ok = pvs.len() == total
+                && available(&pvs) == avail
+                && dirs_on_server(export, "pv-") == dirs;
+            Ok(ok.then_some(pvs))
+        },
+    )
+    .await
+}
+
+async fn condition(client: &Client, pool: &str, type_: &str) -> anyhow::Result<(String, String)> {
+    let pool = Api::<VolumePool>::all(client.clone()).get(pool).await?;
+    Ok(pool
+        .status
+        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == type_))
+        .map(|c| (c.status, c.message))
+        .unwrap_or_default())
+}
+
+async fn wait_for_condition(
+    client: &Client,
+    pool: &str,
+    type_: &str,
+    status: &str,
+) -> anyhow::Result<String> {
+    wait_for(
+        &format!("condition {type_}={status} on pool {pool}"),
+        LONG,
+        || async {
+            let (s, message) = condition(client, pool, type_).await?;
+            Ok((s == status).then_some(message))
+        },
+    )
+    .await
+}
+
+async fn delete_claim(client: &Client, ns: &str, name: &str) -> anyhow::Result<()> {
+    Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+        .delete(name, &DeleteParams::default())
+        .await?;
+    Ok(())
+}
+
+/// The pool-upkeep story both access modes must pass: watermark, binding, maxVolumes,
+/// Delete and Archive. `nfs` is the pool's `spec.nfs` reaching `export`.
+async fn upkeep(test: &str, export: &Path, nfs: Value) -> anyhow::Result<()> {
+    let client = client().await?;
+    apply_crds(&client).await?;
+    create_class(&client, test, false).await?;
+    create_namespace(&client, test).await?;
+    let mut spec = nfs;
+    spec["volumeSize"] = json!("1Mi");
+    spec["minAvailable"] = json!(3);
+    spec["maxVolumes"] = json!(4);
+    spec["onRelease"] = json!("Delete");
+    create_nfs_pool(&client, test, spec.clone()).await?;
+    let controller = Controller::start(test, &format!("{test}-a"))?;
+
+    let pvs = wait_for_pool(&client, test, export, 3, 3).await?;
+    for dir in dirs_on_server(export, "pv-") {
+        let mode = std::fs::metadata(export.join(&dir))?.permissions().mode();
+        assert_eq!(mode & 0o7777, 0o777, "{dir} has mode {mode:o}");
+    }
+    let spec0 = pvs[0].spec.clone().unwrap_or_default();
+    assert_eq!(spec0.access_modes, Some(vec!["ReadWriteMany".to_string()]));
+    assert_eq!(spec0.storage_class_name.as_deref(), Some(test));
+    wait_for("the export size metric", LONG, || async {
+        let size = controller
+            .metric(
+                "volpool_pool_export_size_bytes",
+                &[&format!("pool=\"{test}\"")],
+            )
+            .await?;
+        Ok((size > 0.0).then_some(()))
+    })
+    .await?;
+
+    // A claim binds one: a 4th directory and PV keep 3 Available.
+    let first = claim(&client, test, "one", test).await?;
+    wait_for_pool(&client, test, export, 4, 3).await?;
+
+    // maxVolumes 4: a second claim binds, no 5th PV, and the pool says why.
+    let second = claim(&client, test, "two", test).await?;
+    let message = wait_for_condition(&client, test, "Degraded", "True").await;
+    let pvs = wait_for_pool(&client, test, export, 4, 2).await?;
+    assert!(
+        message
+            .as_deref()
+            .is_ok_and(|m| m.contains("maxVolumes is 4")),
+        "{message:?}"
+    );
+    assert_eq!(pvs.len(), 4, "never more than maxVolumes");
+
+    // Delete: the directory and what the workload wrote go from the server, the PV goes, the
+    // pool is topped up.
+    let first_dir = pv_dir(
+        &Api::<PersistentVolume>::all(client.clone())
+            .get(&first)
+            .await?,
+    );
+    std::fs::create_dir_all(export.join(&first_dir).join("data/deep"))?;
+    std::fs::write(
+        export.join(&first_dir).join("data/deep/file"),
+        b"tenant data",
+    )?;
+    delete_claim(&client, test, "one").await?;
+    wait_for(&format!("PV {first} deleted"), LONG, || async {
+        Ok(Api::<PersistentVolume>::all(client.clone())
+            .get_opt(&first)
+            .await?
+            .is_none()
+            .then_some(()))
+    })
+    .await?;
+    assert!(
+        !export.join(&first_dir).exists(),
+        "{first_dir} is gone from the server"
+    );
+    wait_for_pool(&client, test, export, 4, 3).await?;
+
+    // Archive: the directory is renamed, its contents kept.
+    spec["onRelease"] = json!("Archive");
+    create_nfs_pool(&client, test, spec).await?;
+    let second_dir = pv_dir(
+        &Api::<PersistentVolume>::all(client.clone())
+            .get(&second)
+            .await?,
+    );
+    std::fs::write(export.join(&second_dir).join("kept"), b"archived data")?;
+    delete_claim(&client, test, "two").await?;
+    let archived = wait_for("the archived directory", LONG, || async {
+        let found = dirs_on_server(export, &format!("archived-{second_dir}-"));
+        Ok(found.into_iter().next())
+    })
+    .await?;
+    assert!(archived.ends_with('Z'), "a UTC timestamp: {archived}");
+    assert_eq!(
+        std::fs::read(export.join(&archived).join("kept"))?,
+        b"archived data"
+    );
+    assert!(!export.join(&second_dir).exists());
+    // Nothing is bound any more: 3 Available PVs are the watermark.
+    wait_for_pool(&client, test, export, 3, 3).await?;
+    drop(controller);
+    Ok(())
+}
+
+#[tokio::test]
+async fn nfsv3_pool_upkeep_binding_max_volumes_delete_and_archive() -> anyhow::Result<()> {
+    let test = unique("nfs-v3");
+    let dir = TempDir::new(&format!("volpool-{test}"))?;
+    let server = NfsServer::start(&[&dir.0])?;
+    let nfs = json!({"server": server.address(), "path": dir.0.to_string_lossy()});
+    upkeep(&test, &dir.0, nfs).await
+}
+
+#[tokio::test]
+async fn mounted_pool_upkeep_binding_max_volumes_delete_and_archive() -> anyhow::Result<()> {
+    let test = unique("nfs-mounted");
+    let dir = TempDir::new(&format!("volpool-{test}"))?;
+    let nfs = json!({"server": "nfs.example.com", "path": "/export", "access": "Mounted",
+                     "mountedPath": dir.0.to_string_lossy()});
+    upkeep(&test, &dir.0, nfs).await
+}
+
+#[tokio::test]
+async fn a_crash_between_mkdir_and_the_pv_create_leaves_a_directory_that_is_adopted()
+-> anyhow::Result<()> {
+    let test = unique("nfs-crash");
+    let dir = TempDir::new(&format!("volpool-{test}"))?;
+    let server = NfsServer::start(&[&dir.0])?;
+    let client = client().await?;
+    apply_crds(&client).await?;
+    create_class(&client, &test, false).await?;
+    create_nfs_pool(
+        &client,
+        &test,
+        json!({"server": server.address(), "path": dir.0.to_string_lossy(),
+               "volumeSize": "1Mi", "minAvailable": 1}),
+    )
+    .await?;
+    let mut crashing = Controller::start_with_env(
+        &test,
+        &format!("{test}-crash"),
+        &[("VOLPOOL_TEST_CRASH_AFTER_MKDIR", "1")],
+    )?;
+    let deadline = std::time::Instant::now() + LONG;
+    while !crashing.exited() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the controller did not abort after MKDIR within {LONG:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let made = dirs_on_server(&dir.0, "pv-");
+    assert_eq!(made.len(), 1, "{made:?}");
+    assert!(
+        pvs_of(&client, &test).await?.is_empty(),
+        "the crash came before the PV"
+    );
+
+    let _controller = Controller::start(&test, &format!("{test}-b"))?;
+    let pvs = wait_for_pool(&client, &test, &dir.0, 1, 1).await?;
+    assert_eq!(
+        BTreeSet::from([pv_dir(&pvs[0])]),
+        made,
+        "the leftover directory is adopted: no leak, no duplicate"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stopped_server_holds_upkeep_without_deleting_then_it_resumes() -> anyhow::Result<()> {
+    let test = unique("nfs-down");
+    let dir = TempDir::new(&format!("volpool-{test}"))?;
+    let server = NfsServer::start(&[&dir.0])?;
+    let client = client().await?;
+    apply_crds(&client).await?;
+    create_class(&client, &test, false).await?;
+    create_namespace(&client, &test).await?;
+    create_nfs_pool(
+        &client,
+        &test,
+        json!({"server": server.address(), "path": dir.0.to_string_lossy(),
+               "volumeSize": "1Mi", "minAvailable": 2}),
+    )
+    .await?;
+    let _controller = Controller::start(&test, &format!("{test}-a"))?;
+    let before = wait_for_pool(&client, &test, &dir.0, 2, 2).await?;
+    wait_for_condition(&client, &test, "ExportUnreachable", "False").await?;
+
+    server.stop()?;
+    let message = wait_for_condition(&client, &test, "ExportUnreachable", "True").await?;
+    assert!(message.contains(server.address()), "{message}");
+    // A claim binds meanwhile: the pool wants a new PV but must not make one blind, and
+    // deletes none.
+    claim(&client, &test, "meanwhile", &test).await?;
+    let pvs = pvs_of(&client, &test).await?;
+    let names = |pvs: &[PersistentVolume]| -> BTreeSet<String> {
+        pvs.iter().filter_map(|p| p.metadata.name.clone()).collect()
+    };
+    assert_eq!(
+        names(&pvs),
+        names(&before),
+        "no PV created or deleted while unreachable"
+    );
+
+    server.restart()?;
+    wait_for_condition(&client, &test, "ExportUnreachable", "False").await?;
+    wait_for_pool(&client, &test, &dir.0, 3, 2).await?;
+    Ok(())
+}
