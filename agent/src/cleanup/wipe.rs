@@ -55,9 +55,9 @@ impl Wiped {
     /// What happened, for the result's message. `root` is the volume's host path.
     pub fn message(&self, root: &Path) -> String {
         let mut text = format!(
-            "deleted {} files and {} directories inside {}",
-            self.files,
-            self.dirs,
+            "deleted {} and {} inside {}",
+            count(self.files, "file", "files"),
+            count(self.dirs, "directory", "directories"),
             root.display()
         );
         if !self.mounts.is_empty() {
@@ -80,6 +80,10 @@ impl Wiped {
         }
         text
     }
+}
+
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn named(items: impl ExactSizeIterator<Item = String>) -> String {
@@ -368,4 +372,88 @@ enum Step {
     Kept,
     /// A directory of the volume to empty, then remove.
     Descend(Dir),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, symlink};
+
+    fn dev(path: &Path) -> (u32, u32) {
+        let st = std::fs::metadata(path).expect("stat");
+        (major(st.dev()) as u32, minor(st.dev()) as u32)
+    }
+
+    #[test]
+    fn a_directory_is_emptied_through_descriptors_and_links_are_not_followed() {
+        let base = std::env::temp_dir().join(format!("volpool-wipe-unit-{}", std::process::id()));
+        let (vol, outside) = (base.join("vol"), base.join("outside"));
+        std::fs::create_dir_all(vol.join("a/b")).expect("mkdir");
+        std::fs::create_dir_all(vol.join("lost+found")).expect("mkdir");
+        std::fs::create_dir_all(&outside).expect("mkdir");
+        std::fs::write(outside.join("keep"), "keep").expect("write");
+        std::fs::write(vol.join("a/b/f"), "x").expect("write");
+        std::fs::write(vol.join("lost+found/r"), "x").expect("write");
+        symlink(&outside, vol.join("a/dir-link")).expect("symlink");
+        symlink("..", vol.join("up")).expect("symlink");
+        let mut deep = vol.join("deep");
+        for _ in 0..(MAX_DEPTH * 2 + 3) {
+            deep.push("d");
+        }
+        std::fs::create_dir_all(&deep).expect("deep");
+        std::fs::write(deep.join("f"), "x").expect("write");
+
+        let done = wipe(&vol, dev(&vol), &HashSet::new()).expect("wipe starts");
+        let left: Vec<_> = std::fs::read_dir(&vol)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        let lost_found_empty = std::fs::read_dir(vol.join("lost+found"))
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+        let kept = std::fs::read_to_string(outside.join("keep")).ok();
+        let _ = std::fs::remove_dir_all(&base);
+        assert!(done.clean(), "{done:?}");
+        assert_eq!(left, ["lost+found"]);
+        assert!(lost_found_empty);
+        assert_eq!(kept.as_deref(), Some("keep"));
+        assert_eq!(done.files, 5, "2 files, 2 links, the deep file");
+    }
+
+    #[test]
+    fn a_root_on_another_device_or_a_symlink_is_not_started() {
+        let base = std::env::temp_dir().join(format!("volpool-wipe-root-{}", std::process::id()));
+        std::fs::create_dir_all(base.join("real")).expect("mkdir");
+        std::fs::write(base.join("real/f"), "x").expect("write");
+        symlink(base.join("real"), base.join("link")).expect("symlink");
+        let d = dev(&base);
+        let link = wipe(&base.join("link"), d, &HashSet::new());
+        let other = wipe(&base.join("real"), (d.0, d.1 + 1), &HashSet::new());
+        let survived = base.join("real/f").exists();
+        let _ = std::fs::remove_dir_all(&base);
+        assert!(link.is_err(), "{link:?}");
+        assert!(other.is_err_and(|e| e.0.contains("the mount changed")));
+        assert!(survived);
+    }
+
+    #[test]
+    fn messages_name_the_first_problems_and_count_the_rest() {
+        let done = Wiped {
+            files: 1,
+            dirs: 2,
+            mounts: vec!["m".into()],
+            problems: (0..7)
+                .map(|i| format!("p{i}: Operation not permitted"))
+                .collect(),
+        };
+        let text = done.message(Path::new("/mnt/disks/v"));
+        assert!(text.starts_with("deleted 1 file and 2 directories inside /mnt/disks/v"));
+        assert!(text.contains("/mnt/disks/v/m"), "{text}");
+        assert!(
+            text.contains("p4: Operation") && !text.contains("p5"),
+            "{text}"
+        );
+        assert!(text.contains("and 2 more"), "{text}");
+        assert!(!done.clean());
+    }
 }
