@@ -7,7 +7,9 @@ every query, variables substituted, as a rule file for `promtool check rules`).
 Every query filters on the dashboard variables `cluster`, `node` and `pool` (regex matchers, so
 "All" is `.*` and series without a `cluster` label still match) and uses the `datasource`
 variable. Pool gauges are reported by both controller replicas: `max by (pool, ...)`.
-Metric names are DESIGN.md's; tests/tests/dashboards.rs checks them.
+Metric names are DESIGN.md's (and volpool_workload_requirement_met, which the alert rules use
+too); tests/tests/dashboards.rs checks them, tests/tests/dashboards_live.rs runs every query
+against a real Prometheus scraping the real agent and controller.
 """
 
 import json
@@ -52,7 +54,7 @@ class Layout:
             self.y += self.row_h
             self.row_h = 0
 
-    def add(self, panel, w, h):
+    def add(self, panel, w=12, h=8):
         if self.x + w > 24:
             self._newline()
         panel["id"] = self._next_id()
@@ -74,72 +76,62 @@ def targets(*queries):
     return out
 
 
+def panel(kind, title, description, queries, defaults, options, **extra):
+    """A panel of any kind: every one reads the `datasource` variable."""
+    return {
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": DS,
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "options": options,
+        **extra,
+        "targets": targets(*queries),
+    }
+
+
+def field_defaults(unit, thresholds=None, mappings=None, custom=None):
+    defaults = {"unit": unit}
+    if custom is not None:
+        defaults["custom"] = custom
+    if thresholds:
+        defaults["thresholds"] = thresholds
+    if mappings:
+        defaults["mappings"] = mappings
+    return defaults
+
+
 def timeseries(title, description, queries, unit="short", stack=False, thresholds=None):
     custom = {"fillOpacity": 10, "showPoints": "never", "lineWidth": 1}
     if stack:
         custom.update({"stacking": {"mode": "normal", "group": "A"}, "fillOpacity": 40})
-    defaults = {"unit": unit, "custom": custom}
     if thresholds:
-        defaults["thresholds"] = thresholds
         custom["thresholdsStyle"] = {"mode": "line"}
-    return {
-        "type": "timeseries",
-        "title": title,
-        "description": description,
-        "datasource": DS,
-        "fieldConfig": {"defaults": defaults, "overrides": []},
-        "options": {
-            "legend": {"displayMode": "table", "placement": "right", "calcs": ["lastNotNull"]},
-            "tooltip": {"mode": "multi", "sort": "desc"},
-        },
-        "targets": targets(*queries),
+    options = {
+        "legend": {"displayMode": "table", "placement": "right", "calcs": ["lastNotNull"]},
+        "tooltip": {"mode": "multi", "sort": "desc"},
     }
+    return panel("timeseries", title, description, queries, field_defaults(unit, thresholds, custom=custom), options)
 
 
 def stat(title, description, queries, unit="short", thresholds=None, mappings=None):
-    defaults = {"unit": unit}
-    if thresholds:
-        defaults["thresholds"] = thresholds
-    if mappings:
-        defaults["mappings"] = mappings
-    return {
-        "type": "stat",
-        "title": title,
-        "description": description,
-        "datasource": DS,
-        "fieldConfig": {"defaults": defaults, "overrides": []},
-        "options": {
-            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-            "colorMode": "background",
-            "graphMode": "none",
-            "textMode": "value_and_name",
-        },
-        "targets": targets(*queries),
+    options = {
+        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+        "colorMode": "background",
+        "graphMode": "none",
+        "textMode": "value_and_name",
     }
+    return panel("stat", title, description, queries, field_defaults(unit, thresholds, mappings), options)
 
 
 def table(title, description, queries, unit="short", thresholds=None, hide=(), mappings=None):
-    defaults = {"unit": unit}
-    if mappings:
-        defaults["mappings"] = mappings
-    if thresholds:
-        defaults["thresholds"] = thresholds
-        defaults["custom"] = {"cellOptions": {"type": "color-background"}}
-    return {
-        "type": "table",
-        "title": title,
-        "description": description,
-        "datasource": DS,
-        "fieldConfig": {"defaults": defaults, "overrides": []},
-        "options": {"showHeader": True, "cellHeight": "sm"},
-        "transformations": [
-            {
-                "id": "organize",
-                "options": {"excludeByName": {name: True for name in ("Time", *hide)}},
-            }
-        ],
-        "targets": targets(*queries),
-    }
+    custom = {"cellOptions": {"type": "color-background"}} if thresholds else None
+    hidden = {"id": "organize", "options": {"excludeByName": {name: True for name in ("Time", *hide)}}}
+    options = {"showHeader": True, "cellHeight": "sm"}
+    return panel(
+        "table", title, description, queries, field_defaults(unit, thresholds, mappings, custom), options,
+        transformations=[hidden],
+    )
 
 
 def steps(*pairs):
@@ -255,8 +247,6 @@ def pools():
             [(f"max by (pool, phase) (volpool_pool_volumes{{{C},{P}}})", "{{pool}} {{phase}}")],
             stack=True,
         ),
-        12,
-        8,
     )
     l.add(
         timeseries(
@@ -269,8 +259,6 @@ def pools():
             ],
             unit="bytes",
         ),
-        12,
-        8,
     )
     l.add(
         timeseries(
@@ -282,8 +270,6 @@ def pools():
             ],
             unit="bytes",
         ),
-        12,
-        8,
     )
     l.add(
         timeseries(
@@ -292,8 +278,6 @@ def pools():
             [(f"count by (node, pool) (volpool_volume_capacity_bytes{{{C},{N},{P}}})", "{{node}} {{pool}}")],
             stack=True,
         ),
-        12,
-        8,
     )
     l.row("Cleanups")
     l.add(
@@ -308,8 +292,6 @@ def pools():
             ],
             unit="short",
         ),
-        12,
-        8,
     )
     l.add(
         timeseries(
@@ -327,8 +309,6 @@ def pools():
             ],
             unit="s",
         ),
-        12,
-        8,
     )
     l.row("Controller")
     l.add(
@@ -366,8 +346,6 @@ def pools():
             ],
             unit="s",
         ),
-        12,
-        8,
     )
     l.add(
         timeseries(
@@ -376,8 +354,6 @@ def pools():
             [(f"sum by (category) (rate(volpool_controller_errors_total{{{C}}}[$__rate_interval]))", "{{category}}")],
             unit="ops",
         ),
-        12,
-        8,
     )
     l.add(
         timeseries(
@@ -386,8 +362,6 @@ def pools():
             [(f"sum by (verb, resource) (rate(volpool_controller_api_writes_total{{{C}}}[$__rate_interval]))", "{{verb}} {{resource}}")],
             unit="ops",
         ),
-        12,
-        8,
     )
     return dashboard(
         "volpool-pools",
@@ -410,8 +384,6 @@ def nodes():
             unit="percentunit",
             thresholds=steps("green", (0.8, "orange"), (0.9, "red")),
         ),
-        12,
-        8,
     )
     l.add(
         timeseries(
@@ -420,8 +392,6 @@ def nodes():
             [(f"volpool_volume_used_bytes{{{v}}}", "{{node}} {{path}}")],
             unit="bytes",
         ),
-        12,
-        8,
     )
     l.add(
         timeseries(
@@ -431,8 +401,6 @@ def nodes():
             unit="percentunit",
             thresholds=steps("green", (0.8, "orange"), (0.9, "red")),
         ),
-        12,
-        8,
     )
     l.add(
         timeseries(
@@ -440,8 +408,6 @@ def nodes():
             "Entries in each pool's discovery dir: Ready ones are offered; NotMountPoint, TooSmall, Stuck and Error ones are reported, never offered.",
             [(f"sum by (node, pool, state) (volpool_discovery_entries{{{v}}})", "{{node}} {{pool}} {{state}}")],
         ),
-        12,
-        8,
     )
     l.row("Probes")
     l.add(
@@ -557,6 +523,17 @@ def nodes():
         8,
         8,
     )
+    l.add(
+        table(
+            "Requirements per container",
+            "Whether each container gets what it needs (the elasticsearch profile: memlock unlimited when it locks memory, nofile >= 65535, nproc >= 4096, vm.max_map_count >= 262144; or the pod's volpool.io/require-* annotations). An Event on the pod says how to fix one that is not met.",
+            [(f"min by (node, namespace, pod, container, requirement) (volpool_workload_requirement_met{{{C},{N}}})", "table")],
+            thresholds=steps("red", (1, "green")),
+            mappings=[{"type": "value", "options": {"0": {"text": "not met", "color": "red"}, "1": {"text": "met", "color": "green"}}}],
+        ),
+        24,
+        8,
+    )
     l.row("Agents")
     l.add(
         timeseries(
@@ -565,8 +542,6 @@ def nodes():
             [(f"max by (node) (volpool_agent_scan_duration_seconds{{{C},{N}}})", "{{node}}")],
             unit="s",
         ),
-        12,
-        8,
     )
     l.add(
         table(
@@ -574,13 +549,11 @@ def nodes():
             "Agents per version; more than one version is a rollout in progress.",
             [(f"count by (version) (volpool_agent_build_info{{{C},{N}}})", "table")],
         ),
-        12,
-        8,
     )
     return dashboard(
         "volpool-nodes",
         "volpool / Nodes",
-        "Per node: volume usage, stuck probes, NFS client readiness and checks, runtime and container limits, max_map_count. Generated by dashboards/generate.py.",
+        "Per node: volume usage, stuck probes, NFS client readiness and checks, runtime and container limits, requirements per container, max_map_count. Generated by dashboards/generate.py.",
         l,
         variables("volpool_agent_build_info", "volpool_agent_build_info", "volpool_volume_capacity_bytes"),
     )

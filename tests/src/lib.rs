@@ -11,6 +11,7 @@ pub mod agent;
 pub mod controller;
 pub mod deploy;
 pub mod nfs;
+pub mod prometheus;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -49,7 +50,9 @@ fn start_cluster() -> anyhow::Result<PathBuf> {
     }
     let up = repo_root().join("tests/cluster/up");
     // NB: nextest runs each test in its own process; the lock makes them share one cluster.
+    // NB: -o, or the control plane's daemons inherit the lock's fd and hold it forever.
     let output = Command::new("flock")
+        .arg("-o")
         .arg(std::env::temp_dir().join("volpool-cluster-up.lock"))
         .arg(&up)
         .output()
