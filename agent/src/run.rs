@@ -37,7 +37,7 @@ use crate::watch::watch_mounts;
 const DEBOUNCE: Duration = Duration::from_millis(50);
 
 /// How long the first scan waits for the scrub results already recorded in NodeVolumes.
-const CLEANUPS_READY: Duration = Duration::from_secs(30);
+const CLEANUPS_READY: Duration = Duration::from_secs(10);
 
 /// Everything the daemon needs.
 pub struct RunConfig {

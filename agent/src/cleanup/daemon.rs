@@ -143,7 +143,10 @@ pub async fn run(client: Client, node: String, cleaner: Cleaner) {
                     Some(Ok(Event::InitApply(nv))) => { listed = Some(nv); continue }
                     Some(Ok(Event::InitDone)) => listed.take(),
                     Some(Err(e)) => {
-                        tracing::warn!(error = %e, "watch of NodeVolumes failed; retrying");
+                        tracing::warn!(
+                            error = %e,
+                            "watch of NodeVolumes failed (scrubs need get, list and watch on nodevolumes); retrying"
+                        );
                         continue;
                     }
                     None => return,
