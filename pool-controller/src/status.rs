@@ -110,19 +110,7 @@ pub fn pool_status(
     let conditions = [("Ready", ready), ("Degraded", degraded)]
         .into_iter()
         .map(|(type_, (status, reason, message))| {
-            let since = old
-                .iter()
-                .find(|c| c.type_ == type_ && c.status == status)
-                .map(|c| c.last_transition_time.clone())
-                .unwrap_or(Time(now));
-            Condition {
-                type_: type_.into(),
-                status: status.into(),
-                reason,
-                message,
-                observed_generation: Some(generation),
-                last_transition_time: since,
-            }
+            condition(old, type_, status, reason, message, generation, now)
         })
         .collect();
     VolumePoolStatus {
@@ -132,5 +120,31 @@ pub fn pool_status(
         nodes,
         export: None,
         conditions,
+    }
+}
+
+/// A condition that keeps the `lastTransitionTime` of `old`'s condition of that type while its
+/// status holds (so an unchanged pool's status is unchanged).
+pub fn condition(
+    old: &[Condition],
+    type_: &str,
+    status: &str,
+    reason: String,
+    message: String,
+    generation: i64,
+    now: Timestamp,
+) -> Condition {
+    let since = old
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason,
+        message,
+        observed_generation: Some(generation),
+        last_transition_time: since,
     }
 }

@@ -147,6 +147,27 @@ impl Controller {
             .sum())
     }
 
+    /// API writes made while it ran `passes` more plan passes (an idle controller makes 0).
+    pub async fn writes_during_passes(&self, passes: f64) -> anyhow::Result<f64> {
+        let writes = self
+            .metric("volpool_controller_api_writes_total", &[])
+            .await?;
+        let start = self
+            .metric("volpool_controller_reconcile_duration_seconds_count", &[])
+            .await?;
+        crate::wait_for(&format!("{passes} more passes"), LONG, || async {
+            let now = self
+                .metric("volpool_controller_reconcile_duration_seconds_count", &[])
+                .await?;
+            Ok((now >= start + passes).then_some(()))
+        })
+        .await?;
+        Ok(self
+            .metric("volpool_controller_api_writes_total", &[])
+            .await?
+            - writes)
+    }
+
     /// Whether the process has ended (on its own: a crash).
     pub fn exited(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(Some(_)))

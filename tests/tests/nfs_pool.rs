@@ -173,6 +173,21 @@ async fn upkeep(test: &str, export: &Path, nfs: Value) -> anyhow::Result<()> {
     })
     .await?;
 
+    // Idle: once the status counts the PVs, passes keep running (resync 1s), reading the
+    // export, and write nothing.
+    wait_for("the status to count 3 Available", LONG, || async {
+        let pool = Api::<VolumePool>::all(client.clone()).get(test).await?;
+        Ok((pool.status.map(|s| s.volumes.available) == Some(3)).then_some(()))
+    })
+    .await?;
+    let written = controller.writes_during_passes(3.0).await?;
+    assert_eq!(written, 0.0, "an idle pass wrote");
+    assert_eq!(
+        dirs_on_server(export, "pv-").len(),
+        3,
+        "an idle pass made a directory"
+    );
+
     // A claim binds one: a 4th directory and PV keep 3 Available.
     let first = claim(&client, test, "one", test).await?;
     wait_for_pool(&client, test, export, 4, 3).await?;

@@ -16,6 +16,7 @@
 
 pub mod nfs;
 mod nfs_pv;
+mod nfs_status;
 mod pool;
 mod pv;
 mod select;
