@@ -10,6 +10,7 @@
 pub mod agent;
 pub mod controller;
 pub mod deploy;
+pub mod disks;
 pub mod nfs;
 pub mod prometheus;
 

@@ -1,0 +1,225 @@
+//! Fake nodes with real disks for the local-pool e2e tests: each [`DiskNode`] is a Node object,
+//! a [`FakeNode`] namespace holding the node's own mounts (tmpfs, or loop-backed ext4/XFS
+//! images), and the real `volpool-agent` running inside it.
+//!
+//! ```text
+//!  DiskNode::start ──► Node <name> (labelled for the test's pool)
+//!                  ──► FakeNode (private mount + pid namespace)
+//!                         ├─ mount tmpfs / /dev/loopN at <dir>/<entry>   (only this node sees it)
+//!                         └─ volpool-agent --node-name <name> ──► NodeVolumes/<name>
+//!  drop ──► agent and namespace killed (its mounts go) ──► loop devices detached, images removed
+//! ```
+//!
+//! Loop devices are the one thing a namespace does not take with it, so each [`LoopDisk`]
+//! detaches its device on drop, after the node's namespace (declaration order below).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+
+use anyhow::{Context, bail};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+use crate::agent::{FakeNode, free_port};
+use crate::create_node;
+
+/// Filesystem of a loop disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fs {
+    /// What most local disks carry.
+    Ext4,
+    /// Grows while mounted with only CAP_SYS_ADMIN (`xfs_growfs`); online `resize2fs` of ext4
+    /// needs CAP_SYS_RESOURCE, which containers often lack.
+    Xfs,
+}
+
+fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(program).args(args).output().with_context(|| {
+        format!("cannot run {program} (tests/setup-local-pools-deps installs it)")
+    })?;
+    if !out.status.success() {
+        bail!(
+            "{program} {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// A sparse image file with a filesystem, attached to a loop device. Dropping it detaches
+/// the device (the kernel finishes that once the last mount of it is gone) and removes the
+/// image.
+pub struct LoopDisk {
+    /// The image file.
+    pub image: PathBuf,
+    /// `/dev/loopN`.
+    pub device: String,
+    /// Its filesystem.
+    pub fs: Fs,
+}
+
+impl LoopDisk {
+    /// Make `image` of `mib` MiB with `fs` on it and attach it.
+    pub fn new(image: PathBuf, mib: u64, fs: Fs) -> anyhow::Result<LoopDisk> {
+        let path = image.to_string_lossy().into_owned();
+        run("truncate", &["-s", &format!("{mib}M"), &path])?;
+        match fs {
+            Fs::Ext4 => run("mkfs.ext4", &["-q", "-F", &path])?,
+            Fs::Xfs => run("mkfs.xfs", &["-q", "-f", &path])?,
+        };
+        let device = run("losetup", &["--find", "--show", &path])?;
+        Ok(LoopDisk { image, device, fs })
+    }
+}
+
+impl Drop for LoopDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.device]).status();
+        let _ = std::fs::remove_file(&self.image);
+    }
+}
+
+/// One fake node with its agent. Fields drop in order: agent, namespace, loop disks.
+pub struct DiskNode {
+    /// Node name.
+    pub name: String,
+    /// Port of the agent's `/metrics`.
+    pub port: u16,
+    agent: Option<Child>,
+    fake: FakeNode,
+    loops: Vec<LoopDisk>,
+}
+
+impl DiskNode {
+    /// Create Node `name` with `labels`, its namespace, and start its agent (resync 2 s, so a
+    /// resized disk is noticed soon: a resize does not change the mount table).
+    pub async fn start(
+        client: &Client,
+        name: &str,
+        labels: serde_json::Value,
+    ) -> anyhow::Result<DiskNode> {
+        create_node(client, name).await?;
+        // NB: a merge patch, not an apply: an apply by the field manager that created the Node
+        // would drop the hostname label it does not repeat.
+        let patch = json!({"metadata": {"labels": labels}});
+        Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .with_context(|| format!("failed to label Node {name}"))?;
+        let mut node = DiskNode {
+            name: name.to_string(),
+            port: free_port()?,
+            agent: None,
+            fake: FakeNode::new()?,
+            loops: Vec::new(),
+        };
+        node.start_agent()?;
+        Ok(node)
+    }
+
+    /// Start (or restart) the agent.
+    pub fn start_agent(&mut self) -> anyhow::Result<()> {
+        self.stop_agent();
+        self.agent = Some(
+            self.fake
+                .spawn_agent(&self.name, self.port, &["--resync", "2s"])?,
+        );
+        Ok(())
+    }
+
+    /// Stop the agent (SIGKILL); the node's mounts stay.
+    pub fn stop_agent(&mut self) {
+        if let Some(mut agent) = self.agent.take() {
+            let _ = agent.kill();
+            let _ = agent.wait();
+        }
+    }
+
+    /// Run a shell script in the node's namespace.
+    pub fn sh(&self, script: &str) -> anyhow::Result<String> {
+        self.fake.sh(script)
+    }
+
+    /// Mount a tmpfs of `mib` MiB at `path` on this node only.
+    pub fn mount_tmpfs(&self, path: &Path, mib: u64) -> anyhow::Result<()> {
+        std::fs::create_dir_all(path)?;
+        self.sh(&format!(
+            "mount -t tmpfs -o size={mib}m tmpfs '{}'",
+            path.display()
+        ))?;
+        Ok(())
+    }
+
+    /// Make a loop disk of `mib` MiB with `fs` (its image in `images`) and mount it at `path`
+    /// on this node only.
+    pub fn mount_disk(
+        &mut self,
+        images: &Path,
+        path: &Path,
+        mib: u64,
+        fs: Fs,
+    ) -> anyhow::Result<()> {
+        std::fs::create_dir_all(path)?;
+        let entry = path
+            .file_name()
+            .context("a disk path has a last component")?
+            .to_string_lossy();
+        let image = images.join(format!("{}-{entry}.img", self.name));
+        let disk = LoopDisk::new(image, mib, fs)?;
+        let mounted = self.sh(&format!("mount '{}' '{}'", disk.device, path.display()));
+        self.loops.push(disk);
+        mounted.map(drop)
+    }
+
+    /// Grow the loop disk mounted at `path` to `mib` MiB, while mounted: image, loop device,
+    /// filesystem.
+    pub fn grow_disk(&self, path: &Path, mib: u64) -> anyhow::Result<()> {
+        let entry = path.file_name().map(|e| e.to_string_lossy().into_owned());
+        let disk = self
+            .loops
+            .iter()
+            .find(|d| {
+                entry.as_deref().is_some_and(|e| {
+                    d.image
+                        .to_string_lossy()
+                        .ends_with(&format!("{}-{e}.img", self.name))
+                })
+            })
+            .context("no loop disk of this node is mounted there")?;
+        run(
+            "truncate",
+            &["-s", &format!("{mib}M"), &disk.image.to_string_lossy()],
+        )?;
+        run("losetup", &["-c", &disk.device])?;
+        match disk.fs {
+            Fs::Xfs => self.sh(&format!("xfs_growfs '{}' >/dev/null", path.display()))?,
+            Fs::Ext4 => self.sh(&format!("resize2fs '{}' 2>&1", disk.device))?,
+        };
+        Ok(())
+    }
+
+    /// Unmount `path` on this node.
+    pub fn umount(&self, path: &Path) -> anyhow::Result<()> {
+        self.sh(&format!("umount '{}'", path.display()))?;
+        Ok(())
+    }
+
+    /// Total size of the filesystem at `path` as this node sees it (statvfs: blocks × fragment
+    /// size, what `df -B1` calls Size).
+    pub fn fs_size(&self, path: &Path) -> anyhow::Result<u64> {
+        let out = self.sh(&format!("stat -f -c '%b %S' '{}'", path.display()))?;
+        let mut fields = out.split_whitespace().map(str::parse::<u64>);
+        match (fields.next(), fields.next()) {
+            (Some(Ok(blocks)), Some(Ok(frsize))) => Ok(blocks * frsize),
+            _ => bail!("unexpected `stat -f` output {out:?}"),
+        }
+    }
+}
+
+impl Drop for DiskNode {
+    fn drop(&mut self) {
+        self.stop_agent();
+    }
+}
