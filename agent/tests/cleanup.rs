@@ -1,7 +1,8 @@
 //! `volpool-agent scrub` on a fake node with real mounts: the same lookup and scrub the daemon
 //! performs for a request in `NodeVolumes.spec.cleanups`. A wipe deletes everything inside the
 //! volume and nothing outside it (symlink targets, a file next to the volume, mounts inside
-//! it); a volume whose identity changed is refused untouched; Block volumes are zeroed.
+//! it); an entry that cannot be deleted fails the scrub, named; a volume whose identity changed
+//! is refused untouched; Block volumes are zeroed.
 
 mod common;
 
@@ -282,4 +283,37 @@ fn block_volumes_are_zeroed_or_discarded() {
         "{result:?}"
     );
     assert_ne!(zero_bytes(), "0");
+}
+
+#[test]
+fn an_entry_that_cannot_be_deleted_fails_the_scrub_and_is_named() {
+    let tmp = TempDir::new("volpool-immutable");
+    let disks = tmp.join("disks");
+    std::fs::create_dir_all(disks.join("vol")).expect("mkdir");
+    let ext4 = LoopDevice::new(&tmp.join("ext4.img"), 16, true);
+    let node = FakeNode::new();
+    let vd = disks.join("vol").display().to_string();
+    node.sh(&format!(
+        "mount '{}' '{vd}'; mkdir '{vd}/dir'; echo x > '{vd}/dir/stuck'; echo y > '{vd}/free'
+         chattr +i '{vd}/dir/stuck'",
+        ext4.0
+    ));
+    let pools = pools_file(&tmp, &disks, "1Mi", false);
+    let id = volume_id(&node, &pools, "fs", "vol");
+    let (code, result) = scrub(&node, &pools, &id, "Wipe");
+    node.sh(&format!("chattr -i '{vd}/dir/stuck'"));
+    assert_eq!(
+        (code, result.result),
+        (1, CleanupOutcome::Failed),
+        "{result:?}"
+    );
+    assert!(
+        result.message.contains("dir/stuck") && result.message.contains("not permitted"),
+        "{}",
+        result.message
+    );
+    assert_eq!(
+        tree(&node, &disks.join("vol")),
+        ["./dir", "./dir/stuck", "./lost+found"]
+    );
 }
