@@ -4,6 +4,7 @@
 //!  NfsServer::start(&[export]) ──► tests/nfs/server-up ──► ganesha + rpcbind in netns volpool-nfs-N
 //!        address() = 10.254.N.2 (veth from this machine)          stop()/freeze()/thaw() ──► server-stop
 //!        restart() ──► tests/nfs/serve again in the same namespace (after stop())
+//!        squash_root() ──► stop, Squash = Root_Squash in its ganesha.conf, restart
 //!        drop ──► tests/nfs/server-down
 //!  HostRoot::fresh() ──► tests/hostroot/build (debootstrap bookworm minbase, cached) ──► cp -a to a temp dir
 //!        command(program) ──► tests/hostroot/run <root> program …  (private mount ns, /proc and /dev inside)
@@ -145,6 +146,16 @@ impl NfsServer {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Serve the exports with root squash (root is mapped to the anonymous user, as most
+    /// servers do by default): stop, change the config, start again.
+    pub fn squash_root(&self) -> anyhow::Result<()> {
+        self.stop()?;
+        let conf = self.state.join("ganesha.conf");
+        let text = std::fs::read_to_string(&conf)?;
+        std::fs::write(&conf, text.replace("No_Root_Squash", "Root_Squash"))?;
+        self.restart()
     }
 
     /// Freeze the daemons (SIGSTOP): connections open, nothing answers.

@@ -363,3 +363,34 @@ async fn a_stopped_server_holds_upkeep_without_deleting_then_it_resumes() -> any
     wait_for_pool(&client, &test, &dir.0, 3, 2).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_root_squashing_server_is_reported_with_the_fix() -> anyhow::Result<()> {
+    let test = unique("nfs-squash");
+    let dir = TempDir::new(&format!("volpool-{test}"))?;
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755))?;
+    let server = NfsServer::start(&[&dir.0])?;
+    server.squash_root()?;
+    let client = client().await?;
+    apply_crds(&client).await?;
+    create_class(&client, &test, false).await?;
+    create_nfs_pool(
+        &client,
+        &test,
+        json!({"server": server.address(), "path": dir.0.to_string_lossy(),
+               "volumeSize": "1Mi", "minAvailable": 1}),
+    )
+    .await?;
+    let _controller = Controller::start(&test, &format!("{test}-a"))?;
+    let message = wait_for_condition(&client, &test, "RootSquashed", "True").await?;
+    assert!(
+        message.contains("no_root_squash") && message.contains("Squash = No_Root_Squash"),
+        "{message}"
+    );
+    assert!(
+        pvs_of(&client, &test).await?.is_empty(),
+        "no PV without its directory"
+    );
+    assert!(dirs_on_server(&dir.0, "pv-").is_empty());
+    Ok(())
+}
