@@ -172,7 +172,10 @@ pub async fn run(config: RunConfig) -> Result<()> {
         };
         tokio::spawn(cleanup::daemon::run(client, config.node.clone(), cleaner));
         // NB: publishing before the recorded scrub results are known would drop them.
-        if tokio::time::timeout(CLEANUPS_READY, cleanups.wait_ready()).await.is_err() {
+        if tokio::time::timeout(CLEANUPS_READY, cleanups.wait_ready())
+            .await
+            .is_err()
+        {
             tracing::warn!("NodeVolumes cannot be watched yet: scrub requests wait for it");
         }
     }
