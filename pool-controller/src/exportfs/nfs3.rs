@@ -139,7 +139,9 @@ impl Nfs3 {
                         root,
                     });
                 }
-                Err(e) => last = Some(e),
+                // Only a source port we may not bind is worth a second try.
+                Err(e) if privileged && bind_refused(&e.message) => last = Some(e),
+                Err(e) => return Err(e),
             }
         }
         Err(last.unwrap_or_else(|| ExportError::new(FailKind::Unreachable, self.what())))
@@ -321,6 +323,11 @@ impl Nfs3 {
             Ok(())
         })
     }
+}
+
+/// Whether a failed connect was this process not being allowed a port below 1024.
+fn bind_refused(message: &str) -> bool {
+    message.contains("PermissionDenied") || message.contains("privileged port")
 }
 
 /// Deepest directory nesting a removal follows.

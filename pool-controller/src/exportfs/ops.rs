@@ -67,7 +67,7 @@ pub async fn observe(world: &World, exports: &mut Exports) -> BTreeMap<String, E
     exports
         .handles
         .retain(|name, _| names.contains(name.as_str()));
-    let mut views = BTreeMap::new();
+    let mut wanted: Vec<(String, HashSet<String>)> = Vec::new();
     for pool in pools {
         let (Some(name), Some(nfs)) = (pool.metadata.name.as_deref(), &pool.spec.nfs) else {
             continue;
@@ -88,11 +88,18 @@ pub async fn observe(world: &World, exports: &mut Exports) -> BTreeMap<String, E
             })
             .filter_map(|pv| pv_dir(pv))
             .collect();
-        let handle = exports.handle(name, nfs);
-        let view = read(&handle.export, &owned, handle.denied.clone()).await;
-        views.insert(name.to_string(), view);
+        exports.handle(name, nfs);
+        wanted.push((name.to_string(), owned));
     }
-    views
+    // NB: all exports at once, so one hung server costs a pass one deadline, not one per pool.
+    let reads = wanted.into_iter().filter_map(|(name, owned)| {
+        let handle = exports.handles.get(&name)?;
+        Some(async move {
+            let view = read(&handle.export, &owned, handle.denied.clone()).await;
+            (name, view)
+        })
+    });
+    futures::future::join_all(reads).await.into_iter().collect()
 }
 
 async fn read(export: &Export, owned: &HashSet<String>, denied: Option<String>) -> ExportView {

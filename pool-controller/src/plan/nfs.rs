@@ -317,8 +317,12 @@ fn plan_pool(
         let phase = phase(pv);
         let mut cleaning = false;
         let present = view.dirs.contains_key(&current.dir);
+        // NB: a PV's volume source is immutable: a PV made on an earlier server or path keeps
+        // it (and the listing of the current export does not see its directory).
         let want_base = NfsPv {
             name: current.name.clone(),
+            server: current.server.clone(),
+            export: current.export.clone(),
             ..fresh(pool, nfs, &current.dir)
         };
         if !reachable {
