@@ -250,6 +250,7 @@ const AGENT_EXPECTATIONS: &[Expectation] = &[
     ("patch", "volumepools.volpool.io status", None, false),
     ("create", "nodevolumes.volpool.io", None, true),
     ("patch", "nodevolumes.volpool.io", None, true),
+    ("watch", "nodevolumes.volpool.io", None, true),
     ("patch", "nodevolumes.volpool.io status", None, true),
     ("delete", "nodevolumes.volpool.io", None, false),
     ("list", "pods", None, true),
