@@ -127,6 +127,9 @@ impl NfsServer {
             .spawn()
             .context("failed to start tests/nfs/serve")?;
         std::fs::write(self.state.join("pid"), format!("{}\n", child.id()))?;
+        // Reap it when server-stop or server-down ends it (no zombie left behind).
+        let mut child = child;
+        std::thread::spawn(move || child.wait());
         let end = Instant::now() + Duration::from_secs(60);
         loop {
             let listed = output_within(
