@@ -25,6 +25,13 @@ struct Args {
     nodes: usize,
     volumes: usize,
     concurrency: usize,
+    /// `$VOLPOOL_CLUSTER_DIR` of the cluster: its `pids/*.pid` name the processes whose CPU
+    /// time is reported per phase.
+    cluster_dir: Option<String>,
+    /// Also time a raw loop of server-side applies (the controller's kind of write).
+    raw_apply: bool,
+    /// Where the controller's log goes (at level info); else warnings to stderr.
+    controller_log: Option<String>,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -33,15 +40,24 @@ fn args() -> anyhow::Result<Args> {
         nodes: 500,
         volumes: 20,
         concurrency: 32,
+        cluster_dir: None,
+        raw_apply: false,
+        controller_log: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--raw-apply" {
+            args.raw_apply = true;
+            continue;
+        }
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--controller" => args.controller = value,
             "--nodes" => args.nodes = value.parse()?,
             "--volumes" => args.volumes = value.parse()?,
             "--concurrency" => args.concurrency = value.parse()?,
+            "--cluster-dir" => args.cluster_dir = Some(value),
+            "--controller-log" => args.controller_log = Some(value),
             other => bail!("unknown flag {other}"),
         }
     }
@@ -149,6 +165,72 @@ async fn metric(addr: &str, name: &str) -> anyhow::Result<f64> {
         .sum())
 }
 
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // NB: the command name (field 2) may hold spaces; fields after it are split from its ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of /proc/<pid>/stat (11 and 12 after the name).
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The cluster's processes (`<dir>/pids/<name>.pid`) and their CPU seconds so far.
+fn cluster_cpu(dir: Option<&str>) -> Vec<(String, f64)> {
+    let Some(dir) = dir else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, f64)> = std::fs::read_dir(format!("{dir}/pids"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e
+                .file_name()
+                .to_string_lossy()
+                .strip_suffix(".pid")?
+                .to_string();
+            let pid = std::fs::read_to_string(e.path())
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            Some((name, cpu_seconds(pid)))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// `name=seconds` for each process, from two `cluster_cpu` readings.
+fn cpu_used(before: &[(String, f64)], after: &[(String, f64)]) -> String {
+    after
+        .iter()
+        .map(|(name, t)| {
+            let t0 = before.iter().find(|b| &b.0 == name).map_or(0.0, |b| b.1);
+            format!("{name}={:.1}", t - t0)
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn rss_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -182,6 +264,9 @@ async fn main() -> anyhow::Result<()> {
         .map(|i| format!("{run}-node-{i:04}"))
         .collect();
     let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let dir = args.cluster_dir.as_deref();
+    println!("load_average_at_start={}", load_average());
+    let cpu0 = cluster_cpu(dir);
     let started = Instant::now();
     run_all(
         args.concurrency,
@@ -197,8 +282,32 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let raw = started.elapsed();
+    let raw_cpu = cpu_used(&cpu0, &cluster_cpu(dir));
     eprintln!("raw loop: {total} PVs in {:.2}s", raw.as_secs_f64());
     wait_gone(&client, &format!("{BENCH_LABEL}=raw"), args.concurrency).await?;
+    let mut raw_apply = None;
+    if args.raw_apply {
+        let cpu0 = cluster_cpu(dir);
+        let started = Instant::now();
+        run_all(
+            args.concurrency,
+            (0..total).map(|i| {
+                let (pvs, node) = (pvs.clone(), nodes[i / args.volumes].clone());
+                let ssa = PatchParams::apply("volpool-bench").force();
+                async move {
+                    let name = format!("{node}-raw-{i}");
+                    pvs.patch(&name, &ssa, &Patch::Apply(pv(&name, &node)))
+                        .await?;
+                    Ok(())
+                }
+            }),
+        )
+        .await?;
+        let took = started.elapsed();
+        raw_apply = Some((took, cpu_used(&cpu0, &cluster_cpu(dir))));
+        eprintln!("raw apply loop: {total} PVs in {:.2}s", took.as_secs_f64());
+        wait_gone(&client, &format!("{BENCH_LABEL}=raw"), args.concurrency).await?;
+    }
 
     // 2. Nodes and their reports, as agents would publish them.
     let node_api: Api<Node> = Api::all(client.clone());
@@ -238,6 +347,14 @@ async fn main() -> anyhow::Result<()> {
         .local_addr()?
         .port();
     let addr = format!("127.0.0.1:{port}");
+    let (log_level, log_to) = match &args.controller_log {
+        Some(path) => (
+            "info",
+            std::process::Stdio::from(std::fs::File::create(path)?),
+        ),
+        None => ("warn", std::process::Stdio::inherit()),
+    };
+    let cpu0 = cluster_cpu(dir);
     let started = Instant::now();
     let mut child = std::process::Command::new(&args.controller)
         .args([
@@ -258,7 +375,8 @@ async fn main() -> anyhow::Result<()> {
             "--concurrency",
             &args.concurrency.to_string(),
         ])
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", log_level)
+        .stderr(log_to)
         .spawn()
         .context("failed to start the controller")?;
     let pid = child.id();
@@ -276,6 +394,8 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let converge = started.elapsed();
+    let controller_cpu = cpu_seconds(pid);
+    let converge_cpu = cpu_used(&cpu0, &cluster_cpu(dir));
     let rss = rss_kib(pid, "VmRSS:");
     eprintln!("controller: {total} PVs in {:.2}s", converge.as_secs_f64());
 
@@ -314,6 +434,17 @@ async fn main() -> anyhow::Result<()> {
         total as f64 / converge.as_secs_f64(),
         converge.as_secs_f64() / raw.as_secs_f64()
     );
+    if let Some((took, cpu)) = &raw_apply {
+        println!(
+            "raw_apply_loop_seconds={:.2} raw_apply_pv_per_second={:.0}",
+            took.as_secs_f64(),
+            total as f64 / took.as_secs_f64()
+        );
+        println!("raw_apply_loop_cpu_seconds: {cpu}");
+    }
+    println!("raw_loop_cpu_seconds: {raw_cpu}");
+    println!("controller_phase_cpu_seconds: volpool-controller={controller_cpu:.1} {converge_cpu}");
+    println!("load_average_at_end={}", load_average());
     println!("api_writes_until_settled={writes} idle_pass_writes={idle_writes}");
     println!(
         "controller_rss_mib_at_converge={:.1} controller_peak_rss_mib={:.1}",

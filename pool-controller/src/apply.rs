@@ -1,20 +1,27 @@
-//! Carry out a plan: server-side apply (field manager `volpool-controller`) of PVs, of
-//! NodeVolumes `spec.cleanups` and of VolumePool `/status`; PV deletions with a UID
-//! precondition; Events through events.k8s.io/v1.
+//! Carry out a plan: server-side apply (field manager `volpool-controller`) of PV updates, of
+//! NodeVolumes `spec.cleanups` and of VolumePool `/status`; new PVs by a plain create; PV
+//! deletions with a UID precondition; Events through events.k8s.io/v1.
 //!
 //! ```text
-//!  [Change] ──► deletions ──► PV applies ──► cleanups ──► statuses ──► Events
+//!  [Change] ──► deletions ──► PV creates / applies ──► cleanups ──► statuses ──► Events
 //!               (each phase runs `concurrency` requests at a time)
 //! ```
 //!
 //! A failed write is counted and logged, the others go on; the next pass plans it again.
+//!
+//! Why new PVs are created, not applied: on a 1.20 apiserver a server-side apply costs about
+//! twice the CPU of a create (`BENCHMARKS.md`, "Controller scale"), and creating 10,000 PVs is
+//! bound by the apiserver's CPU. A create records the controller's fields under an `Update`
+//! entry of `managedFields`, which would keep a later apply from removing a field it stops
+//! sending; so the first update of such a PV hands them over (see [`handover`]) and from then
+//! on the PV is owned exactly as if it had been applied.
 
 use std::sync::Arc;
 
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::PersistentVolume;
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, MicroTime};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::api::{ObjectMeta, PostParams};
@@ -98,7 +105,7 @@ impl Applier {
     async fn one(&self, change: Change) -> Result<Option<Written>, Error> {
         let apply = PatchParams::apply(FIELD_MANAGER_CONTROLLER).force();
         match change {
-            Change::CreatePv { pv } => self.apply_pv(pv.to_pv()).await,
+            Change::CreatePv { pv } => self.create_pv(pv.to_pv()).await,
             Change::ApplyNfsPv {
                 pv,
                 resource_version,
@@ -203,16 +210,48 @@ impl Applier {
         }
     }
 
+    async fn create_pv(&self, pv: PersistentVolume) -> Result<Option<Written>, Error> {
+        let name = pv.metadata.name.clone().unwrap_or_default();
+        let api: Api<PersistentVolume> = Api::all(self.client.clone());
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER_CONTROLLER.into()),
+            ..Default::default()
+        };
+        let result = api.create(&params, &pv).await;
+        self.metrics.write("create", "persistentvolumes");
+        match result {
+            Ok(created) => Ok(Some(Written {
+                kind: WrittenKind::Pv,
+                name,
+                resource_version: created.metadata.resource_version,
+            })),
+            // NB: a PV of that name appeared since the stores were read: apply it, as before
+            // creates were plain.
+            Err(kube::Error::Api(s)) if s.code == 409 => self.apply_pv(pv).await,
+            Err(source) => Err(Error::ApplyPv { name, source }),
+        }
+    }
+
     async fn apply_pv(&self, pv: PersistentVolume) -> Result<Option<Written>, Error> {
         let name = pv.metadata.name.clone().unwrap_or_default();
         let api: Api<PersistentVolume> = Api::all(self.client.clone());
         let apply = PatchParams::apply(FIELD_MANAGER_CONTROLLER).force();
         let result = api.patch(&name, &apply, &Patch::Apply(&pv)).await;
         self.metrics.write("apply", "persistentvolumes");
-        let written = result.map_err(|source| Error::ApplyPv {
+        let mut written = result.map_err(|source| Error::ApplyPv {
             name: name.clone(),
             source,
         })?;
+        if let Some(patch) = handover(&written, &pv) {
+            let result = api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await;
+            self.metrics.write("patch", "persistentvolumes");
+            written = result.map_err(|source| Error::ApplyPv {
+                name: name.clone(),
+                source,
+            })?;
+        }
         Ok(Some(Written {
             kind: WrittenKind::Pv,
             name,
@@ -254,6 +293,59 @@ impl Applier {
             source,
         })
     }
+}
+
+/// After an apply to a PV that was created (not applied): a merge patch that drops the
+/// controller's `Update` entry from `managedFields` (the apply just took every field it sent)
+/// and removes what that entry owned and the apply no longer sends (a pool label or mount
+/// option removed since the create), so the PV ends as if it had always been applied.
+/// `None` when there is no such entry.
+fn handover(written: &PersistentVolume, sent: &PersistentVolume) -> Option<serde_json::Value> {
+    let entries = written
+        .metadata
+        .managed_fields
+        .as_deref()
+        .unwrap_or_default();
+    let ours = |e: &ManagedFieldsEntry| {
+        e.manager.as_deref() == Some(FIELD_MANAGER_CONTROLLER)
+            && e.operation.as_deref() == Some("Update")
+    };
+    let created = entries.iter().find(|e| ours(e))?;
+    let owned = created.fields_v1.as_ref().map(|f| &f.0);
+    let keys = |map: &str| -> Vec<String> {
+        owned
+            .and_then(|o| o.get("f:metadata")?.get(map)?.as_object())
+            .map(|m| {
+                m.keys()
+                    .filter_map(|k| k.strip_prefix("f:"))
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut patch = json!({"metadata": {
+        "resourceVersion": written.metadata.resource_version,
+        "managedFields": entries.iter().filter(|e| !ours(e)).collect::<Vec<_>>(),
+    }});
+    for (map, sent_map) in [
+        ("labels", sent.metadata.labels.as_ref()),
+        ("annotations", sent.metadata.annotations.as_ref()),
+    ] {
+        for key in keys(&format!("f:{map}")) {
+            if !sent_map.is_some_and(|m| m.contains_key(&key)) {
+                patch["metadata"][map][key] = serde_json::Value::Null;
+            }
+        }
+    }
+    let sent_options = sent.spec.as_ref().and_then(|s| s.mount_options.as_ref());
+    if owned
+        .and_then(|o| o.get("f:spec")?.get("f:mountOptions"))
+        .is_some()
+        && sent_options.is_none()
+    {
+        patch["spec"] = json!({"mountOptions": null});
+    }
+    Some(patch)
 }
 
 /// `reportingController` of every Event.
