@@ -74,9 +74,20 @@ impl LoopDisk {
     }
 }
 
+impl LoopDisk {
+    /// Whether the loop device is still attached to this disk's image (the number may have
+    /// been freed and reused by someone else since).
+    fn attached(&self) -> bool {
+        run("losetup", &["-n", "-O", "BACK-FILE", &self.device])
+            .is_ok_and(|file| Path::new(file.trim()) == self.image)
+    }
+}
+
 impl Drop for LoopDisk {
     fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.device]).status();
+        if self.attached() {
+            let _ = Command::new("losetup").args(["-d", &self.device]).status();
+        }
         let _ = std::fs::remove_file(&self.image);
     }
 }
@@ -168,7 +179,14 @@ impl DiskNode {
             .to_string_lossy();
         let image = images.join(format!("{}-{entry}.img", self.name));
         let disk = LoopDisk::new(image, mib, fs)?;
-        let mounted = self.sh(&format!("mount '{}' '{}'", disk.device, path.display()));
+        // NB: detaching a mounted loop device only marks it autoclear: the kernel frees it when
+        // its last mount goes, so even a test killed before its guards run leaks no device once
+        // its namespace is gone.
+        let mounted = self.sh(&format!(
+            "mount '{0}' '{1}' && losetup -d '{0}'",
+            disk.device,
+            path.display()
+        ));
         self.loops.push(disk);
         mounted.map(drop)
     }
