@@ -8,7 +8,9 @@
 //!  pvs.yaml ───┘
 //! ```
 //!
-//! Files hold one object per YAML document, a `kind: List`, or a JSON array.
+//! Files hold one object per YAML document, a `kind: List`, or a JSON array. Objects of other
+//! kinds (the StorageClasses applied with the pools) are skipped, so the files a user applies
+//! can be planned as they are.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -96,7 +98,9 @@ fn render(pools: &Path, reports: &Path, pvs: Option<&Path>, format: Format) -> R
     }
 }
 
-fn read_objects<T: DeserializeOwned>(path: &Path) -> Result<Vec<Arc<T>>> {
+fn read_objects<T: DeserializeOwned + kube::Resource<DynamicType = ()>>(
+    path: &Path,
+) -> Result<Vec<Arc<T>>> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
         path: path.to_path_buf(),
         source,
@@ -107,7 +111,9 @@ fn read_objects<T: DeserializeOwned>(path: &Path) -> Result<Vec<Arc<T>>> {
     })
 }
 
-fn parse_objects<T: DeserializeOwned>(text: &str) -> Result<Vec<Arc<T>>, String> {
+fn parse_objects<T: DeserializeOwned + kube::Resource<DynamicType = ()>>(
+    text: &str,
+) -> Result<Vec<Arc<T>>, String> {
     let mut values = Vec::new();
     for document in serde_yaml::Deserializer::from_str(text) {
         let value = serde_yaml::Value::deserialize(document).map_err(|e| e.to_string())?;
@@ -124,9 +130,15 @@ fn parse_objects<T: DeserializeOwned>(text: &str) -> Result<Vec<Arc<T>>, String>
             other => values.push(other),
         }
     }
+    let kind = T::kind(&());
     values
         .into_iter()
         .enumerate()
+        .filter(|(_, v)| {
+            v.get("kind")
+                .and_then(|k| k.as_str())
+                .is_none_or(|k| k == kind)
+        })
         .map(|(i, v)| {
             serde_yaml::from_value(v)
                 .map(Arc::new)
@@ -159,6 +171,9 @@ mod tests {
         let err = render(&dir.join("absent.yaml"), &reports, None, Format::Yaml)
             .expect_err("missing file");
         assert!(err.to_string().contains("absent.yaml"), "{err}");
+        std::fs::write(&pools, "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: fast-disks}\nprovisioner: kubernetes.io/no-provisioner\n---\nkind: VolumePool\nmetadata: {name: fast}\nspec: {storageClassName: fast-disks, local: {discoveryDir: /mnt/disks}}\n").expect("w");
+        let yaml = render(&pools, &reports, None, Format::Yaml).expect("a StorageClass is skipped");
+        assert!(yaml.contains("name: fast-n1-vol1-"), "{yaml}");
         std::fs::write(&pools, "kind: VolumePool\nmetadata: {name: x}\nspec: {storageClassName: 3, reclaimPolicy: Recycle}\n").expect("w");
         let err = render(&pools, &reports, None, Format::Yaml).expect_err("bad pool");
         assert!(err.to_string().contains("object 1"), "{err}");
