@@ -7,11 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{
-    NFSVolumeSource, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PersistentVolume,
-    PersistentVolumeSpec, VolumeNodeAffinity,
-};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::api::core::v1::{NFSVolumeSource, PersistentVolume, PersistentVolumeSpec};
 use kube::api::ObjectMeta;
 use volpool_api::units::parse_bytes;
 use volpool_api::{
@@ -20,7 +16,10 @@ use volpool_api::{
     ReclaimPolicy, volume_id_label,
 };
 
-use super::pv::{ANNOTATION_RELEASED_AT, ANNOTATION_VOLUME_ID};
+use super::pv::{
+    ANNOTATION_RELEASED_AT, ANNOTATION_VOLUME_ID, affinity_in, pool_spec, read_access_modes,
+    read_extra_labels, read_reclaim_policy,
+};
 
 /// Value of `volpool.io/health` on a PV in use whose directory is gone from the export.
 pub const HEALTH_MISSING: &str = "missing";
@@ -58,14 +57,6 @@ pub struct NfsPv {
     pub released_at: Option<String>,
 }
 
-fn access_mode_name(mode: AccessMode) -> &'static str {
-    match mode {
-        AccessMode::ReadWriteOnce => "ReadWriteOnce",
-        AccessMode::ReadOnlyMany => "ReadOnlyMany",
-        AccessMode::ReadWriteMany => "ReadWriteMany",
-    }
-}
-
 impl NfsPv {
     /// Path the PV mounts.
     pub fn path(&self) -> String {
@@ -97,18 +88,6 @@ impl NfsPv {
         if let Some(at) = &self.released_at {
             annotations.insert(ANNOTATION_RELEASED_AT.into(), at.clone());
         }
-        let node_affinity = self.affinity.then(|| VolumeNodeAffinity {
-            required: Some(NodeSelector {
-                node_selector_terms: vec![NodeSelectorTerm {
-                    match_expressions: Some(vec![NodeSelectorRequirement {
-                        key: LABEL_NFS_CLIENT.into(),
-                        operator: "In".into(),
-                        values: Some(vec![NFS_CLIENT_READY.into()]),
-                    }]),
-                    ..Default::default()
-                }],
-            }),
-        });
         PersistentVolume {
             metadata: ObjectMeta {
                 name: Some(self.name.clone()),
@@ -117,33 +96,22 @@ impl NfsPv {
                 ..Default::default()
             },
             spec: Some(PersistentVolumeSpec {
-                capacity: Some(BTreeMap::from([(
-                    "storage".to_string(),
-                    Quantity(self.capacity_bytes.to_string()),
-                )])),
-                access_modes: Some(
-                    self.access_modes
-                        .iter()
-                        .map(|m| access_mode_name(*m).to_string())
-                        .collect(),
-                ),
-                storage_class_name: Some(self.storage_class.clone()),
-                persistent_volume_reclaim_policy: Some(
-                    match self.reclaim_policy {
-                        ReclaimPolicy::Delete => "Delete",
-                        ReclaimPolicy::Retain => "Retain",
-                    }
-                    .into(),
-                ),
-                mount_options: (!self.mount_options.is_empty()).then(|| self.mount_options.clone()),
                 volume_mode: Some("Filesystem".into()),
                 nfs: Some(NFSVolumeSource {
                     server: self.server.clone(),
                     path: self.path(),
                     read_only: None,
                 }),
-                node_affinity,
-                ..Default::default()
+                node_affinity: self
+                    .affinity
+                    .then(|| affinity_in(LABEL_NFS_CLIENT, NFS_CLIENT_READY.into())),
+                ..pool_spec(
+                    self.capacity_bytes,
+                    &self.storage_class,
+                    &self.access_modes,
+                    self.reclaim_policy,
+                    &self.mount_options,
+                )
             }),
             status: None,
         }
@@ -185,29 +153,10 @@ impl NfsPv {
             dir: dir.to_string(),
             capacity_bytes: parse_bytes(&capacity.0).ok()?,
             storage_class: spec.storage_class_name.clone().unwrap_or_default(),
-            access_modes: spec
-                .access_modes
-                .iter()
-                .flatten()
-                .filter_map(|m| {
-                    [
-                        AccessMode::ReadWriteOnce,
-                        AccessMode::ReadOnlyMany,
-                        AccessMode::ReadWriteMany,
-                    ]
-                    .into_iter()
-                    .find(|a| access_mode_name(*a) == m)
-                })
-                .collect(),
-            reclaim_policy: match spec.persistent_volume_reclaim_policy.as_deref() {
-                Some("Retain") => ReclaimPolicy::Retain,
-                _ => ReclaimPolicy::Delete,
-            },
+            access_modes: read_access_modes(spec),
+            reclaim_policy: read_reclaim_policy(spec),
             mount_options: spec.mount_options.clone().unwrap_or_default(),
-            extra_labels: extra_label_keys
-                .iter()
-                .filter_map(|k| labels.get(*k).map(|v| (k.to_string(), v.clone())))
-                .collect(),
+            extra_labels: read_extra_labels(labels, extra_label_keys),
             affinity,
             missing: labels.get(LABEL_HEALTH).map(String::as_str) == Some(HEALTH_MISSING),
             released_at: meta

@@ -116,6 +116,81 @@ fn access_mode_from(name: &str) -> Option<AccessMode> {
     .find(|m| access_mode_name(*m) == name)
 }
 
+/// The spec fields every volpool PV, local or NFS, takes from its pool.
+pub(super) fn pool_spec(
+    capacity_bytes: u64,
+    storage_class: &str,
+    access_modes: &[AccessMode],
+    reclaim_policy: ReclaimPolicy,
+    mount_options: &[String],
+) -> PersistentVolumeSpec {
+    PersistentVolumeSpec {
+        capacity: Some(BTreeMap::from([(
+            "storage".to_string(),
+            Quantity(capacity_bytes.to_string()),
+        )])),
+        access_modes: Some(
+            access_modes
+                .iter()
+                .map(|m| access_mode_name(*m).to_string())
+                .collect(),
+        ),
+        storage_class_name: Some(storage_class.to_string()),
+        persistent_volume_reclaim_policy: Some(
+            match reclaim_policy {
+                ReclaimPolicy::Delete => "Delete",
+                ReclaimPolicy::Retain => "Retain",
+            }
+            .into(),
+        ),
+        mount_options: (!mount_options.is_empty()).then(|| mount_options.to_vec()),
+        ..Default::default()
+    }
+}
+
+/// A required node affinity: `<key> In [<value>]`.
+pub(super) fn affinity_in(key: &str, value: String) -> VolumeNodeAffinity {
+    VolumeNodeAffinity {
+        required: Some(NodeSelector {
+            node_selector_terms: vec![NodeSelectorTerm {
+                match_expressions: Some(vec![NodeSelectorRequirement {
+                    key: key.into(),
+                    operator: "In".into(),
+                    values: Some(vec![value]),
+                }]),
+                ..Default::default()
+            }],
+        }),
+    }
+}
+
+/// The access modes of an observed PV (unknown ones skipped).
+pub(super) fn read_access_modes(spec: &PersistentVolumeSpec) -> Vec<AccessMode> {
+    spec.access_modes
+        .iter()
+        .flatten()
+        .filter_map(|m| access_mode_from(m))
+        .collect()
+}
+
+/// The reclaim policy of an observed PV.
+pub(super) fn read_reclaim_policy(spec: &PersistentVolumeSpec) -> ReclaimPolicy {
+    match spec.persistent_volume_reclaim_policy.as_deref() {
+        Some("Retain") => ReclaimPolicy::Retain,
+        _ => ReclaimPolicy::Delete,
+    }
+}
+
+/// The pool's extra labels found on an observed PV.
+pub(super) fn read_extra_labels(
+    labels: &BTreeMap<String, String>,
+    keys: &[&str],
+) -> BTreeMap<String, String> {
+    keys.iter()
+        .filter_map(|k| labels.get(*k).map(|v| (k.to_string(), v.clone())))
+        .collect()
+}
+
 impl LocalPv {
     /// The PersistentVolume to server-side apply.
     pub fn to_pv(&self) -> PersistentVolume {
@@ -142,14 +217,6 @@ impl LocalPv {
         if self.cleanup_failed {
             annotations.insert(ANNOTATION_CLEANUP_FAILED.into(), "true".into());
         }
-        let affinity = NodeSelectorTerm {
-            match_expressions: Some(vec![NodeSelectorRequirement {
-                key: LABEL_HOSTNAME.into(),
-                operator: "In".into(),
-                values: Some(vec![self.node.clone()]),
-            }]),
-            ..Default::default()
-        };
         PersistentVolume {
             metadata: ObjectMeta {
                 name: Some(self.name.clone()),
@@ -158,25 +225,6 @@ impl LocalPv {
                 ..Default::default()
             },
             spec: Some(PersistentVolumeSpec {
-                capacity: Some(BTreeMap::from([(
-                    "storage".to_string(),
-                    Quantity(self.capacity_bytes.to_string()),
-                )])),
-                access_modes: Some(
-                    self.access_modes
-                        .iter()
-                        .map(|m| access_mode_name(*m).to_string())
-                        .collect(),
-                ),
-                storage_class_name: Some(self.storage_class.clone()),
-                persistent_volume_reclaim_policy: Some(
-                    match self.reclaim_policy {
-                        ReclaimPolicy::Delete => "Delete",
-                        ReclaimPolicy::Retain => "Retain",
-                    }
-                    .into(),
-                ),
-                mount_options: (!self.mount_options.is_empty()).then(|| self.mount_options.clone()),
                 volume_mode: Some(
                     match self.volume_mode {
                         VolumeMode::Filesystem => "Filesystem",
@@ -188,12 +236,14 @@ impl LocalPv {
                     path: self.path.clone(),
                     fs_type: None,
                 }),
-                node_affinity: Some(VolumeNodeAffinity {
-                    required: Some(NodeSelector {
-                        node_selector_terms: vec![affinity],
-                    }),
-                }),
-                ..Default::default()
+                node_affinity: Some(affinity_in(LABEL_HOSTNAME, self.node.clone())),
+                ..pool_spec(
+                    self.capacity_bytes,
+                    &self.storage_class,
+                    &self.access_modes,
+                    self.reclaim_policy,
+                    &self.mount_options,
+                )
             }),
             status: None,
         }
@@ -227,21 +277,10 @@ impl LocalPv {
                 _ => VolumeMode::Filesystem,
             },
             storage_class: spec.storage_class_name.clone().unwrap_or_default(),
-            access_modes: spec
-                .access_modes
-                .iter()
-                .flatten()
-                .filter_map(|m| access_mode_from(m))
-                .collect(),
-            reclaim_policy: match spec.persistent_volume_reclaim_policy.as_deref() {
-                Some("Retain") => ReclaimPolicy::Retain,
-                _ => ReclaimPolicy::Delete,
-            },
+            access_modes: read_access_modes(spec),
+            reclaim_policy: read_reclaim_policy(spec),
             mount_options: spec.mount_options.clone().unwrap_or_default(),
-            extra_labels: extra_label_keys
-                .iter()
-                .filter_map(|k| labels.get(*k).map(|v| (k.to_string(), v.clone())))
-                .collect(),
+            extra_labels: read_extra_labels(labels, extra_label_keys),
             health: labels.get(LABEL_HEALTH).and_then(|v| Health::from_label(v)),
             released_at: annotations.get(ANNOTATION_RELEASED_AT).cloned(),
             cleanup_failed: annotations.contains_key(ANNOTATION_CLEANUP_FAILED),
