@@ -15,7 +15,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource};
@@ -374,4 +375,71 @@ pub async fn wait_for_event(
         },
     )
     .await
+}
+
+/// Run a StatefulSet `es` of 3 replicas in `ns`, with a claim of `size` of class `class` each
+/// and required hostname anti-affinity, and wait until the scheduler has placed its 3 pods on 3
+/// different nodes and the 3 claims are Bound. Returns `(node of the pod, PV of its claim)`.
+pub async fn spread_statefulset(
+    client: &Client,
+    ns: &str,
+    class: &str,
+    size: &str,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let sts = json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "es"},
+        "spec": {
+            "serviceName": "es", "replicas": 3, "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": {"app": "es"}},
+            "template": {
+                "metadata": {"labels": {"app": "es"}},
+                "spec": {
+                    "automountServiceAccountToken": false,
+                    "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                        {"labelSelector": {"matchLabels": {"app": "es"}}, "topologyKey": "kubernetes.io/hostname"}]}},
+                    "containers": [{"name": "es", "image": "example.invalid/es:1",
+                                    "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+                },
+            },
+            "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
+                "storageClassName": class, "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": size}}}}],
+        },
+    });
+    Api::<StatefulSet>::namespaced(client.clone(), ns)
+        .patch("es", &apply(), &Patch::Apply(&sts))
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let placed = wait_for(
+        "3 pods placed and 3 claims Bound",
+        Duration::from_secs(180),
+        || async {
+            let mut placed = Vec::new();
+            for i in 0..3 {
+                let Some(node) = pods
+                    .get_opt(&format!("es-{i}"))
+                    .await?
+                    .and_then(|p| p.spec?.node_name)
+                else {
+                    return Ok(None);
+                };
+                let Some(claim) = claims.get_opt(&format!("data-es-{i}")).await? else {
+                    return Ok(None);
+                };
+                if claim.status.and_then(|s| s.phase).as_deref() != Some("Bound") {
+                    return Ok(None);
+                }
+                placed.push((
+                    node,
+                    claim.spec.and_then(|s| s.volume_name).unwrap_or_default(),
+                ));
+            }
+            Ok(Some(placed))
+        },
+    )
+    .await?;
+    let distinct: BTreeSet<&str> = placed.iter().map(|(n, _)| n.as_str()).collect();
+    anyhow::ensure!(distinct.len() == 3, "one pod per node: {placed:?}");
+    Ok(placed)
 }

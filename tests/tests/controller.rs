@@ -2,27 +2,19 @@
 //! scheduler, garbage collector): NodeVolumes published as an agent would, PVs checked as a
 //! user would see them.
 
-use std::collections::BTreeSet;
-use std::time::Duration;
-
-use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 use volpool_api::{NodeVolumes, VolumePool, local_pv_name};
 use volpool_e2e::controller::{
     Controller, LONG, bind, capacity, create_class, create_namespace, create_pool, label, phase,
-    publish_report, pvs_of, volume, wait_for_event, wait_for_pv, wait_for_pvs,
+    publish_report, pvs_of, spread_statefulset, volume, wait_for_event, wait_for_pv, wait_for_pvs,
 };
-use volpool_e2e::{FIELD_MANAGER, apply_crds, client, create_node, unique, wait_for};
+use volpool_e2e::{apply_crds, client, create_node, unique, wait_for};
 
 const GIB: u64 = 1 << 30;
-
-fn apply() -> PatchParams {
-    PatchParams::apply(FIELD_MANAGER).force()
-}
 
 async fn setup(prefix: &str) -> anyhow::Result<(Client, String)> {
     let client = client().await?;
@@ -432,60 +424,7 @@ async fn a_statefulset_of_three_gets_three_bound_claims_on_three_nodes() -> anyh
         .collect();
     wait_for_pvs(&client, &pool, &names).await?;
 
-    let sts = json!({
-        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "es"},
-        "spec": {
-            "serviceName": "es", "replicas": 3, "podManagementPolicy": "Parallel",
-            "selector": {"matchLabels": {"app": "es"}},
-            "template": {
-                "metadata": {"labels": {"app": "es"}},
-                "spec": {
-                    "automountServiceAccountToken": false,
-                    "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
-                        {"labelSelector": {"matchLabels": {"app": "es"}}, "topologyKey": "kubernetes.io/hostname"}]}},
-                    "containers": [{"name": "es", "image": "example.invalid/es:1",
-                                    "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
-                },
-            },
-            "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
-                "storageClassName": test, "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": "1Gi"}}}}],
-        },
-    });
-    Api::<StatefulSet>::namespaced(client.clone(), &ns)
-        .patch("es", &apply(), &Patch::Apply(&sts))
-        .await?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &ns);
-    let placed = wait_for(
-        "3 pods placed and 3 claims Bound",
-        Duration::from_secs(180),
-        || async {
-            let mut placed = Vec::new();
-            for i in 0..3 {
-                let Some(pod) = pods.get_opt(&format!("es-{i}")).await? else {
-                    return Ok(None);
-                };
-                let Some(node) = pod.spec.and_then(|s| s.node_name) else {
-                    return Ok(None);
-                };
-                let Some(claim) = claims.get_opt(&format!("data-es-{i}")).await? else {
-                    return Ok(None);
-                };
-                if claim.status.and_then(|s| s.phase).as_deref() != Some("Bound") {
-                    return Ok(None);
-                }
-                placed.push((
-                    node,
-                    claim.spec.and_then(|s| s.volume_name).unwrap_or_default(),
-                ));
-            }
-            Ok(Some(placed))
-        },
-    )
-    .await?;
-    let distinct: BTreeSet<&str> = placed.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(distinct.len(), 3, "one pod per node: {placed:?}");
+    let placed = spread_statefulset(&client, &ns, &test, "1Gi").await?;
     for (node, pv) in &placed {
         let pv = Api::<PersistentVolume>::all(client.clone()).get(pv).await?;
         assert_eq!(

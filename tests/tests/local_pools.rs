@@ -13,9 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -26,10 +25,10 @@ use volpool_api::{
 use volpool_e2e::agent::TempDir;
 use volpool_e2e::controller::{
     Controller, capacity, create_class, create_namespace, create_pool, label, phase, pvs_of,
-    wait_for_event, wait_for_pv, wait_for_pvs,
+    spread_statefulset, wait_for_event, wait_for_pv, wait_for_pvs,
 };
 use volpool_e2e::disks::{DiskNode, Fs};
-use volpool_e2e::{FIELD_MANAGER, apply_crds, client, unique, wait_for};
+use volpool_e2e::{apply_crds, client, unique, wait_for};
 
 /// Node label that puts a test's nodes (and only them) in its pool.
 const LABEL_TEST_NODE: &str = "volpool.io/e2e-node";
@@ -249,65 +248,7 @@ async fn three_nodes_disks_become_pvs_and_a_statefulset_gets_one_per_node() -> a
     // the scheduler places its pods on the 3 nodes, and each claim is bound to a PV on its
     // pod's node.
     create_namespace(&fx.client, &fx.test).await?;
-    let sts = json!({
-        "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "es"},
-        "spec": {
-            "serviceName": "es", "replicas": 3, "podManagementPolicy": "Parallel",
-            "selector": {"matchLabels": {"app": "es"}},
-            "template": {
-                "metadata": {"labels": {"app": "es"}},
-                "spec": {
-                    "automountServiceAccountToken": false,
-                    "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
-                        {"labelSelector": {"matchLabels": {"app": "es"}}, "topologyKey": "kubernetes.io/hostname"}]}},
-                    "containers": [{"name": "es", "image": "example.invalid/es:1",
-                                    "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
-                },
-            },
-            "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {
-                "storageClassName": fx.test, "accessModes": ["ReadWriteOnce"],
-                "resources": {"requests": {"storage": "4Mi"}}}}],
-        },
-    });
-    Api::<StatefulSet>::namespaced(fx.client.clone(), &fx.test)
-        .patch(
-            "es",
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&sts),
-        )
-        .await?;
-    let pods: Api<Pod> = Api::namespaced(fx.client.clone(), &fx.test);
-    let claims: Api<PersistentVolumeClaim> = Api::namespaced(fx.client.clone(), &fx.test);
-    let placed = wait_for(
-        "3 pods placed and 3 claims Bound",
-        Duration::from_secs(180),
-        || async {
-            let mut placed = Vec::new();
-            for i in 0..3 {
-                let Some(node) = pods
-                    .get_opt(&format!("es-{i}"))
-                    .await?
-                    .and_then(|p| p.spec?.node_name)
-                else {
-                    return Ok(None);
-                };
-                let Some(claim) = claims.get_opt(&format!("data-es-{i}")).await? else {
-                    return Ok(None);
-                };
-                if claim.status.and_then(|s| s.phase).as_deref() != Some("Bound") {
-                    return Ok(None);
-                }
-                placed.push((
-                    node,
-                    claim.spec.and_then(|s| s.volume_name).unwrap_or_default(),
-                ));
-            }
-            Ok(Some(placed))
-        },
-    )
-    .await?;
-    let distinct: BTreeSet<&str> = placed.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(distinct.len(), 3, "one pod per node: {placed:?}");
+    let placed = spread_statefulset(&fx.client, &fx.test, &fx.test, "4Mi").await?;
     for (node, pv) in &placed {
         let (on, entry, _) = expected
             .get(pv)
