@@ -110,9 +110,17 @@ impl FakeNode {
     }
 
     /// Start the agent for Node `node` on this fake node, against the test cluster, serving
-    /// HTTP on 127.0.0.1:`port`. Extra arguments follow.
-    pub fn spawn_agent(&self, node: &str, port: u16, extra: &[&str]) -> anyhow::Result<Child> {
-        self.spawn_agent_with(&kubeconfig()?, node, port, extra)
+    /// HTTP on 127.0.0.1:`port`. Extra arguments follow. It authenticates as the
+    /// ServiceAccount `volpool-system/volpool-agent` with the RBAC of `deploy/`, as in a real
+    /// install, so every agent feature an e2e test shows also works with least privilege.
+    pub async fn spawn_agent(
+        &self,
+        node: &str,
+        port: u16,
+        extra: &[&str],
+    ) -> anyhow::Result<Child> {
+        let kubeconfig = crate::deploy::service_account_kubeconfig(crate::deploy::AGENT).await?;
+        self.spawn_agent_with(&kubeconfig, node, port, extra)
     }
 
     /// [`FakeNode::spawn_agent`] with another kubeconfig (e.g. an [`ApiRelay`]'s).

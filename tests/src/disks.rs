@@ -23,6 +23,7 @@ use serde_json::json;
 
 use crate::agent::{FakeNode, free_port};
 use crate::create_node;
+use crate::deploy::{AGENT, service_account_kubeconfig};
 
 /// Filesystem of a loop disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +100,7 @@ pub struct DiskNode {
     /// Port of the agent's `/metrics`.
     pub port: u16,
     agent: Option<Child>,
+    kubeconfig: PathBuf,
     fake: FakeNode,
     loops: Vec<LoopDisk>,
 }
@@ -123,6 +125,7 @@ impl DiskNode {
             name: name.to_string(),
             port: free_port()?,
             agent: None,
+            kubeconfig: service_account_kubeconfig(AGENT).await?,
             fake: FakeNode::new()?,
             loops: Vec::new(),
         };
@@ -133,10 +136,12 @@ impl DiskNode {
     /// Start (or restart) the agent.
     pub fn start_agent(&mut self) -> anyhow::Result<()> {
         self.stop_agent();
-        self.agent = Some(
-            self.fake
-                .spawn_agent(&self.name, self.port, &["--resync", "2s"])?,
-        );
+        self.agent = Some(self.fake.spawn_agent_with(
+            &self.kubeconfig,
+            &self.name,
+            self.port,
+            &["--resync", "2s"],
+        )?);
         Ok(())
     }
 

@@ -89,7 +89,9 @@ async fn agent_publishes_node_volumes_and_follows_mounts_without_idle_writes() -
         disks.display()
     ))?;
     let port = free_port()?;
-    let _agent = fake.spawn_agent(&node_name, port, &["--resync", "5s"])?;
+    let _agent = fake
+        .spawn_agent(&node_name, port, &["--resync", "5s"])
+        .await?;
 
     let api: Api<NodeVolumes> = Api::all(client.clone());
     let a = wait_entry(
@@ -219,7 +221,9 @@ async fn agent_waits_for_a_missing_node_then_publishes() -> anyhow::Result<()> {
         disks.display()
     ))?;
     let port = free_port()?;
-    let mut agent = fake.spawn_agent(&node_name, port, &["--resync", "5s"])?;
+    let mut agent = fake
+        .spawn_agent(&node_name, port, &["--resync", "5s"])
+        .await?;
 
     // Alive, not ready, and retrying: the Node does not exist yet.
     let (_, why) = wait_for("/readyz 503", START_DEADLINE, || async {

@@ -332,7 +332,7 @@ async fn every_dashboard_panel_returns_data_from_a_live_prometheus() -> anyhow::
     let mut processes =
         runtime_and_container(&client, &node, &node_name, &ns, &disks, &mut cgroups).await?;
     let agent_port = free_port()?;
-    let mut agent = node.spawn_agent(&node_name, agent_port, &[])?;
+    let mut agent = node.spawn_agent(&node_name, agent_port, &[]).await?;
 
     let prometheus = Prometheus::start(&[
         Target::new("volpool-agent", &format!("127.0.0.1:{agent_port}"))

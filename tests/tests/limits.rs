@@ -213,7 +213,9 @@ async fn pods_on_the_node_name_the_containers_in_metrics_and_get_an_event_when_a
          'import ctypes, time; assert ctypes.CDLL(None).mlockall(1) == 0; time.sleep(3600)'",
     )?;
     let port = free_port()?;
-    let _agent = fake.spawn_agent(&node_name, port, &["--resync", "2s"])?;
+    let _agent = fake
+        .spawn_agent(&node_name, port, &["--resync", "2s"])
+        .await?;
 
     let labels = |pod: &str, container: &str| {
         vec![format!(
