@@ -23,7 +23,8 @@ use kube::{Api, Client, Resource};
 use serde_json::{Value, json};
 use volpool_api::{LABEL_POOL, NodeVolumes, VolumePool};
 
-use crate::{FIELD_MANAGER, kubeconfig, repo_root, wait_for};
+use crate::deploy::{CONTROLLER, NAMESPACE, service_account_kubeconfig};
+use crate::{FIELD_MANAGER, repo_root, wait_for};
 
 /// How long the e2e tests wait for the controller to converge.
 pub const LONG: Duration = Duration::from_secs(60);
@@ -34,6 +35,9 @@ fn apply() -> PatchParams {
 
 /// Label put on a test's VolumePools; each test's controller plans only its own pools.
 pub const LABEL_TEST: &str = "volpool.io/e2e";
+
+/// Namespace of the test controllers' Leases: the one the controller's RBAC allows.
+pub const LEASE_NAMESPACE: &str = NAMESPACE;
 
 /// Path of the controller binary, built once per test process (`$VOLPOOL_CONTROLLER_BIN`
 /// overrides).
@@ -74,17 +78,19 @@ pub struct Controller {
 
 impl Controller {
     /// Start a replica planning the pools labelled `volpool.io/e2e=<test>`, electing with the
-    /// Lease `default/<test>`.
-    pub fn start(test: &str, identity: &str) -> anyhow::Result<Controller> {
-        Controller::start_with_env(test, identity, &[])
+    /// Lease `volpool-system/<test>`. It authenticates as the ServiceAccount
+    /// `volpool-system/volpool-controller` with the RBAC of `deploy/`, as in a real install.
+    pub async fn start(test: &str, identity: &str) -> anyhow::Result<Controller> {
+        Controller::start_with_env(test, identity, &[]).await
     }
 
     /// [`Controller::start`] with extra environment variables (test hooks).
-    pub fn start_with_env(
+    pub async fn start_with_env(
         test: &str,
         identity: &str,
         env: &[(&str, &str)],
     ) -> anyhow::Result<Controller> {
+        let kubeconfig = service_account_kubeconfig(CONTROLLER).await?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -92,11 +98,11 @@ impl Controller {
         let log = std::fs::File::create(std::env::temp_dir().join(format!("{identity}.log")))?;
         let child = Command::new(controller_binary()?)
             .args(["--metrics-addr", &metrics_addr])
-            .args(["--lease-namespace", "default", "--lease-name", test])
+            .args(["--lease-namespace", LEASE_NAMESPACE, "--lease-name", test])
             .args(["--identity", identity])
             .args(["--pool-selector", &format!("{LABEL_TEST}={test}")])
             .args(["--resync", "1s", "--lease-duration", "5s"])
-            .env("KUBECONFIG", kubeconfig()?)
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
             .stdout(Stdio::null())

@@ -9,8 +9,9 @@ use kube::{Api, Client};
 use serde_json::json;
 use volpool_api::{NodeVolumes, VolumePool, local_pv_name};
 use volpool_e2e::controller::{
-    Controller, LONG, bind, capacity, create_class, create_namespace, create_pool, label, phase,
-    publish_report, pvs_of, spread_statefulset, volume, wait_for_event, wait_for_pv, wait_for_pvs,
+    Controller, LEASE_NAMESPACE, LONG, bind, capacity, create_class, create_namespace, create_pool,
+    label, phase, publish_report, pvs_of, spread_statefulset, volume, wait_for_event, wait_for_pv,
+    wait_for_pvs,
 };
 use volpool_e2e::{apply_crds, client, create_node, unique, wait_for};
 
@@ -35,7 +36,7 @@ async fn disks_of_three_nodes_become_pvs_and_the_idle_pass_writes_nothing() -> a
         json!({"mountOptions": ["noatime"]}),
     )
     .await?;
-    let controller = Controller::start(&test, &format!("{test}-a"))?;
+    let controller = Controller::start(&test, &format!("{test}-a")).await?;
     let mut expected = Vec::new();
     for i in 0..3 {
         let node = format!("{test}-n{i}");
@@ -172,7 +173,7 @@ async fn capacity_drift_missing_and_replaced_volumes() -> anyhow::Result<()> {
     create_namespace(&client, &ns).await?;
     create_class(&client, &test, false).await?;
     create_pool(&client, &test, &pool, &test, json!({})).await?;
-    let _controller = Controller::start(&test, &format!("{test}-a"))?;
+    let _controller = Controller::start(&test, &format!("{test}-a")).await?;
     let node = format!("{test}-n");
     create_node(&client, &node).await?;
     let vols = |a: u64| {
@@ -271,7 +272,7 @@ async fn a_released_volume_is_scrubbed_by_request_then_offered_again() -> anyhow
     create_namespace(&client, &ns).await?;
     create_class(&client, &test, false).await?;
     create_pool(&client, &test, &pool, &test, json!({})).await?;
-    let _controller = Controller::start(&test, &format!("{test}-a"))?;
+    let _controller = Controller::start(&test, &format!("{test}-a")).await?;
     let node = format!("{test}-n");
     create_node(&client, &node).await?;
     let vols = || vec![volume(&pool, "vol1", "uuid:r1", 3 * GIB)];
@@ -351,7 +352,7 @@ async fn deleting_a_node_takes_its_available_pvs_and_marks_bound_ones() -> anyho
     create_namespace(&client, &ns).await?;
     create_class(&client, &test, false).await?;
     create_pool(&client, &test, &pool, &test, json!({})).await?;
-    let _controller = Controller::start(&test, &format!("{test}-a"))?;
+    let _controller = Controller::start(&test, &format!("{test}-a")).await?;
     let (gone, stays) = (format!("{test}-gone"), format!("{test}-stays"));
     for node in [&gone, &stays] {
         create_node(&client, node).await?;
@@ -406,7 +407,7 @@ async fn a_statefulset_of_three_gets_three_bound_claims_on_three_nodes() -> anyh
     create_namespace(&client, &ns).await?;
     create_class(&client, &test, true).await?;
     create_pool(&client, &test, &pool, &test, json!({})).await?;
-    let _controller = Controller::start(&test, &format!("{test}-a"))?;
+    let _controller = Controller::start(&test, &format!("{test}-a")).await?;
     let nodes: Vec<String> = (0..3).map(|i| format!("{test}-n{i}")).collect();
     for node in &nodes {
         create_node(&client, node).await?;
@@ -443,8 +444,8 @@ async fn the_follower_takes_over_when_the_leader_is_killed() -> anyhow::Result<(
     create_class(&client, &test, true).await?;
     create_pool(&client, &test, &pool, &test, json!({})).await?;
     let mut replicas = [
-        Controller::start(&test, &format!("{test}-a"))?,
-        Controller::start(&test, &format!("{test}-b"))?,
+        Controller::start(&test, &format!("{test}-a")).await?,
+        Controller::start(&test, &format!("{test}-b")).await?,
     ];
     let node = format!("{test}-n");
     create_node(&client, &node).await?;
@@ -458,7 +459,7 @@ async fn the_follower_takes_over_when_the_leader_is_killed() -> anyhow::Result<(
     let first = local_pv_name(&pool, &node, "vol1", "uuid:h1");
     wait_for_pvs(&client, &pool, std::slice::from_ref(&first)).await?;
 
-    let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+    let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
     let holder = leases
         .get(&test)
         .await?
@@ -541,7 +542,7 @@ async fn bad_input_gives_conditions_and_leaves_other_pools_alone() -> anyhow::Re
         json!({"local": {"discoveryDir": "/mnt/third"}}),
     )
     .await?;
-    let _controller = Controller::start(&test, &format!("{test}-a"))?;
+    let _controller = Controller::start(&test, &format!("{test}-a")).await?;
     let node = format!("{test}-n");
     create_node(&client, &node).await?;
     let mut other = volume(&invalid, "x", "uuid:x", GIB);

@@ -24,8 +24,8 @@ use volpool_api::{
 };
 use volpool_e2e::agent::TempDir;
 use volpool_e2e::controller::{
-    Controller, capacity, create_class, create_namespace, create_pool, label, phase, pvs_of,
-    spread_statefulset, wait_for_event, wait_for_pv, wait_for_pvs,
+    Controller, LEASE_NAMESPACE, capacity, create_class, create_namespace, create_pool, label,
+    phase, pvs_of, spread_statefulset, wait_for_event, wait_for_pv, wait_for_pvs,
 };
 use volpool_e2e::disks::{DiskNode, Fs};
 use volpool_e2e::{apply_crds, client, unique, wait_for};
@@ -132,7 +132,7 @@ impl Fixture {
         let _ = Api::<StorageClass>::all(c.clone())
             .delete(&self.test, &dp)
             .await;
-        let _ = Api::<Lease>::namespaced(c.clone(), "default")
+        let _ = Api::<Lease>::namespaced(c.clone(), LEASE_NAMESPACE)
             .delete(&self.test, &dp)
             .await;
         for node in nodes {
@@ -196,7 +196,7 @@ async fn three_nodes_disks_become_pvs_and_a_statefulset_gets_one_per_node() -> a
     }
     // A plain directory is reported, never offered.
     std::fs::create_dir_all(fx.path("plain"))?;
-    let _controller = Controller::start(&fx.test, &format!("{}-a", fx.test))?;
+    let _controller = Controller::start(&fx.test, &format!("{}-a", fx.test)).await?;
 
     let mut expected = BTreeMap::new();
     for node in &nodes {
@@ -274,7 +274,7 @@ async fn a_released_volume_is_scrubbed_by_the_agent_then_offered_again() -> anyh
     // symlink inside the volume.
     let neighbour = fx.disks.join("keep.txt");
     std::fs::write(&neighbour, "not yours")?;
-    let controller = Controller::start(&fx.test, &format!("{}-a", fx.test))?;
+    let controller = Controller::start(&fx.test, &format!("{}-a", fx.test)).await?;
     let name = fx.pv_name(&node.name, "data").await?;
     wait_for_pvs(&fx.client, &fx.pool, std::slice::from_ref(&name)).await?;
     create_namespace(&fx.client, &fx.test).await?;
@@ -350,7 +350,7 @@ async fn unmounted_and_grown_disks_reach_their_pvs() -> anyhow::Result<()> {
     node.mount_disk(&fx.images, &grow, 320, Fs::Xfs)?;
     node.mount_disk(&fx.images, &gone, 32, Fs::Ext4)?;
     node.mount_tmpfs(&used, 16)?;
-    let _controller = Controller::start(&fx.test, &format!("{}-a", fx.test))?;
+    let _controller = Controller::start(&fx.test, &format!("{}-a", fx.test)).await?;
     let names = [
         fx.pv_name(&node.name, "grow").await?,
         fx.pv_name(&node.name, "gone").await?,
@@ -417,8 +417,8 @@ async fn a_deleted_node_loses_its_available_pvs_and_a_killed_leader_is_replaced(
     lose.mount_tmpfs(&fx.path("vol1"), 8)?;
     lose.mount_tmpfs(&fx.path("vol2"), 8)?;
     let mut replicas = [
-        Controller::start(&fx.test, &format!("{}-a", fx.test))?,
-        Controller::start(&fx.test, &format!("{}-b", fx.test))?,
+        Controller::start(&fx.test, &format!("{}-a", fx.test)).await?,
+        Controller::start(&fx.test, &format!("{}-b", fx.test)).await?,
     ];
     let kept = fx.pv_name(&keep.name, "vol1").await?;
     let lost = [
@@ -433,7 +433,7 @@ async fn a_deleted_node_loses_its_available_pvs_and_a_killed_leader_is_replaced(
     .await?;
 
     // The leader dies without a word.
-    let holder = Api::<Lease>::namespaced(fx.client.clone(), "default")
+    let holder = Api::<Lease>::namespaced(fx.client.clone(), LEASE_NAMESPACE)
         .get(&fx.test)
         .await?
         .spec
@@ -481,7 +481,7 @@ async fn pool_labels_and_mount_options_removed_from_the_pool_leave_its_pvs() -> 
         .await?;
     let node = fx.node("n").await?;
     node.mount_tmpfs(&fx.path("vol1"), 8)?;
-    let _controller = Controller::start(&fx.test, &format!("{}-a", fx.test))?;
+    let _controller = Controller::start(&fx.test, &format!("{}-a", fx.test)).await?;
     let name = fx.pv_name(&node.name, "vol1").await?;
     let first = wait_for_pv(&fx.client, &name, "labelled and with mount options", |p| {
         label(p, "team") == Some("search")

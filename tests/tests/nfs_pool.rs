@@ -152,7 +152,7 @@ async fn upkeep(test: &str, export: &Path, nfs: Value) -> anyhow::Result<()> {
     spec["maxVolumes"] = json!(4);
     spec["onRelease"] = json!("Delete");
     create_nfs_pool(&client, test, spec.clone()).await?;
-    let controller = Controller::start(test, &format!("{test}-a"))?;
+    let controller = Controller::start(test, &format!("{test}-a")).await?;
 
     let pvs = wait_for_pool(&client, test, export, 3, 3).await?;
     for dir in dirs_on_server(export, "pv-") {
@@ -296,7 +296,8 @@ async fn a_crash_between_mkdir_and_the_pv_create_leaves_a_directory_that_is_adop
         &test,
         &format!("{test}-crash"),
         &[("VOLPOOL_TEST_CRASH_AFTER_MKDIR", "1")],
-    )?;
+    )
+    .await?;
     let deadline = std::time::Instant::now() + LONG;
     while !crashing.exited() {
         assert!(
@@ -312,7 +313,7 @@ async fn a_crash_between_mkdir_and_the_pv_create_leaves_a_directory_that_is_adop
         "the crash came before the PV"
     );
 
-    let _controller = Controller::start(&test, &format!("{test}-b"))?;
+    let _controller = Controller::start(&test, &format!("{test}-b")).await?;
     let pvs = wait_for_pool(&client, &test, &dir.0, 1, 1).await?;
     assert_eq!(
         BTreeSet::from([pv_dir(&pvs[0])]),
@@ -338,7 +339,7 @@ async fn a_stopped_server_holds_upkeep_without_deleting_then_it_resumes() -> any
                "volumeSize": "1Mi", "minAvailable": 2}),
     )
     .await?;
-    let _controller = Controller::start(&test, &format!("{test}-a"))?;
+    let _controller = Controller::start(&test, &format!("{test}-a")).await?;
     let before = wait_for_pool(&client, &test, &dir.0, 2, 2).await?;
     wait_for_condition(&client, &test, "ExportUnreachable", "False").await?;
 
@@ -381,7 +382,7 @@ async fn a_root_squashing_server_is_reported_with_the_fix() -> anyhow::Result<()
                "volumeSize": "1Mi", "minAvailable": 1}),
     )
     .await?;
-    let _controller = Controller::start(&test, &format!("{test}-a"))?;
+    let _controller = Controller::start(&test, &format!("{test}-a")).await?;
     let message = wait_for_condition(&client, &test, "RootSquashed", "True").await?;
     assert!(
         message.contains("no_root_squash") && message.contains("Squash = No_Root_Squash"),
