@@ -258,10 +258,40 @@ async fn upkeep(test: &str, export: &Path, nfs: Value) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A tmpfs of its own on an export directory, so the export's free space (written into the
+/// pool's status) moves only with what this test does, not with the rest of the test run
+/// filling the shared temp directory. Unmounted on drop.
+struct OwnFilesystem<'a>(&'a Path);
+
+impl<'a> OwnFilesystem<'a> {
+    fn mount(dir: &'a Path) -> anyhow::Result<OwnFilesystem<'a>> {
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=4g", "tmpfs"])
+            .arg(dir)
+            .status()?;
+        anyhow::ensure!(
+            status.success(),
+            "mount -t tmpfs on {} failed",
+            dir.display()
+        );
+        Ok(OwnFilesystem(dir))
+    }
+}
+
+impl Drop for OwnFilesystem<'_> {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0)
+            .status();
+    }
+}
+
 #[tokio::test]
 async fn nfsv3_pool_upkeep_binding_max_volumes_delete_and_archive() -> anyhow::Result<()> {
     let test = unique("nfs-v3");
     let dir = TempDir::new(&format!("volpool-{test}"))?;
+    let _own = OwnFilesystem::mount(&dir.0)?;
     let server = NfsServer::start(&[&dir.0])?;
     let nfs = json!({"server": server.address(), "path": dir.0.to_string_lossy()});
     upkeep(&test, &dir.0, nfs).await
@@ -271,6 +301,7 @@ async fn nfsv3_pool_upkeep_binding_max_volumes_delete_and_archive() -> anyhow::R
 async fn mounted_pool_upkeep_binding_max_volumes_delete_and_archive() -> anyhow::Result<()> {
     let test = unique("nfs-mounted");
     let dir = TempDir::new(&format!("volpool-{test}"))?;
+    let _own = OwnFilesystem::mount(&dir.0)?;
     let nfs = json!({"server": "nfs.example.com", "path": "/export", "access": "Mounted",
                      "mountedPath": dir.0.to_string_lossy()});
     upkeep(&test, &dir.0, nfs).await
