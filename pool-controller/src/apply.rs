@@ -110,20 +110,12 @@ impl Applier {
                 pv,
                 resource_version,
                 ..
-            } => {
-                let mut pv = pv.to_pv();
-                pv.metadata.resource_version = resource_version;
-                self.apply_pv(pv).await
-            }
+            } => self.apply_pv(pv.to_pv(), resource_version).await,
             Change::UpdatePv {
                 pv,
                 resource_version,
                 ..
-            } => {
-                let mut pv = pv.to_pv();
-                pv.metadata.resource_version = resource_version;
-                self.apply_pv(pv).await
-            }
+            } => self.apply_pv(pv.to_pv(), resource_version).await,
             Change::DeletePv {
                 name,
                 uid,
@@ -227,12 +219,18 @@ impl Applier {
             })),
             // NB: a PV of that name appeared since the stores were read: apply it, as before
             // creates were plain.
-            Err(kube::Error::Api(s)) if s.code == 409 => self.apply_pv(pv).await,
+            Err(kube::Error::Api(s)) if s.code == 409 => self.apply_pv(pv, None).await,
             Err(source) => Err(Error::ApplyPv { name, source }),
         }
     }
 
-    async fn apply_pv(&self, pv: PersistentVolume) -> Result<Option<Written>, Error> {
+    /// Server-side apply `pv`, at `resource_version` when given (so a stale plan conflicts).
+    async fn apply_pv(
+        &self,
+        mut pv: PersistentVolume,
+        resource_version: Option<String>,
+    ) -> Result<Option<Written>, Error> {
+        pv.metadata.resource_version = resource_version;
         let name = pv.metadata.name.clone().unwrap_or_default();
         let api: Api<PersistentVolume> = Api::all(self.client.clone());
         let apply = PatchParams::apply(FIELD_MANAGER_CONTROLLER).force();
