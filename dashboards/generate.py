@@ -7,9 +7,9 @@ every query, variables substituted, as a rule file for `promtool check rules`).
 Every query filters on the dashboard variables `cluster`, `node` and `pool` (regex matchers, so
 "All" is `.*` and series without a `cluster` label still match) and uses the `datasource`
 variable. Pool gauges are reported by both controller replicas: `max by (pool, ...)`.
-Metric names are DESIGN.md's (and volpool_workload_requirement_met, which the alert rules use
-too); tests/tests/dashboards.rs checks them, tests/tests/dashboards_live.rs runs every query
-against a real Prometheus scraping the real agent and controller.
+Metric names are those docs/architecture.md lists ("Metrics"); tests/tests/dashboards.rs checks
+them, tests/tests/dashboards_live.rs runs every query against a real Prometheus scraping the
+real agent and controller.
 """
 
 import json

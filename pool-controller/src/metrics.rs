@@ -1,6 +1,6 @@
-//! Controller metrics (prefix `volpool_`), as listed in DESIGN: pool volumes and bytes by
-//! phase, leadership, pass duration, errors by category, API writes by verb and resource, and
-//! scrub durations. Beyond DESIGN, `volpool_pool_info{pool,storage_class}` and
+//! Controller metrics (prefix `volpool_`), as listed in `docs/architecture.md` ("Metrics"):
+//! pool volumes and bytes by phase, leadership, pass duration, errors by category, API writes by
+//! verb and resource, and scrub durations. `volpool_pool_info{pool,storage_class}` and
 //! `volpool_pool_min_available{pool}` let the alert rules join claims to pools and see the
 //! watermark. Label values are always bounded names, never error texts.
 

@@ -183,7 +183,8 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
         .with_context(|| format!("failed to write {}", path.display()))
 }
 
-/// Every metric DESIGN.md lists ("Metrics"): what dashboards and alert rules may query.
+/// Every metric `docs/architecture.md` lists ("Metrics"): what dashboards and alert rules may
+/// query.
 /// Histograms also expose `_bucket`, `_sum` and `_count` series, see [`HISTOGRAMS`].
 pub const DESIGN_METRICS: &[&str] = &[
     // agent
@@ -224,7 +225,7 @@ pub const HISTOGRAMS: &[&str] = &[
     "volpool_cleanup_duration_seconds",
 ];
 
-/// Whether `name` is a series of a DESIGN metric (a histogram's `_bucket`/`_sum`/`_count` too).
+/// Whether `name` is a series of a documented metric (a histogram's `_bucket`/`_sum`/`_count` too).
 pub fn is_design_metric(name: &str) -> bool {
     DESIGN_METRICS.contains(&name)
         || ["_bucket", "_sum", "_count"].iter().any(|suffix| {

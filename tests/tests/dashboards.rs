@@ -1,6 +1,7 @@
 //! The Grafana dashboards in `dashboards/` load cleanly and query only what volpool exports:
 //! unique uids and panel ids, every panel on the grid, every query through the `datasource`
-//! variable and filtered by `cluster`, and only DESIGN's metric names. No cluster needed.
+//! variable and filtered by `cluster`, and only the metric names `docs/architecture.md` lists.
+//! No cluster needed.
 //! (`dashboards_live.rs` runs every query against a real Prometheus.)
 //! (That the JSON is what `dashboards/generate.py` writes is checked by `tests/check-rules`.)
 
@@ -10,8 +11,9 @@ use serde_json::Value;
 use volpool_e2e::deploy::{is_design_metric, promql_selectors};
 use volpool_e2e::repo_root;
 
-/// Metrics the dashboards may query beyond DESIGN.md's list: the agent's per-container
-/// requirement results, which the `VolpoolWorkloadRequirementNotMet` alert uses too.
+/// Metrics the dashboards may query beyond [`volpool_e2e::deploy::DESIGN_METRICS`]: the
+/// agent's per-container requirement results, which the `VolpoolWorkloadRequirementNotMet`
+/// alert uses too.
 const ALSO_QUERIED: &[&str] = &["volpool_workload_requirement_met"];
 
 const DASHBOARDS: &[(&str, &str)] = &[
@@ -198,7 +200,7 @@ fn queries_use_only_design_metrics_and_filter_by_cluster() {
                 assert!(
                     is_design_metric(&selector.metric)
                         || ALSO_QUERIED.contains(&selector.metric.as_str()),
-                    "{file}: {place} queries {}, which is not a metric of DESIGN.md: {query}",
+                    "{file}: {place} queries {}, which docs/architecture.md does not list: {query}",
                     selector.metric
                 );
                 // NB: the cluster variable's own query cannot filter on itself.

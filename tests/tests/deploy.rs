@@ -440,9 +440,10 @@ fn monitoring_scrapes_with_a_node_label_and_alerts_like_the_rule_file() -> anyho
     Ok(())
 }
 
-/// Metrics the alert rules need that DESIGN.md does not list yet: `volpool_pool_info{pool,
-/// storage_class}` (1 per pool) and `volpool_pool_min_available{pool}` from the controller,
-/// `volpool_workload_requirement_met{namespace,pod,container,requirement}` (0/1) from the agent.
+/// Metrics the alert rules need beyond [`volpool_e2e::deploy::DESIGN_METRICS`]:
+/// `volpool_pool_info{pool,storage_class}` (1 per pool) and `volpool_pool_min_available{pool}`
+/// from the controller, `volpool_workload_requirement_met{namespace,pod,container,requirement}`
+/// (0/1) from the agent.
 const PROPOSED_METRICS: &[&str] = &[
     "volpool_pool_info",
     "volpool_pool_min_available",
@@ -487,7 +488,7 @@ fn alert_rules_say_what_to_do_and_query_known_metrics() -> anyhow::Result<()> {
                 volpool_e2e::deploy::is_design_metric(metric)
                     || PROPOSED_METRICS.contains(&metric)
                     || OTHER_METRICS.contains(&metric),
-                "{name} queries {metric}, which neither DESIGN.md nor the proposals list"
+                "{name} queries {metric}, which docs/architecture.md does not list"
             );
         }
     }
