@@ -10,6 +10,7 @@
 //! Applying is idempotent (server-side apply, one field manager), so every test may call
 //! [`apply_rbac`] even though all tests share the cluster's cluster-scoped objects.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -183,55 +184,79 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
         .with_context(|| format!("failed to write {}", path.display()))
 }
 
-/// Every metric `docs/architecture.md` lists ("Metrics"): what dashboards and alert rules may
-/// query.
-/// Histograms also expose `_bucket`, `_sum` and `_count` series, see [`HISTOGRAMS`].
-pub const DESIGN_METRICS: &[&str] = &[
-    // agent
-    "volpool_volume_capacity_bytes",
-    "volpool_volume_available_bytes",
-    "volpool_volume_used_bytes",
-    "volpool_volume_inodes",
-    "volpool_volume_inodes_free",
-    "volpool_volume_probe_success",
-    "volpool_volume_stuck",
-    "volpool_volume_probe_duration_seconds",
-    "volpool_discovery_entries",
-    "volpool_nfs_client_check",
-    "volpool_nfs_client_ready",
-    "volpool_nfs_server_reachable",
-    "volpool_sysctl_vm_max_map_count",
-    "volpool_node_locked_memory_bytes",
-    "volpool_runtime_limit",
-    "volpool_container_limit",
-    "volpool_container_locked_memory_bytes",
-    "volpool_agent_scan_duration_seconds",
-    "volpool_agent_build_info",
-    // controller
-    "volpool_pool_volumes",
-    "volpool_pool_capacity_bytes",
-    "volpool_pool_export_size_bytes",
-    "volpool_pool_export_available_bytes",
-    "volpool_controller_leader",
-    "volpool_controller_reconcile_duration_seconds",
-    "volpool_controller_errors_total",
-    "volpool_controller_api_writes_total",
-    "volpool_cleanup_duration_seconds",
-];
+/// The metrics a markdown document lists: the names in backquotes in the first column of the
+/// tables under its `## Metrics` heading (up to the next `## ` heading). The top `README.md`'s
+/// table is what dashboards and alert rules may query; `docs/architecture.md` lists the same.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DocumentedMetrics {
+    /// Every metric name listed.
+    pub names: BTreeSet<String>,
+    /// The histograms among them (their description starts with "histogram"): each also has
+    /// `_bucket`, `_sum` and `_count` series.
+    pub histograms: BTreeSet<String>,
+}
 
-/// The histograms among [`DESIGN_METRICS`].
-pub const HISTOGRAMS: &[&str] = &[
-    "volpool_controller_reconcile_duration_seconds",
-    "volpool_cleanup_duration_seconds",
-];
+impl DocumentedMetrics {
+    /// The metrics of the markdown file at `path` (relative to the repository root).
+    pub fn of_file(path: &str) -> anyhow::Result<Self> {
+        let path = repo_root().join(path);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("failed to read {}", path.display()))?;
+        Ok(Self::parse(&text))
+    }
 
-/// Whether `name` is a series of a documented metric (a histogram's `_bucket`/`_sum`/`_count` too).
-pub fn is_design_metric(name: &str) -> bool {
-    DESIGN_METRICS.contains(&name)
-        || ["_bucket", "_sum", "_count"].iter().any(|suffix| {
-            name.strip_suffix(suffix)
-                .is_some_and(|base| HISTOGRAMS.contains(&base))
-        })
+    /// The metrics listed in `markdown`'s `## Metrics` section.
+    pub fn parse(markdown: &str) -> Self {
+        let mut metrics = Self::default();
+        let section = markdown_section(markdown, "Metrics");
+        for row in section
+            .into_iter()
+            .filter(|line| line.starts_with("| `volpool_"))
+        {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let names: Vec<String> = cells[1]
+                .split('`')
+                .filter(|part| part.starts_with("volpool_"))
+                .map(str::to_string)
+                .collect();
+            if row_is_histogram(&cells) {
+                metrics.histograms.extend(names.iter().cloned());
+            }
+            metrics.names.extend(names);
+        }
+        metrics
+    }
+
+    /// Whether `name` is a series of a listed metric (a histogram's `_bucket`/`_sum`/`_count`
+    /// too).
+    pub fn contains(&self, name: &str) -> bool {
+        self.names.contains(name)
+            || ["_bucket", "_sum", "_count"].iter().any(|suffix| {
+                name.strip_suffix(suffix)
+                    .is_some_and(|base| self.histograms.contains(base))
+            })
+    }
+}
+
+/// The lines of a markdown document's `## <heading>` section, up to the next `## ` heading.
+pub fn markdown_section<'a>(markdown: &'a str, heading: &str) -> Vec<&'a str> {
+    let heading = format!("## {heading}");
+    markdown
+        .lines()
+        .skip_while(|line| line.trim_end() != heading)
+        .skip(1)
+        .take_while(|line| !line.starts_with("## "))
+        .collect()
+}
+
+/// Whether a metrics table row (its cells split on `|`) describes a histogram: its last
+/// non-empty cell starts with "histogram".
+fn row_is_histogram(cells: &[&str]) -> bool {
+    cells
+        .iter()
+        .rev()
+        .find(|cell| !cell.is_empty())
+        .is_some_and(|cell| cell.starts_with("histogram"))
 }
 
 /// A metric selector in a PromQL expression: the metric name and its `{...}` matchers, if any.

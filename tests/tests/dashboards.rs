@@ -1,20 +1,15 @@
 //! The Grafana dashboards in `dashboards/` load cleanly and query only what volpool exports:
 //! unique uids and panel ids, every panel on the grid, every query through the `datasource`
-//! variable and filtered by `cluster`, and only the metric names `docs/architecture.md` lists.
-//! No cluster needed.
+//! variable and filtered by `cluster`, and only the metrics the README's table lists. No cluster
+//! needed.
 //! (`dashboards_live.rs` runs every query against a real Prometheus.)
 //! (That the JSON is what `dashboards/generate.py` writes is checked by `tests/check-rules`.)
 
 use std::collections::BTreeSet;
 
 use serde_json::Value;
-use volpool_e2e::deploy::{is_design_metric, promql_selectors};
+use volpool_e2e::deploy::{DocumentedMetrics, promql_selectors};
 use volpool_e2e::repo_root;
-
-/// Metrics the dashboards may query beyond [`volpool_e2e::deploy::DESIGN_METRICS`]: the
-/// agent's per-container requirement results, which the `VolpoolWorkloadRequirementNotMet`
-/// alert uses too.
-const ALSO_QUERIED: &[&str] = &["volpool_workload_requirement_met"];
 
 const DASHBOARDS: &[(&str, &str)] = &[
     ("pools.json", "volpool / Pools"),
@@ -188,7 +183,8 @@ fn dashboards_have_cluster_node_and_pool_variables() {
 }
 
 #[test]
-fn queries_use_only_design_metrics_and_filter_by_cluster() {
+fn queries_use_only_documented_metrics_and_filter_by_cluster() {
+    let documented = DocumentedMetrics::of_file("README.md").expect("the README's metrics");
     for (file, dashboard) in dashboards() {
         for (place, query) in queries(&dashboard) {
             let selectors = promql_selectors(&query);
@@ -198,9 +194,9 @@ fn queries_use_only_design_metrics_and_filter_by_cluster() {
             );
             for selector in selectors {
                 assert!(
-                    is_design_metric(&selector.metric)
-                        || ALSO_QUERIED.contains(&selector.metric.as_str()),
-                    "{file}: {place} queries {}, which docs/architecture.md does not list: {query}",
+                    documented.contains(&selector.metric),
+                    "{file}: {place} queries {}, which the README's metrics table does not list: \
+                     {query}",
                     selector.metric
                 );
                 // NB: the cluster variable's own query cannot filter on itself.

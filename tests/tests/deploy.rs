@@ -440,16 +440,6 @@ fn monitoring_scrapes_with_a_node_label_and_alerts_like_the_rule_file() -> anyho
     Ok(())
 }
 
-/// Metrics the alert rules need beyond [`volpool_e2e::deploy::DESIGN_METRICS`]:
-/// `volpool_pool_info{pool,storage_class}` (1 per pool) and `volpool_pool_min_available{pool}`
-/// from the controller, `volpool_workload_requirement_met{namespace,pod,container,requirement}`
-/// (0/1) from the agent.
-const PROPOSED_METRICS: &[&str] = &[
-    "volpool_pool_info",
-    "volpool_pool_min_available",
-    "volpool_workload_requirement_met",
-];
-
 /// Series of other exporters the rules join with: kube-state-metrics, and Prometheus's `up`.
 const OTHER_METRICS: &[&str] = &[
     "kube_persistentvolumeclaim_info",
@@ -461,6 +451,7 @@ const OTHER_METRICS: &[&str] = &[
 
 #[test]
 fn alert_rules_say_what_to_do_and_query_known_metrics() -> anyhow::Result<()> {
+    let documented = volpool_e2e::deploy::DocumentedMetrics::of_file("README.md")?;
     let text = std::fs::read_to_string(repo_root().join("deploy/monitoring/rules.yaml"))?;
     let file: Value = serde_yaml::from_str(&text)?;
     let mut alerts = BTreeSet::new();
@@ -485,10 +476,9 @@ fn alert_rules_say_what_to_do_and_query_known_metrics() -> anyhow::Result<()> {
         for selector in volpool_e2e::deploy::promql_selectors(expr) {
             let metric = selector.metric.as_str();
             assert!(
-                volpool_e2e::deploy::is_design_metric(metric)
-                    || PROPOSED_METRICS.contains(&metric)
-                    || OTHER_METRICS.contains(&metric),
-                "{name} queries {metric}, which docs/architecture.md does not list"
+                documented.contains(metric) || OTHER_METRICS.contains(&metric),
+                "{name} queries {metric}, which neither the README's metrics table nor \
+                 OTHER_METRICS lists"
             );
         }
     }
