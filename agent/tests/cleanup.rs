@@ -4,13 +4,13 @@
 //! it); an entry that cannot be deleted fails the scrub, named; a volume whose identity changed
 //! is refused untouched; Block volumes are zeroed.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::{AGENT, FakeNode, LoopDevice, TempDir, check, pools_file};
 use volpool_api::{CleanupOutcome, CleanupResult, NodeVolumesStatus};
+use volpool_testkit::{FakeNode, Fs, LoopDevice, TempDir, check, pools_file};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_volpool-agent");
 
 /// The volume ID `scan` reports for entry `name` of pool `pool`.
 fn volume_id(node: &FakeNode, pools: &Path, pool: &str, name: &str) -> String {
@@ -20,7 +20,7 @@ fn volume_id(node: &FakeNode, pools: &Path, pool: &str, name: &str) -> String {
         .arg(pools)
         .output()
         .expect("agent runs");
-    check(&out, "volpool-agent scan");
+    check(&out, "volpool-agent scan").expect("scan succeeds");
     let status: NodeVolumesStatus = serde_json::from_slice(&out.stdout).expect("json status");
     let entry = status
         .volumes
@@ -56,12 +56,15 @@ fn tree(node: &FakeNode, dir: &Path) -> Vec<String> {
         "cd '{}' && find . -mindepth 1 | sort",
         dir.display()
     ));
-    text.lines().map(str::to_string).collect()
+    text.expect("find runs")
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]
-fn wipe_empties_the_volume_and_touches_nothing_outside_it() {
-    let tmp = TempDir::new("volpool-wipe");
+fn wipe_empties_the_volume_and_touches_nothing_outside_it() -> anyhow::Result<()> {
+    let tmp = TempDir::new("volpool-wipe")?;
     let disks = tmp.join("disks");
     let outside = tmp.join("outside");
     std::fs::create_dir_all(disks.join("vol")).expect("mkdir");
@@ -69,8 +72,8 @@ fn wipe_empties_the_volume_and_touches_nothing_outside_it() {
     std::fs::write(outside.join("keep.txt"), "outside\n").expect("write");
     std::fs::write(outside.join("dir/inner.txt"), "inner\n").expect("write");
     std::fs::write(disks.join("notes.txt"), "next to the volume\n").expect("write");
-    let ext4 = LoopDevice::new(&tmp.join("ext4.img"), 32, true);
-    let node = FakeNode::new();
+    let ext4 = LoopDevice::new(tmp.join("ext4.img"), 32, Some(Fs::Ext4))?;
+    let node = FakeNode::new()?;
     let (v, o) = (disks.join("vol"), outside.display().to_string());
     let vd = v.display();
     node.sh(&format!(
@@ -83,9 +86,9 @@ fn wipe_empties_the_volume_and_touches_nothing_outside_it() {
          mkfifo '{vd}/fifo'
          echo x > '{vd}/locked/x/f'; chmod 000 '{vd}/locked/x' '{vd}/locked'
          d='{vd}/deep'; for i in $(seq 150); do d=\"$d/d\"; done; mkdir -p \"$d\"; echo bottom > \"$d/f\"",
-        ext4.0
-    ));
-    let pools = pools_file(&tmp, &disks, "1Mi", false);
+        ext4.device
+    ))?;
+    let pools = pools_file(&tmp, &disks, "1Mi", false)?;
     let id = volume_id(&node, &pools, "fs", "vol");
     assert!(id.starts_with("uuid:"), "{id}");
 
@@ -123,15 +126,16 @@ fn wipe_empties_the_volume_and_touches_nothing_outside_it() {
     assert!(tmp.join("ext4.img").exists());
 
     // The volume is still mounted and usable: the scrub removed contents, not the volume.
-    node.sh(&format!("mountpoint -q '{vd}' && echo new > '{vd}/new'"));
+    node.sh(&format!("mountpoint -q '{vd}' && echo new > '{vd}/new'"))?;
+    Ok(())
 }
 
 #[test]
-fn mounts_inside_the_volume_are_left_alone_and_the_scrub_fails() {
-    let tmp = TempDir::new("volpool-nested");
+fn mounts_inside_the_volume_are_left_alone_and_the_scrub_fails() -> anyhow::Result<()> {
+    let tmp = TempDir::new("volpool-nested")?;
     let disks = tmp.join("disks");
     std::fs::create_dir_all(disks.join("vol")).expect("mkdir");
-    let node = FakeNode::new();
+    let node = FakeNode::new()?;
     let (d, fs) = (disks.display(), tmp.join("fs").display().to_string());
     // The volume is a sub-tree of a tmpfs bind-mounted into place; inside it are a tmpfs (its
     // own st_dev) and a bind mount of another sub-tree of the same tmpfs (the same st_dev,
@@ -144,8 +148,8 @@ fn mounts_inside_the_volume_are_left_alone_and_the_scrub_fails() {
          echo gone > '{d}/vol/file'; echo gone > '{d}/vol/dir/file'
          mount -t tmpfs -o size=1m n '{d}/vol/dir/sub'; echo nested > '{d}/vol/dir/sub/data'
          mount --bind '{fs}/secret' '{d}/vol/shared'"
-    ));
-    let pools = pools_file(&tmp, &disks, "1Mi", false);
+    ))?;
+    let pools = pools_file(&tmp, &disks, "1Mi", false)?;
     let id = volume_id(&node, &pools, "fs", "vol");
 
     let (code, result) = scrub(&node, &pools, &id, "Wipe");
@@ -165,7 +169,7 @@ fn mounts_inside_the_volume_are_left_alone_and_the_scrub_fails() {
     assert_eq!(
         node.sh(&format!(
             "cat '{d}/vol/dir/sub/data' '{d}/vol/shared/data' '{fs}/secret/data'"
-        )),
+        ))?,
         "nested\nsecret\nsecret\n",
         "the mounts' contents are intact"
     );
@@ -180,27 +184,28 @@ fn mounts_inside_the_volume_are_left_alone_and_the_scrub_fails() {
         ],
         "everything else is gone"
     );
+    Ok(())
 }
 
 #[test]
-fn a_volume_whose_identity_changed_is_refused_and_untouched() {
-    let tmp = TempDir::new("volpool-refuse");
+fn a_volume_whose_identity_changed_is_refused_and_untouched() -> anyhow::Result<()> {
+    let tmp = TempDir::new("volpool-refuse")?;
     let disks = tmp.join("disks");
     std::fs::create_dir_all(disks.join("vol")).expect("mkdir");
     // NB: two ext4 disks (their UUIDs differ); a tmpfs mounted after another was unmounted
     // may get the same anonymous device number, hence the same `dev:` ID.
-    let first = LoopDevice::new(&tmp.join("old.img"), 16, true);
-    let second = LoopDevice::new(&tmp.join("new.img"), 16, true);
-    let node = FakeNode::new();
+    let first = LoopDevice::new(tmp.join("old.img"), 16, Some(Fs::Ext4))?;
+    let second = LoopDevice::new(tmp.join("new.img"), 16, Some(Fs::Ext4))?;
+    let node = FakeNode::new()?;
     let vd = disks.join("vol").display().to_string();
-    node.sh(&format!("mount '{}' '{vd}'", first.0));
-    let pools = pools_file(&tmp, &disks, "1Mi", false);
+    node.sh(&format!("mount '{}' '{vd}'", first.device))?;
+    let pools = pools_file(&tmp, &disks, "1Mi", false)?;
     let old = volume_id(&node, &pools, "fs", "vol");
     // Another disk now sits at the same path.
     node.sh(&format!(
         "umount '{vd}'; mount '{}' '{vd}'; echo precious > '{vd}/data'",
-        second.0
-    ));
+        second.device
+    ))?;
     assert_ne!(volume_id(&node, &pools, "fs", "vol"), old);
 
     for id in [old.as_str(), "uuid:00000000-0000-4000-8000-000000000000"] {
@@ -217,7 +222,7 @@ fn a_volume_whose_identity_changed_is_refused_and_untouched() {
             result.message
         );
     }
-    assert_eq!(node.sh(&format!("cat '{vd}/data'")), "precious\n");
+    assert_eq!(node.sh(&format!("cat '{vd}/data'"))?, "precious\n");
 
     // Zero asked for a filesystem volume is refused too, and says what fits.
     let new = volume_id(&node, &pools, "fs", "vol");
@@ -228,32 +233,36 @@ fn a_volume_whose_identity_changed_is_refused_and_untouched() {
         "{result:?}"
     );
     assert!(result.message.contains("use Wipe"), "{}", result.message);
-    assert_eq!(node.sh(&format!("cat '{vd}/data'")), "precious\n");
+    assert_eq!(node.sh(&format!("cat '{vd}/data'"))?, "precious\n");
+    Ok(())
 }
 
 #[test]
-fn block_volumes_are_zeroed_or_discarded() {
-    let tmp = TempDir::new("volpool-block");
+fn block_volumes_are_zeroed_or_discarded() -> anyhow::Result<()> {
+    let tmp = TempDir::new("volpool-block")?;
     let disks = tmp.join("disks");
     std::fs::create_dir_all(&disks).expect("mkdir");
-    let dev = LoopDevice::new(&tmp.join("raw.img"), 8, false);
-    std::os::unix::fs::symlink(&dev.0, disks.join("raw")).expect("symlink");
-    let node = FakeNode::new();
+    let dev = LoopDevice::new(tmp.join("raw.img"), 8, None)?;
+    std::os::unix::fs::symlink(&dev.device, disks.join("raw")).expect("symlink");
+    let node = FakeNode::new()?;
     let fill = || {
         let out = Command::new("sh")
-            .args(["-c", &format!("yes volpool | head -c 8388608 > {}", dev.0)])
+            .args([
+                "-c",
+                &format!("yes volpool | head -c 8388608 > {}", dev.device),
+            ])
             .output()
             .expect("fill");
-        check(&out, "fill the device");
+        check(&out, "fill the device").expect("the device is filled");
     };
     let zero_bytes = || {
         let out = Command::new("sh")
-            .args(["-c", &format!("tr -d '\\0' < {} | wc -c", dev.0)])
+            .args(["-c", &format!("tr -d '\\0' < {} | wc -c", dev.device)])
             .output()
             .expect("count");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
-    let pools = pools_file(&tmp, &disks, "1Mi", true);
+    let pools = pools_file(&tmp, &disks, "1Mi", true)?;
     let id = volume_id(&node, &pools, "raw", "raw");
 
     fill();
@@ -283,25 +292,26 @@ fn block_volumes_are_zeroed_or_discarded() {
         "{result:?}"
     );
     assert_ne!(zero_bytes(), "0");
+    Ok(())
 }
 
 #[test]
-fn an_entry_that_cannot_be_deleted_fails_the_scrub_and_is_named() {
-    let tmp = TempDir::new("volpool-immutable");
+fn an_entry_that_cannot_be_deleted_fails_the_scrub_and_is_named() -> anyhow::Result<()> {
+    let tmp = TempDir::new("volpool-immutable")?;
     let disks = tmp.join("disks");
     std::fs::create_dir_all(disks.join("vol")).expect("mkdir");
-    let ext4 = LoopDevice::new(&tmp.join("ext4.img"), 16, true);
-    let node = FakeNode::new();
+    let ext4 = LoopDevice::new(tmp.join("ext4.img"), 16, Some(Fs::Ext4))?;
+    let node = FakeNode::new()?;
     let vd = disks.join("vol").display().to_string();
     node.sh(&format!(
         "mount '{}' '{vd}'; mkdir '{vd}/dir'; echo x > '{vd}/dir/stuck'; echo y > '{vd}/free'
          chattr +i '{vd}/dir/stuck'",
-        ext4.0
-    ));
-    let pools = pools_file(&tmp, &disks, "1Mi", false);
+        ext4.device
+    ))?;
+    let pools = pools_file(&tmp, &disks, "1Mi", false)?;
     let id = volume_id(&node, &pools, "fs", "vol");
     let (code, result) = scrub(&node, &pools, &id, "Wipe");
-    node.sh(&format!("chattr -i '{vd}/dir/stuck'"));
+    node.sh(&format!("chattr -i '{vd}/dir/stuck'"))?;
     assert_eq!(
         (code, result.result),
         (1, CleanupOutcome::Failed),
@@ -316,4 +326,5 @@ fn an_entry_that_cannot_be_deleted_fails_the_scrub_and_is_named() {
         tree(&node, &disks.join("vol")),
         ["./dir", "./dir/stuck", "./lost+found"]
     );
+    Ok(())
 }

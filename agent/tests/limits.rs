@@ -6,14 +6,14 @@
 //! machines refuse to raise a hard limit). The report must map each process to its pod and
 //! container and give its limits and locked bytes exactly.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{AGENT, FakeNode, TempDir, wait_for};
 use serde_json::{Value, json};
+use volpool_testkit::{FakeNode, TempDir, wait_for_blocking};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_volpool-agent");
 
 const V1: &str = "/sys/fs/cgroup/pids";
 const V2: &str = "/sys/fs/cgroup/unified";
@@ -62,7 +62,7 @@ impl Cgroups {
             .spawn()
             .expect("nsenter runs");
         self.children.push(child);
-        wait_for(
+        wait_for_blocking(
             &format!("a process running {marker:?} in {}", cgroup.display()),
             Duration::from_secs(20),
             || {
@@ -74,6 +74,7 @@ impl Cgroups {
                     .then_some(pid)
             },
         )
+        .expect("the process starts")
     }
 }
 
@@ -145,9 +146,10 @@ fn limit(soft: u64, hard: u64) -> Value {
 }
 
 #[test]
-fn limits_maps_processes_to_pods_and_reports_their_limits_and_locked_memory() {
-    let tmp = TempDir::new("volpool-limits");
-    let node = FakeNode::new();
+fn limits_maps_processes_to_pods_and_reports_their_limits_and_locked_memory() -> anyhow::Result<()>
+{
+    let tmp = TempDir::new("volpool-limits")?;
+    let node = FakeNode::new()?;
     let mut cgroups = Cgroups::default();
     let top = format!("volpool-test-{}", std::process::id());
 
@@ -179,10 +181,10 @@ fn limits_maps_processes_to_pods_and_reports_their_limits_and_locked_memory() {
         ),
         "locker",
     );
-    let locked = wait_for("mlockall", Duration::from_secs(20), || {
+    let locked = wait_for_blocking("mlockall", Duration::from_secs(20), || {
         let bytes = vm_lck_bytes(locker_pid);
         (bytes >= 4 << 20).then_some(bytes)
-    });
+    })?;
 
     // A systemd-driver (cgroup v2) container running Elasticsearch, asked to lock its memory,
     // with memlock 64 KiB.
@@ -296,4 +298,5 @@ fn limits_maps_processes_to_pods_and_reports_their_limits_and_locked_memory() {
             && table.contains("LimitMEMLOCK=infinity"),
         "{table}"
     );
+    Ok(())
 }

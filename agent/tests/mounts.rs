@@ -3,12 +3,12 @@
 //! to a loop block device. Each gets the right state, and capacities are what `df -B1` and
 //! `blockdev --getsize64` say.
 
-mod common;
-
 use std::process::Command;
 
-use common::{AGENT, FakeNode, LoopDevice, TempDir, check, pools_file};
 use volpool_api::{NodeVolumesStatus, VolumeMode, VolumeReport, VolumeState};
+use volpool_testkit::{FakeNode, Fs, LoopDevice, TempDir, check, pools_file};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_volpool-agent");
 
 fn find<'a>(status: &'a NodeVolumesStatus, pool: &str, name: &str) -> &'a VolumeReport {
     status
@@ -19,24 +19,24 @@ fn find<'a>(status: &'a NodeVolumesStatus, pool: &str, name: &str) -> &'a Volume
 }
 
 #[test]
-fn scan_reports_every_entry_with_its_state_and_real_capacity() {
-    let tmp = TempDir::new("volpool-mounts");
+fn scan_reports_every_entry_with_its_state_and_real_capacity() -> anyhow::Result<()> {
+    let tmp = TempDir::new("volpool-mounts")?;
     let disks = tmp.join("disks");
     for dir in ["tmpfs", "ext4", "my vol", "small", "plain", "lost+found"] {
         std::fs::create_dir_all(disks.join(dir)).expect("mkdir");
     }
     std::fs::write(disks.join("stray.txt"), "not a volume\n").expect("stray file");
-    let ext4 = LoopDevice::new(&tmp.join("ext4.img"), 64, true);
-    let raw = LoopDevice::new(&tmp.join("raw.img"), 48, false);
-    std::os::unix::fs::symlink(&raw.0, disks.join("blockdev")).expect("symlink");
-    let node = FakeNode::new();
+    let ext4 = LoopDevice::new(tmp.join("ext4.img"), 64, Some(Fs::Ext4))?;
+    let raw = LoopDevice::new(tmp.join("raw.img"), 48, None)?;
+    std::os::unix::fs::symlink(&raw.device, disks.join("blockdev")).expect("symlink");
+    let node = FakeNode::new()?;
     let d = disks.display();
     node.sh(&format!(
         "mount -t tmpfs -o size=64m t '{d}/tmpfs'; mount '{}' '{d}/ext4'; \
          mount -t tmpfs -o size=32m t '{d}/my vol'; mount -t tmpfs -o size=1m t '{d}/small'",
-        ext4.0
-    ));
-    let pools = pools_file(&tmp, &disks, "16Mi", true);
+        ext4.device
+    ))?;
+    let pools = pools_file(&tmp, &disks, "16Mi", true)?;
 
     let out = node
         .command(AGENT)
@@ -53,12 +53,12 @@ fn scan_reports_every_entry_with_its_state_and_real_capacity() {
         .arg(&pools)
         .output()
         .expect("agent runs");
-    check(&out, "volpool-agent scan");
+    check(&out, "volpool-agent scan")?;
     let status: NodeVolumesStatus = serde_json::from_slice(&out.stdout).expect("json status");
 
     let df = |name: &str| -> u64 {
         let text = node.sh(&format!("df -B1 --output=size '{d}/{name}' | tail -n 1"));
-        text.trim().parse().expect("df size")
+        text.expect("df runs").trim().parse().expect("df size")
     };
     for (name, fs_type) in [("tmpfs", "tmpfs"), ("ext4", "ext4"), ("my vol", "tmpfs")] {
         let v = find(&status, "fs", name);
@@ -68,7 +68,7 @@ fn scan_reports_every_entry_with_its_state_and_real_capacity() {
         assert!(!v.volume_id.is_empty());
     }
     let uuid = Command::new("blkid")
-        .args(["-s", "UUID", "-o", "value", &ext4.0])
+        .args(["-s", "UUID", "-o", "value", &ext4.device])
         .output()
         .expect("blkid");
     let e = find(&status, "fs", "ext4");
@@ -76,7 +76,7 @@ fn scan_reports_every_entry_with_its_state_and_real_capacity() {
         e.volume_id,
         format!("uuid:{}", String::from_utf8_lossy(&uuid.stdout).trim())
     );
-    assert_eq!(e.device, ext4.0);
+    assert_eq!(e.device, ext4.device);
 
     let small = find(&status, "fs", "small");
     assert_eq!(
@@ -93,7 +93,7 @@ fn scan_reports_every_entry_with_its_state_and_real_capacity() {
     // The Block pool over the same directory offers the block device, and nothing else.
     let b = find(&status, "raw", "blockdev");
     let size = Command::new("blockdev")
-        .args(["--getsize64", &raw.0])
+        .args(["--getsize64", &raw.device])
         .output()
         .expect("blockdev");
     assert_eq!(b.state, VolumeState::Ready, "{b:?}");
@@ -102,7 +102,7 @@ fn scan_reports_every_entry_with_its_state_and_real_capacity() {
         b.capacity_bytes.to_string(),
         String::from_utf8_lossy(&size.stdout).trim()
     );
-    assert_eq!(b.device, raw.0);
+    assert_eq!(b.device, raw.device);
     assert!(b.volume_id.starts_with("loop:"), "{b:?}");
     for name in ["tmpfs", "plain", "stray.txt"] {
         assert_eq!(find(&status, "raw", name).state, VolumeState::NotMountPoint);
@@ -115,7 +115,7 @@ fn scan_reports_every_entry_with_its_state_and_real_capacity() {
         .arg(&pools)
         .output()
         .expect("agent runs");
-    check(&out, "volpool-agent scan (table)");
+    check(&out, "volpool-agent scan (table)")?;
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.starts_with("POOL"), "{table}");
     assert!(
@@ -124,35 +124,37 @@ fn scan_reports_every_entry_with_its_state_and_real_capacity() {
             .any(|l| l.contains("my vol") && l.contains("Ready") && l.contains("32.0Mi")),
         "{table}"
     );
+    Ok(())
 }
 
 #[test]
-fn a_block_device_in_use_is_never_offered() {
-    let tmp = TempDir::new("volpool-inuse");
+fn a_block_device_in_use_is_never_offered() -> anyhow::Result<()> {
+    let tmp = TempDir::new("volpool-inuse")?;
     let disks = tmp.join("disks");
     std::fs::create_dir_all(disks.join("mnt")).expect("mkdir");
-    let dev = LoopDevice::new(&tmp.join("img"), 16, true);
-    std::os::unix::fs::symlink(&dev.0, disks.join("dev")).expect("symlink");
-    let node = FakeNode::new();
-    node.sh(&format!("mount '{}' '{}/mnt'", dev.0, disks.display()));
-    let pools = pools_file(&tmp, &disks, "1Mi", true);
+    let dev = LoopDevice::new(tmp.join("img"), 16, Some(Fs::Ext4))?;
+    std::os::unix::fs::symlink(&dev.device, disks.join("dev")).expect("symlink");
+    let node = FakeNode::new()?;
+    node.sh(&format!("mount '{}' '{}/mnt'", dev.device, disks.display()))?;
+    let pools = pools_file(&tmp, &disks, "1Mi", true)?;
     let out = node
         .command(AGENT)
         .args(["scan", "--host-root", "/", "-o", "yaml", "--pools-file"])
         .arg(&pools)
         .output()
         .expect("agent runs");
-    check(&out, "scan");
+    check(&out, "scan")?;
     let status: NodeVolumesStatus = serde_yaml::from_slice(&out.stdout).expect("yaml status");
     let v = find(&status, "raw", "dev");
     assert_eq!(v.state, VolumeState::Error, "{v:?}");
     assert!(v.message.contains("mounted at"), "{v:?}");
     assert_eq!(find(&status, "fs", "mnt").state, VolumeState::Ready);
+    Ok(())
 }
 
 #[test]
-fn fatal_errors_name_the_file_and_exit_non_zero() {
-    let tmp = TempDir::new("volpool-fatal");
+fn fatal_errors_name_the_file_and_exit_non_zero() -> anyhow::Result<()> {
+    let tmp = TempDir::new("volpool-fatal")?;
     let bad = tmp.join("pools.yaml");
     std::fs::write(&bad, "kind: VolumePool\nmetadata: {name: x}\nspec: {storageClassName: c, local: {discoveryDir: rel}}\n")
         .expect("write");
@@ -169,7 +171,7 @@ fn fatal_errors_name_the_file_and_exit_non_zero() {
     );
 
     // An unreadable mount table (a host root without /proc) is fatal too.
-    let good = pools_file(&tmp, &tmp.join("disks"), "1Mi", false);
+    let good = pools_file(&tmp, &tmp.join("disks"), "1Mi", false)?;
     let out = Command::new(AGENT)
         .args(["scan", "--pools-file"])
         .arg(&good)
@@ -180,4 +182,5 @@ fn fatal_errors_name_the_file_and_exit_non_zero() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("proc/1/mountinfo"), "{err}");
+    Ok(())
 }
