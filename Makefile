@@ -15,8 +15,11 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
+# Regenerates deploy/crds/ from the Rust types and copies them (with the alert rules and the
+# dashboards) into the Helm chart.
 crds:
 	cargo run -q -p volpool-api --bin crdgen
+	charts/sync
 
 # The whole system on this machine: control plane, 3 fake nodes with a disk and an agent each,
 # the controller, an NFS server, the example pools, a StatefulSet, Prometheus with the alert
