@@ -212,7 +212,7 @@ fn chart_versions_are_the_crates_version() {
 fn chart_copies_of_crds_rules_and_dashboards_are_current() {
     let stale = "stale: run charts/sync";
     for (source, copy, extension) in [
-        ("deploy/crds", "charts/volpool/crds", ".yaml"),
+        ("deploy/crds", "charts/volpool/crds", ".volpool.io.yaml"),
         ("dashboards", "charts/volpool/dashboards", ".json"),
     ] {
         assert_eq!(
