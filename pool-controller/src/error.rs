@@ -1,5 +1,7 @@
 //! The crate's one error type. Each variant names the operation that failed;
 //! [`Error::category`] is the bounded label value used in `volpool_controller_errors_total`.
+//! [`ExportError`] is what one operation on an NFS export returns (its kind steers the
+//! executor); a failed directory operation ends up as [`Error::ExportOp`].
 
 use std::path::PathBuf;
 
@@ -83,12 +85,29 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// A signal handler could not be installed.
+    #[error("failed to install the {signal} handler: {source}")]
+    InstallSignalHandler {
+        /// The signal.
+        signal: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The metrics registry refused a metric (a programming error, caught at start).
     #[error("failed to register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
-    /// A directory operation on an NFS pool's export failed (logged with its cause).
-    #[error("an operation on an NFS export failed")]
-    ExportOp,
+    /// A directory operation on an NFS pool's export failed.
+    #[error("failed to {operation} directory {dir} on the export of VolumePool {pool}: {source}")]
+    ExportOp {
+        /// The pool.
+        pool: String,
+        /// What was done: `make`, `remove` or `archive`.
+        operation: &'static str,
+        /// The directory under the pool's root.
+        dir: String,
+        /// Why.
+        source: ExportError,
+    },
     /// A watch ended with an error (the reflector retries).
     #[error("watch of {kind} failed: {source}")]
     Watch {
@@ -113,9 +132,43 @@ impl Error {
             Error::PublishEvent { .. } => "publish_event",
             Error::Lease { .. } => "lease",
             Error::Serve { .. } => "serve",
+            Error::InstallSignalHandler { .. } => "signal_handler",
             Error::Watch { .. } => "watch",
-            Error::ExportOp => "export",
+            Error::ExportOp { .. } => "export",
             Error::Metrics(_) => "metrics",
+        }
+    }
+}
+
+/// How an export operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailKind {
+    /// No answer, connection refused, RPC failure: the server is not there.
+    Unreachable,
+    /// The server refused as not permitted (root squash, read-only export).
+    Denied,
+    /// The entry does not exist.
+    NotFound,
+    /// Anything else (not found where it must exist, not a directory, I/O error).
+    Other,
+}
+
+/// An export operation that failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ExportError {
+    /// What kind of failure.
+    pub kind: FailKind,
+    /// What failed, for humans.
+    pub message: String,
+}
+
+impl ExportError {
+    /// An error of that kind.
+    pub fn new(kind: FailKind, message: impl Into<String>) -> ExportError {
+        ExportError {
+            kind,
+            message: message.into(),
         }
     }
 }

@@ -13,7 +13,6 @@ mod metrics;
 mod offline;
 mod plan;
 mod run;
-mod status;
 mod world;
 
 use std::time::Duration;

@@ -10,8 +10,10 @@
 //!
 //! Files hold one object per YAML document, a `kind: List`, or a JSON array. Objects of other
 //! kinds (the StorageClasses applied with the pools) are skipped, so the files a user applies
-//! can be planned as they are.
+//! can be planned as they are. Only local pools are planned: an NFS pool's plan needs its
+//! export, which is not read offline.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -74,8 +76,10 @@ fn render(pools: &Path, reports: &Path, pvs: Option<&Path>, format: Format) -> R
             labels: None,
         })
         .collect();
+    let mut pools = read_objects::<VolumePool>(pools)?;
+    pools.retain(|p| p.spec.local.is_some());
     let world = World {
-        pools: read_objects::<VolumePool>(pools)?,
+        pools,
         reports,
         nodes,
         pvs: match pvs {
@@ -83,6 +87,7 @@ fn render(pools: &Path, reports: &Path, pvs: Option<&Path>, format: Format) -> R
             None => vec![],
         },
         storage_classes: None,
+        exports: BTreeMap::new(),
         now: Timestamp::now(),
     };
     let changes: Vec<Change> = plan(&world)

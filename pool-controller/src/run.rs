@@ -18,12 +18,11 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, watch};
 
 use crate::apply::Applier;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::exportfs::{self, Exports};
 use crate::http::{self, Health};
 use crate::lease::{self, LeaseConfig};
 use crate::metrics::Metrics;
-use crate::plan::nfs::plan_nfs;
 use crate::plan::plan;
 use crate::world::Stores;
 
@@ -58,8 +57,8 @@ pub async fn run(client: Client, options: Options) -> Result<()> {
     };
     let _http = http::serve(&options.metrics_addr, health).await?;
     let mut terminate =
-        signal(SignalKind::terminate()).map_err(|source| crate::error::Error::Serve {
-            addr: "signal handler".into(),
+        signal(SignalKind::terminate()).map_err(|source| Error::InstallSignalHandler {
+            signal: "SIGTERM",
             source,
         })?;
 
@@ -104,29 +103,27 @@ pub async fn run(client: Client, options: Options) -> Result<()> {
             continue;
         }
         let started = Instant::now();
-        let world = stores.snapshot(Timestamp::now());
+        let mut world = stores.snapshot(Timestamp::now());
         metrics.set_pools(world.pools.iter().map(AsRef::as_ref));
+        // NFS pools: read the exports (no write) so the plan sees them; then make or remove
+        // directories; a PV change that needs a directory waits for it.
+        world.exports = exportfs::observe(&world, &mut exports).await;
+        metrics.set_exports(&world.exports);
         let plan = plan(&world);
-        // NFS pools: read the exports (no write), plan, then make or remove directories;
-        // a PV change that needs a directory waits for it.
-        let views = exportfs::observe(&world, &mut exports).await;
-        metrics.set_exports(&views);
-        let nfs = plan_nfs(&world, &views);
         drop(world);
         let mut changes = plan.changes;
-        changes.extend(nfs.changes);
-        let export_ops = nfs.ops.len();
-        let executed = exportfs::execute(&mut exports, nfs.ops).await;
-        for _ in 0..executed.failed {
-            metrics.error(&crate::error::Error::ExportOp);
+        let export_ops = plan.ops.len();
+        let executed = exportfs::execute(&mut exports, plan.ops).await;
+        for error in &executed.failed {
+            metrics.error(error);
         }
         changes.extend(executed.changes);
-        for after in [plan.wake_after, nfs.wake_after].into_iter().flatten() {
+        if let Some(after) = plan.wake_after {
             wake = wake.min(after);
         }
         let planned = changes.len() + export_ops;
         let mut applied = applier.apply(changes).await;
-        applied.failed += executed.failed;
+        applied.failed += executed.failed.len();
         if !applied.written.is_empty() && !stores.caught_up(&applied.written, CATCH_UP).await {
             tracing::warn!("the watches did not show this pass's writes in time");
         }

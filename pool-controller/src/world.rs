@@ -9,7 +9,7 @@
 //! After a pass writes, [`Stores::caught_up`] waits until the stores show those writes, so the
 //! next pass never plans from a view older than its own writes (which would repeat them).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
@@ -160,7 +160,8 @@ impl Stores {
         );
     }
 
-    /// Everything the plan needs, as of now. No API call.
+    /// Everything the plan needs, as of now, but the exports (read by `exportfs::observe`).
+    /// No API call.
     pub fn snapshot(&self, now: Timestamp) -> World {
         World {
             pools: self.pools.state(),
@@ -183,6 +184,7 @@ impl Stores {
                     .filter_map(|c| c.metadata.name.clone())
                     .collect::<BTreeSet<_>>(),
             ),
+            exports: BTreeMap::new(),
             now,
         }
     }

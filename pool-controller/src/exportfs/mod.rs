@@ -52,37 +52,7 @@ pub struct Made {
     pub uid: u32,
 }
 
-/// How an export operation failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FailKind {
-    /// No answer, connection refused, RPC failure: the server is not there.
-    Unreachable,
-    /// The server refused as not permitted (root squash, read-only export).
-    Denied,
-    /// The entry does not exist.
-    NotFound,
-    /// Anything else (not found where it must exist, not a directory, I/O error).
-    Other,
-}
-
-/// An export operation that failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct ExportError {
-    /// What kind of failure.
-    pub kind: FailKind,
-    /// What failed, for humans.
-    pub message: String,
-}
-
-impl ExportError {
-    fn new(kind: FailKind, message: impl Into<String>) -> ExportError {
-        ExportError {
-            kind,
-            message: message.into(),
-        }
-    }
-}
+pub use crate::error::{ExportError, FailKind};
 
 /// Result of an export operation.
 pub type ExportResult<T> = Result<T, ExportError>;

@@ -3,7 +3,7 @@
 //! one's follow-up writes only when it succeeded.
 //!
 //! ```text
-//!  World ──► observe ──► {pool: ExportView} ──► plan_nfs ──► [ExportOp] ──► execute ──► [Change]
+//!  World ──► observe ──► {pool: ExportView} ──► plan ──► [ExportOp] ──► execute ──► [Change]
 //!            list root, is_empty(orphans), space      MKDIR+SETATTR / remove tree / RENAME
 //! ```
 
@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use volpool_api::{ExportSpace, LABEL_POOL, NfsSource};
 
-use super::{Export, ExportFs, FailKind};
-pub use crate::plan::nfs::{ExportOp, Op};
-use crate::plan::nfs::{ExportView, SeenDir, is_pool_dir, nfs_pools, pv_dir};
+use super::{Export, ExportError, ExportFs, FailKind};
+use crate::error::Error;
+use crate::plan::nfs::{ExportOp, ExportView, Op, SeenDir, is_pool_dir, nfs_pools, pv_dir};
 use crate::plan::{Change, World};
 
 /// Env var of the crash test only: abort right after a MKDIR, before its PV is created.
@@ -158,7 +158,7 @@ pub struct Executed {
     /// Follow-up writes of the operations that succeeded.
     pub changes: Vec<Change>,
     /// Operations that failed (the next pass plans them again).
-    pub failed: usize,
+    pub failed: Vec<Error>,
 }
 
 /// Carry out the directory operations in order; a failed one drops its follow-up writes.
@@ -167,7 +167,10 @@ pub async fn execute(exports: &mut Exports, ops: Vec<ExportOp>) -> Executed {
     let mut done = Executed::default();
     for op in ops {
         let Some(handle) = exports.handles.get_mut(&op.pool) else {
-            done.failed += 1;
+            done.failed.push(failure(
+                &op,
+                ExportError::new(FailKind::Other, "the pool's export is not open"),
+            ));
             continue;
         };
         let result = match &op.op {
@@ -202,10 +205,26 @@ pub async fn execute(exports: &mut Exports, ops: Vec<ExportOp>) -> Executed {
                 if e.kind == FailKind::Denied {
                     handle.denied = Some(e.message.clone());
                 }
-                tracing::warn!(pool = %op.pool, error = %e, "export operation failed; the next pass retries");
-                done.failed += 1;
+                let error = failure(&op, e);
+                tracing::warn!(%error, "the next pass retries");
+                done.failed.push(error);
             }
         }
     }
     done
+}
+
+/// The error of a failed operation, naming what was done to which directory.
+fn failure(op: &ExportOp, source: ExportError) -> Error {
+    let (operation, dir) = match &op.op {
+        Op::MakeDir { dir, .. } => ("make", dir),
+        Op::Remove { dir } => ("remove", dir),
+        Op::Rename { from, .. } => ("archive", from),
+    };
+    Error::ExportOp {
+        pool: op.pool.clone(),
+        operation,
+        dir: dir.clone(),
+        source,
+    }
 }

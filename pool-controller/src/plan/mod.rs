@@ -3,39 +3,48 @@
 //! tested on plain data, and the offline `plan` subcommand runs the very same code.
 //!
 //! ```text
-//!  VolumePools ─┐
-//!  NodeVolumes ─┼─► plan(&World) ─► [CreatePv, UpdatePv, DeletePv, SetCleanups, PoolStatus, Event]
-//!  Nodes ───────┤                     + when to look again (release grace periods)
-//!  PVs ─────────┘
+//!  VolumePools ─┐                  ┌─► local::plan ─┐
+//!  NodeVolumes ─┤                  │                ├─► [CreatePv, UpdatePv, DeletePv, ApplyNfsPv,
+//!  Nodes ───────┼─► plan(&World) ──┤                │    SetCleanups, PoolStatus, Event]
+//!  PVs ─────────┤                  └─► nfs::plan ───┤  + [ExportOp] (directory first, then its writes)
+//!  ExportViews ─┘                                   └─► + when to look again (grace periods)
 //! ```
+//!
+//! Modules: `local/` and `nfs/` hold each kind's rules and its PV type; `pv` what every PV
+//! shares; `status` the pool status of both kinds; `select` validation and selectors;
+//! `events` the Events.
 //!
 //! Safety rules kept here: a PV with a claimRef is never deleted except after its volume was
 //! scrubbed (or its pool asks for no scrub); a scrub is only asked for when the node still
 //! reports the very identity the PV was made for; a pool that fails validation gets a
 //! condition and no other change.
 
+pub mod events;
+mod local;
 pub mod nfs;
-mod nfs_pv;
-mod nfs_status;
-mod pool;
 mod pv;
 mod select;
+pub mod status;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume};
+use k8s_openapi::api::core::v1::PersistentVolume;
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 use volpool_api::{CleanupRequest, LABEL_POOL, NodeVolumes, VolumePool, VolumePoolStatus};
 
-pub use nfs_pv::NfsPv;
+pub use events::Notice;
 #[cfg(test)]
-use pv::{ANNOTATION_NODE_UID, ANNOTATION_RELEASED_AT};
-pub use pv::{LocalPv, Phase};
+use local::pv::ANNOTATION_NODE_UID;
+pub use local::pv::LocalPv;
+pub use nfs::pv::NfsPv;
+pub use nfs::{ExportOp, ExportView};
+#[cfg(test)]
+use pv::ANNOTATION_RELEASED_AT;
 
 /// A Node as the plan needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +70,9 @@ pub struct World {
     pub pvs: Vec<Arc<PersistentVolume>>,
     /// Names of existing StorageClasses; `None` when unknown (offline mode).
     pub storage_classes: Option<BTreeSet<String>>,
+    /// What the executor read from each NFS pool's export before planning; a pool missing
+    /// here is planned as unreachable (nothing created or deleted).
+    pub exports: BTreeMap<String, ExportView>,
     /// The time the plan is made at.
     pub now: Timestamp,
 }
@@ -144,111 +156,45 @@ fn as_pv<S: serde::Serializer>(pv: &LocalPv, serializer: S) -> Result<S::Ok, S::
     pv.to_pv().serialize(serializer)
 }
 
-/// An Event to publish (events.k8s.io/v1).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Notice {
-    /// The object the Event is about.
-    pub regarding: ObjectReference,
-    /// Warning rather than Normal.
-    pub warning: bool,
-    /// PascalCase reason.
-    pub reason: String,
-    /// PascalCase action taken.
-    pub action: String,
-    /// What happened, for humans.
-    pub note: String,
-}
-
 /// The result of planning.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
-    /// Writes, deletions first.
+    /// Writes, deletions first (those of local pools, then those of NFS pools).
     pub changes: Vec<Change>,
+    /// Directory work on NFS exports, each with the writes that must wait for it.
+    pub ops: Vec<ExportOp>,
     /// Plan again after this long even if nothing changes (a release grace period ends).
     pub wake_after: Option<Duration>,
 }
 
-/// Decide what must change so the PVs match the pools and the nodes' reports.
+impl Plan {
+    /// Plan again after `after` at the latest.
+    fn wake(&mut self, after: Duration) {
+        self.wake_after = Some(self.wake_after.map_or(after, |w| w.min(after)));
+    }
+}
+
+/// Observed PVs by the pool label.
+type PvsByPool<'a> = HashMap<&'a str, Vec<&'a PersistentVolume>>;
+
+/// Decide what must change so the PVs match the pools, the nodes' reports and the exports.
+/// Pools of both kinds go through here; each pool is planned by its kind's rules.
 pub fn plan(world: &World) -> Plan {
-    let nodes: HashMap<&str, &NodeInfo> =
-        world.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
-    let reports: BTreeMap<&str, &NodeVolumes> = world
-        .reports
-        .iter()
-        .filter_map(|r| Some((r.metadata.name.as_deref()?, r.as_ref())))
-        .collect();
-    let mut pvs_by_pool: HashMap<&str, Vec<&PersistentVolume>> = HashMap::new();
+    let mut by_pool: PvsByPool = HashMap::new();
     for pv in &world.pvs {
         if let Some(pool) = pv.metadata.labels.as_ref().and_then(|l| l.get(LABEL_POOL)) {
-            pvs_by_pool.entry(pool.as_str()).or_default().push(pv);
+            by_pool.entry(pool.as_str()).or_default().push(pv);
         }
     }
-    let mut pools: Vec<&VolumePool> = world
-        .pools
-        .iter()
-        .map(Arc::as_ref)
-        .filter(|p| p.spec.local.is_some())
-        .collect();
+    let mut pools: Vec<&VolumePool> = world.pools.iter().map(Arc::as_ref).collect();
     pools.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    let refusals = select::refusals(&pools);
-
-    let mut out = pool::Output::default();
-    let mut planned: HashSet<&str> = HashSet::new();
-    for pool in pools {
-        let name = pool.metadata.name.as_deref().unwrap_or_default();
-        let observed = pvs_by_pool.get(name).map(Vec::as_slice).unwrap_or_default();
-        let input = pool::PoolInput {
-            pool,
-            observed,
-            nodes: &nodes,
-            reports: &reports,
-            storage_classes: world.storage_classes.as_ref(),
-            now: world.now,
-        };
-        match refusals.get(name) {
-            Some(refusal) => pool::refuse(&input, refusal, &mut out),
-            None => {
-                planned.insert(name);
-                pool::plan_pool(&input, &mut out);
-            }
-        }
+    let refused = select::refusals(&pools);
+    let mut plan = local::plan(world, &pools, &refused, &by_pool);
+    let nfs = nfs::plan(world, &pools, &refused, &by_pool);
+    plan.changes.extend(nfs.changes);
+    plan.ops = nfs.ops;
+    if let Some(after) = nfs.wake_after {
+        plan.wake(after);
     }
-
-    // Requests for PVs of pools not planned this pass (invalid, deleted, nfs) stay as they
-    // are: bad input never cancels a scrub nor starts one.
-    let existing: HashMap<&str, &PersistentVolume> = world
-        .pvs
-        .iter()
-        .filter_map(|pv| Some((pv.metadata.name.as_deref()?, pv.as_ref())))
-        .collect();
-    let mut cleanup_changes = Vec::new();
-    for (node, report) in &reports {
-        let mut wanted = out.cleanups.remove(*node).unwrap_or_default();
-        for request in &report.spec.cleanups {
-            let pool = existing
-                .get(request.persistent_volume.as_str())
-                .and_then(|pv| pv.metadata.labels.as_ref()?.get(LABEL_POOL));
-            if pool.is_some_and(|p| !planned.contains(p.as_str())) {
-                wanted.push(request.clone());
-            }
-        }
-        wanted.sort_by(|a, b| a.persistent_volume.cmp(&b.persistent_volume));
-        if wanted != report.spec.cleanups {
-            cleanup_changes.push(Change::SetCleanups {
-                node: node.to_string(),
-                resource_version: report.metadata.resource_version.clone(),
-                cleanups: wanted,
-            });
-        }
-    }
-
-    let mut changes = out.deletes;
-    changes.extend(out.applies);
-    changes.extend(cleanup_changes);
-    changes.extend(out.statuses);
-    changes.extend(out.events.into_iter().map(Change::Event));
-    Plan {
-        changes,
-        wake_after: out.wake_after,
-    }
+    plan
 }

@@ -55,6 +55,7 @@ pub fn refusals(pools: &[&VolumePool]) -> HashMap<String, Refusal> {
     refused
 }
 
+/// The pool's name ("" when unset).
 pub fn name_of(pool: &VolumePool) -> &str {
     pool.metadata.name.as_deref().unwrap_or_default()
 }

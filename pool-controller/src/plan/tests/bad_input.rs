@@ -25,15 +25,7 @@ fn a_report_from_an_unknown_node_gives_a_condition_and_no_pv() {
     let plan1 = plan(&w);
     assert_eq!(kinds(&plan1), ["status"]);
     settle(&mut w, &plan1);
-    let degraded = w.pools[0]
-        .status
-        .as_ref()
-        .expect("s")
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Degraded")
-        .cloned()
-        .expect("Degraded");
+    let degraded = condition(&w.pools[0], "Degraded");
     assert_eq!(
         (degraded.status.as_str(), degraded.reason.as_str()),
         ("True", "UnknownNode")
@@ -74,11 +66,7 @@ fn an_invalid_pool_gets_a_condition_and_nothing_else_while_others_proceed() {
     );
     settle(&mut w, &plan1);
     let status = w.pools[0].status.as_ref().expect("s");
-    let ready = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .expect("Ready");
+    let ready = condition(&w.pools[0], "Ready");
     assert_eq!(
         (ready.status.as_str(), ready.reason.as_str()),
         ("False", "InvalidSpec")
@@ -100,15 +88,7 @@ fn overlapping_discovery_dirs_refuse_both_pools() {
     assert_eq!(kinds(&plan1), ["status", "status"]);
     settle(&mut w, &plan1);
     for p in &w.pools {
-        let ready = p
-            .status
-            .as_ref()
-            .expect("s")
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Ready")
-            .cloned()
-            .expect("Ready");
+        let ready = condition(p, "Ready");
         assert_eq!(ready.reason, "OverlappingDiscoveryDir");
     }
 }
@@ -119,15 +99,7 @@ fn a_missing_storage_class_is_a_degraded_condition_not_a_blocker() {
     w.storage_classes = Some(BTreeSet::new());
     converge(&mut w);
     assert_eq!(w.pvs.len(), 2);
-    let degraded = w.pools[0]
-        .status
-        .as_ref()
-        .expect("s")
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Degraded")
-        .cloned()
-        .expect("d");
+    let degraded = condition(&w.pools[0], "Degraded");
     assert_eq!(degraded.reason, "StorageClassNotFound");
 }
 

@@ -1,7 +1,8 @@
 //! Every lifecycle rule of a local pool, on plain data.
 
 use super::*;
-use k8s_openapi::api::core::v1::PersistentVolumeStatus;
+use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use volpool_api::{
     CleanupMethod, CleanupOutcome, CleanupResult, NodeVolumesSpec, NodeVolumesStatus, VolumeMode,
     VolumeReport, VolumeState,
@@ -62,39 +63,24 @@ fn world(pools: Vec<Arc<VolumePool>>, reports: Vec<Arc<NodeVolumes>>, nodes: &[&
         nodes: nodes.iter().map(|n| node(n)).collect(),
         pvs: vec![],
         storage_classes: Some(BTreeSet::from(["fast-disks".to_string()])),
+        exports: BTreeMap::new(),
         now: now(),
     }
 }
 
 /// Play the apiserver: apply every change to the world, as the watch would show it.
 fn settle(world: &mut World, plan: &Plan) {
-    for change in &plan.changes {
+    apply_changes(world, &plan.changes);
+}
+
+fn apply_changes(world: &mut World, changes: &[Change]) {
+    for change in changes {
         match change {
-            Change::CreatePv { pv } | Change::UpdatePv { pv, .. } => {
-                let mut pv = pv.to_pv();
-                let name = pv.metadata.name.clone();
-                let old = world.pvs.iter().position(|p| p.metadata.name == name);
-                match old {
-                    Some(i) => {
-                        let before = &world.pvs[i];
-                        pv.metadata.uid = before.metadata.uid.clone();
-                        pv.status = before.status.clone();
-                        if let (Some(s), Some(b)) = (pv.spec.as_mut(), before.spec.as_ref()) {
-                            s.claim_ref = b.claim_ref.clone();
-                        }
-                        world.pvs[i] = Arc::new(pv);
-                    }
-                    None => {
-                        pv.metadata.uid = Some(format!("uid-{}", name.unwrap_or_default()));
-                        world.pvs.push(Arc::new(pv));
-                    }
-                }
-            }
+            Change::CreatePv { pv } | Change::UpdatePv { pv, .. } => upsert(world, pv.to_pv()),
+            Change::ApplyNfsPv { pv, .. } => upsert(world, pv.to_pv()),
             Change::DeletePv { name, .. } => {
                 world.pvs.retain(|p| p.metadata.name.as_ref() != Some(name))
             }
-            // NB: local pools never plan NFS PVs; plan/tests/nfs.rs settles its own.
-            Change::ApplyNfsPv { .. } => {}
             Change::SetCleanups { node, cleanups, .. } => {
                 for r in &mut world.reports {
                     if r.metadata.name.as_ref() == Some(node) {
@@ -114,6 +100,27 @@ fn settle(world: &mut World, plan: &Plan) {
     }
 }
 
+/// A create or an apply: what the apiserver keeps of an existing PV (UID, status, claimRef)
+/// stays.
+fn upsert(world: &mut World, mut pv: PersistentVolume) {
+    let name = pv.metadata.name.clone();
+    match world.pvs.iter().position(|p| p.metadata.name == name) {
+        Some(i) => {
+            let before = &world.pvs[i];
+            pv.metadata.uid = before.metadata.uid.clone();
+            pv.status = before.status.clone();
+            if let (Some(s), Some(b)) = (pv.spec.as_mut(), before.spec.as_ref()) {
+                s.claim_ref = b.claim_ref.clone();
+            }
+            world.pvs[i] = Arc::new(pv);
+        }
+        None => {
+            pv.metadata.uid = Some(format!("uid-{}", name.unwrap_or_default()));
+            world.pvs.push(Arc::new(pv));
+        }
+    }
+}
+
 fn converge(world: &mut World) {
     for _ in 0..5 {
         let plan = plan(world);
@@ -125,7 +132,8 @@ fn converge(world: &mut World) {
     panic!("no convergence: {:#?}", plan(world).changes);
 }
 
-fn set_phase(world: &mut World, name: &str, phase: &str, claim: bool) {
+/// Play the binder: set a PV's phase, and its claimRef (or none).
+fn set_phase(world: &mut World, name: &str, phase: &str, claimed: bool) {
     for pv in &mut world.pvs {
         if pv.metadata.name.as_deref() == Some(name) {
             let pv = Arc::make_mut(pv);
@@ -133,17 +141,23 @@ fn set_phase(world: &mut World, name: &str, phase: &str, claim: bool) {
                 phase: Some(phase.into()),
                 ..Default::default()
             });
-            if claim {
-                pv.spec.as_mut().expect("spec").claim_ref = Some(ObjectReference {
-                    kind: Some("PersistentVolumeClaim".into()),
-                    namespace: Some("apps".into()),
-                    name: Some("data-0".into()),
-                    uid: Some("claim-uid".into()),
-                    ..Default::default()
-                });
-            }
+            pv.spec.as_mut().expect("spec").claim_ref = claimed.then(|| ObjectReference {
+                kind: Some("PersistentVolumeClaim".into()),
+                namespace: Some("apps".into()),
+                name: Some("data-0".into()),
+                uid: Some("claim-uid".into()),
+                ..Default::default()
+            });
         }
     }
+}
+
+/// A pool's condition of that type.
+fn condition<'a>(pool: &'a VolumePool, type_: &str) -> &'a Condition {
+    pool.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .unwrap_or_else(|| panic!("no {type_} condition"))
 }
 
 fn pv_named<'a>(world: &'a World, name: &str) -> Option<&'a PersistentVolume> {
@@ -414,82 +428,7 @@ fn another_disk_at_the_same_path_is_a_new_pv_and_the_old_one_is_never_scrubbed()
     assert!(pv_named(&w, &pv1()).is_some());
 }
 
-#[test]
-fn a_deleted_node_takes_its_available_pvs_and_marks_bound_ones() {
-    let mut w = two_disks();
-    converge(&mut w);
-    let vol2 = local_pv_name_of("n1", "vol2", "uuid:2");
-    set_phase(&mut w, &vol2, "Bound", true);
-    w.nodes.clear();
-    w.reports.clear();
-    let plan1 = plan(&w);
-    assert!(events(&plan1).contains(&("NodeGone", Some("PersistentVolume"))));
-    settle(&mut w, &plan1);
-    assert!(pv_named(&w, &pv1()).is_none());
-    assert_eq!(
-        label(
-            pv_named(&w, &vol2).expect("bound PV kept"),
-            "volpool.io/health"
-        ),
-        Some("node-gone")
-    );
-}
-
-#[test]
-fn a_recreated_node_does_not_resurrect_old_pvs() {
-    let mut w = two_disks();
-    converge(&mut w);
-    let vol2 = local_pv_name_of("n1", "vol2", "uuid:2");
-    set_phase(&mut w, &vol2, "Bound", true);
-    w.nodes[0].uid = "uid-n1-second".into();
-    // The old report is still around (garbage collection lags): ignored, with a condition.
-    let plan1 = plan(&w);
-    assert!(
-        !plan1
-            .changes
-            .iter()
-            .any(|c| matches!(c, Change::CreatePv { .. }))
-    );
-    settle(&mut w, &plan1);
-    assert!(
-        pv_named(&w, &pv1()).is_none(),
-        "the old node's Available PV is deleted"
-    );
-    assert_eq!(
-        label(pv_named(&w, &vol2).expect("bound"), "volpool.io/health"),
-        Some("node-gone")
-    );
-    let status = w.pools[0].status.as_ref().expect("status");
-    assert!(
-        status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Degraded" && c.message.contains("earlier Node"))
-    );
-    // The new node's agent reports the same disks: vol1 gets a fresh PV made for the new node;
-    // the Bound vol2 PV stays the old node's, labelled.
-    let mut r = (*report(
-        "n1",
-        vec![
-            vol("/mnt/disks/vol1", "uuid:1", 10 * GIB),
-            vol("/mnt/disks/vol2", "uuid:2", 20 * GIB),
-        ],
-    ))
-    .clone();
-    r.status.as_mut().expect("status").node_uid = "uid-n1-second".into();
-    w.reports = vec![Arc::new(r)];
-    converge(&mut w);
-    let fresh = pv_named(&w, &pv1()).expect("fresh PV");
-    assert_eq!(
-        fresh.metadata.annotations.as_ref().expect("a")[ANNOTATION_NODE_UID],
-        "uid-n1-second"
-    );
-    assert_eq!(
-        label(pv_named(&w, &vol2).expect("bound"), "volpool.io/health"),
-        Some("node-gone")
-    );
-}
-
 mod bad_input;
 mod nfs;
+mod nodes;
 mod release;

@@ -2,8 +2,7 @@
 //! in-memory export plays the executor: it applies each operation, then its follow-up writes.
 
 use super::*;
-use crate::plan::nfs::{ExportOp, ExportView, NfsPlan, Op, SeenDir, plan_nfs};
-use k8s_openapi::api::core::v1::PersistentVolumeStatus;
+use crate::plan::nfs::{ExportOp, ExportView, Op, SeenDir};
 use volpool_api::{ExportSpace, NfsClientStatus, NodeVolumesSpec, NodeVolumesStatus};
 
 const MIB: u64 = 1 << 20;
@@ -73,7 +72,7 @@ fn start(pool: Arc<VolumePool>) -> (World, FakeExport) {
 }
 
 /// Run the ops on the export and apply their follow-ups plus the plain changes to the world.
-fn settle_nfs(world: &mut World, export: &mut FakeExport, plan: &NfsPlan) {
+fn settle_nfs(world: &mut World, export: &mut FakeExport, plan: &Plan) {
     let mut changes = plan.changes.clone();
     for ExportOp { op, then, .. } in &plan.ops {
         match op {
@@ -92,69 +91,19 @@ fn settle_nfs(world: &mut World, export: &mut FakeExport, plan: &NfsPlan) {
         }
         changes.extend(then.iter().cloned());
     }
-    for change in &changes {
-        match change {
-            Change::ApplyNfsPv { pv, .. } => {
-                let mut pv = pv.to_pv();
-                let name = pv.metadata.name.clone();
-                match world.pvs.iter().position(|p| p.metadata.name == name) {
-                    Some(i) => {
-                        let before = &world.pvs[i];
-                        pv.metadata.uid = before.metadata.uid.clone();
-                        pv.status = before.status.clone();
-                        if let (Some(s), Some(b)) = (pv.spec.as_mut(), before.spec.as_ref()) {
-                            s.claim_ref = b.claim_ref.clone();
-                        }
-                        world.pvs[i] = Arc::new(pv);
-                    }
-                    None => {
-                        pv.metadata.uid = Some(format!("uid-{}", name.unwrap_or_default()));
-                        world.pvs.push(Arc::new(pv));
-                    }
-                }
-            }
-            Change::DeletePv { name, .. } => {
-                world.pvs.retain(|p| p.metadata.name.as_ref() != Some(name))
-            }
-            Change::PoolStatus { pool, status } => {
-                for p in &mut world.pools {
-                    if p.metadata.name.as_deref() == Some(pool) {
-                        let mut changed = (**p).clone();
-                        changed.status = Some(status.clone());
-                        *p = Arc::new(changed);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
+    apply_changes(world, &changes);
 }
 
-fn pass(world: &mut World, export: &mut FakeExport) -> NfsPlan {
-    let plan = plan_nfs(world, &export.view());
+/// Plan with what the export holds now.
+fn plan_nfs(world: &mut World, export: &FakeExport) -> Plan {
+    world.exports = export.view();
+    plan(world)
+}
+
+fn pass(world: &mut World, export: &mut FakeExport) -> Plan {
+    let plan = plan_nfs(world, export);
     settle_nfs(world, export, &plan);
     plan
-}
-
-fn set_phase(world: &mut World, name: &str, phase: &str, claimed: bool) {
-    for p in &mut world.pvs {
-        if p.metadata.name.as_deref() == Some(name) {
-            let mut pv = (**p).clone();
-            pv.status = Some(PersistentVolumeStatus {
-                phase: Some(phase.into()),
-                ..Default::default()
-            });
-            if let Some(spec) = pv.spec.as_mut() {
-                spec.claim_ref = claimed.then(|| ObjectReference {
-                    namespace: Some("ns".into()),
-                    name: Some("data".into()),
-                    kind: Some("PersistentVolumeClaim".into()),
-                    ..Default::default()
-                });
-            }
-            *p = Arc::new(pv);
-        }
-    }
 }
 
 fn available(world: &World) -> Vec<String> {
@@ -165,15 +114,6 @@ fn available(world: &World) -> Vec<String> {
         .filter(|p| p.spec.as_ref().is_some_and(|s| s.claim_ref.is_none()))
         .filter_map(|p| p.metadata.name.clone())
         .collect()
-}
-
-fn condition<'a>(world: &'a World, type_: &str) -> (&'a str, &'a str) {
-    let c = world.pools[0]
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
-        .unwrap_or_else(|| panic!("no {type_} condition"));
-    (c.status.as_str(), c.message.as_str())
 }
 
 #[test]
@@ -243,8 +183,8 @@ fn a_new_pool_gets_min_available_directories_each_before_its_pv_then_idles() {
         status.export.as_ref().map(|e| e.size_bytes),
         Some(100 * MIB)
     );
-    let idle = plan_nfs(&world, &export.view());
-    assert_eq!(idle, NfsPlan::default(), "the idle pass writes nothing");
+    let idle = plan_nfs(&mut world, &export);
+    assert_eq!(idle, Plan::default(), "the idle pass writes nothing");
 }
 
 #[test]
@@ -267,7 +207,9 @@ fn a_bound_pv_is_replaced_up_to_max_volumes() {
         plan.ops
     );
     pass(&mut world, &mut export);
-    let (status, message) = condition(&world, "Degraded");
+    let Condition {
+        status, message, ..
+    } = condition(&world.pools[0], "Degraded");
     assert_eq!(status, "True");
     assert!(message.contains("maxVolumes is 4"), "{message}");
 }
@@ -294,7 +236,9 @@ fn an_empty_directory_without_a_pv_is_adopted_and_one_with_data_is_left() {
     );
     assert_eq!(export.dirs.len(), 3, "one new directory, no duplicate");
     pass(&mut world, &mut export);
-    let (status, message) = condition(&world, "Degraded");
+    let Condition {
+        status, message, ..
+    } = condition(&world.pools[0], "Degraded");
     assert_eq!(status, "True");
     assert!(message.contains("pv-0000beef"), "{message}");
 }
@@ -419,14 +363,19 @@ fn an_unreachable_export_creates_and_deletes_nothing() {
             .iter()
             .any(|c| matches!(c, Change::DeletePv { .. } | Change::ApplyNfsPv { .. }))
     );
-    let (status, message) = condition(&world, "ExportUnreachable");
+    let Condition {
+        status, message, ..
+    } = condition(&world.pools[0], "ExportUnreachable");
     assert_eq!(status, "True");
     assert!(message.contains("connection refused"), "{message}");
     assert_eq!(world.pvs.len(), 3);
 
     export.unreachable = false;
     pass(&mut world, &mut export);
-    assert_eq!(condition(&world, "ExportUnreachable").0, "False");
+    assert_eq!(
+        condition(&world.pools[0], "ExportUnreachable").status,
+        "False"
+    );
     assert_eq!(world.pvs.len(), 4, "upkeep resumes");
 }
 
@@ -437,14 +386,16 @@ fn root_squash_full_export_and_ready_nodes_show_as_conditions() {
     export.dirs.insert("pv-00000001".into(), (65534, true));
     pass(&mut world, &mut export);
     pass(&mut world, &mut export);
-    let (status, message) = condition(&world, "RootSquashed");
+    let Condition {
+        status, message, ..
+    } = condition(&world.pools[0], "RootSquashed");
     assert_eq!(status, "True");
     assert!(
         message.contains("no_root_squash") && message.contains("No_Root_Squash"),
         "{message}"
     );
-    assert_eq!(condition(&world, "ExportFull").0, "True");
-    assert_eq!(condition(&world, "NoReadyNodes").0, "True");
+    assert_eq!(condition(&world.pools[0], "ExportFull").status, "True");
+    assert_eq!(condition(&world.pools[0], "NoReadyNodes").status, "True");
 
     world.nodes = vec![node("n1"), node("n2")];
     let mut ready = NodeVolumes::new("n1", NodeVolumesSpec::default());
@@ -463,7 +414,7 @@ fn root_squash_full_export_and_ready_nodes_show_as_conditions() {
     }
     world.reports = vec![Arc::new(ready), Arc::new(missing)];
     pass(&mut world, &mut export);
-    assert_eq!(condition(&world, "NoReadyNodes").0, "False");
+    assert_eq!(condition(&world.pools[0], "NoReadyNodes").status, "False");
     assert_eq!(world.pools[0].status.as_ref().map(|s| s.nodes), Some(1));
 }
 

@@ -1,16 +1,17 @@
 //! `ExportFs` over the wire: portmap → MOUNT → NFSv3 on TCP, as root (AUTH_UNIX uid 0) so the
 //! server's root squash shows instead of being assumed away. One connection per export,
-//! re-made after any transport failure; every call has its own deadline.
+//! re-made after any transport failure; every call has its own deadline. Removing a tree lives
+//! in `remove.rs`.
+
+mod remove;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::time::Duration;
 
 use nfs3_client::nfs3_types::nfs3::{
-    FSSTAT3args, LOOKUP3args, MKDIR3args, Nfs3Option, Nfs3Result, READDIRPLUS3args, REMOVE3args,
-    RENAME3args, RMDIR3args, SETATTR3args, cookieverf3, diropargs3, filename3, ftype3, nfs_fh3,
-    nfsstat3, sattr3,
+    FSSTAT3args, LOOKUP3args, MKDIR3args, Nfs3Option, Nfs3Result, READDIRPLUS3args, RENAME3args,
+    SETATTR3args, cookieverf3, diropargs3, filename3, ftype3, nfs_fh3, nfsstat3, sattr3,
 };
 use nfs3_client::nfs3_types::rpc::{auth_unix, opaque_auth};
 use nfs3_client::nfs3_types::xdr_codec::Opaque;
@@ -255,83 +256,12 @@ impl Nfs3 {
             Nfs3Result::Err((status, _)) => Err(status_error(&format!("GETATTR {what}"), status)),
         }
     }
-
-    /// Empty the directory `dir` (a handle), depth first. Only directories on filesystem
-    /// `fsid` are entered; a symlink is removed as a link, never followed.
-    fn empty_tree<'a>(
-        &'a self,
-        client: &'a mut Client,
-        dir: nfs_fh3,
-        path: String,
-        fsid: u64,
-        depth: u32,
-    ) -> Pin<Box<dyn Future<Output = ExportResult<()>> + 'a>> {
-        Box::pin(async move {
-            if depth > MAX_DEPTH {
-                return Err(ExportError::new(
-                    FailKind::Other,
-                    format!(
-                        "{path} is nested deeper than {MAX_DEPTH} directories: remove it by hand"
-                    ),
-                ));
-            }
-            for entry in self.read_dir(client, &dir, &path).await? {
-                let text = String::from_utf8_lossy(&entry.name).into_owned();
-                let child = format!("{path}/{text}");
-                let at = diropargs3 {
-                    dir: dir.clone(),
-                    name: filename3::from(entry.name.clone()),
-                };
-                if entry.kind == Some(ftype3::NF3DIR) {
-                    if entry.fsid.is_some_and(|f| f != fsid) {
-                        return Err(ExportError::new(
-                            FailKind::Other,
-                            format!("{child} is another filesystem: refusing to remove across it"),
-                        ));
-                    }
-                    let handle = match entry.handle {
-                        Some(h) => Some(h),
-                        None => self.lookup(client, &dir, &text).await?,
-                    };
-                    if let Some(handle) = handle {
-                        self.empty_tree(client, handle, child.clone(), fsid, depth + 1)
-                            .await?;
-                    }
-                    let args = RMDIR3args { object: at };
-                    match self
-                        .rpc(&format!("RMDIR {child}"), client.rmdir(&args))
-                        .await?
-                    {
-                        Nfs3Result::Ok(_) | Nfs3Result::Err((nfsstat3::NFS3ERR_NOENT, _)) => {}
-                        Nfs3Result::Err((status, _)) => {
-                            return Err(status_error(&format!("RMDIR {child}"), status));
-                        }
-                    }
-                } else {
-                    let args = REMOVE3args { object: at };
-                    match self
-                        .rpc(&format!("REMOVE {child}"), client.remove(&args))
-                        .await?
-                    {
-                        Nfs3Result::Ok(_) | Nfs3Result::Err((nfsstat3::NFS3ERR_NOENT, _)) => {}
-                        Nfs3Result::Err((status, _)) => {
-                            return Err(status_error(&format!("REMOVE {child}"), status));
-                        }
-                    }
-                }
-            }
-            Ok(())
-        })
-    }
 }
 
 /// Whether a failed connect was this process not being allowed a port below 1024.
 fn bind_refused(message: &str) -> bool {
     message.contains("PermissionDenied") || message.contains("privileged port")
 }
-
-/// Deepest directory nesting a removal follows.
-const MAX_DEPTH: u32 = 512;
 
 impl ExportFs for Nfs3 {
     async fn list(&self) -> ExportResult<Vec<Entry>> {
@@ -459,51 +389,8 @@ impl ExportFs for Nfs3 {
 
     async fn remove_tree(&self, dir: &str) -> ExportResult<()> {
         check_name(dir)?;
-        self.with_conn(async |me: &Nfs3, conn: &mut Conn| {
-            let root = conn.root.clone();
-            let what = format!("{}/{dir}", me.path);
-            let Some(handle) = me.lookup(&mut conn.client, &root, dir).await? else {
-                return Ok(());
-            };
-            let fsid = me.fsid(&mut conn.client, &root, &me.path).await?;
-            let listed = me.read_dir(&mut conn.client, &root, &me.path).await?;
-            let kind = listed
-                .iter()
-                .find(|l| l.name == dir.as_bytes())
-                .and_then(|l| l.kind);
-            let at = diropargs3 {
-                dir: root,
-                name: name(dir),
-            };
-            if kind == Some(ftype3::NF3DIR) {
-                me.empty_tree(&mut conn.client, handle, what.clone(), fsid, 0)
-                    .await?;
-                let args = RMDIR3args { object: at };
-                match me
-                    .rpc(&format!("RMDIR {what}"), conn.client.rmdir(&args))
-                    .await?
-                {
-                    Nfs3Result::Ok(_) | Nfs3Result::Err((nfsstat3::NFS3ERR_NOENT, _)) => Ok(()),
-                    Nfs3Result::Err((status, _)) => {
-                        Err(status_error(&format!("RMDIR {what}"), status))
-                    }
-                }
-            } else {
-                // A symlink or file where a volume's directory should be: remove the link
-                // itself, never what it points to.
-                let args = REMOVE3args { object: at };
-                match me
-                    .rpc(&format!("REMOVE {what}"), conn.client.remove(&args))
-                    .await?
-                {
-                    Nfs3Result::Ok(_) | Nfs3Result::Err((nfsstat3::NFS3ERR_NOENT, _)) => Ok(()),
-                    Nfs3Result::Err((status, _)) => {
-                        Err(status_error(&format!("REMOVE {what}"), status))
-                    }
-                }
-            }
-        })
-        .await
+        self.with_conn(async |me: &Nfs3, conn: &mut Conn| me.remove_from_root(conn, dir).await)
+            .await
     }
 
     async fn space(&self) -> ExportResult<Space> {

@@ -1,12 +1,21 @@
-//! `VolumePool.status`: counts by phase, capacity, contributing nodes and the `Ready` /
-//! `Degraded` conditions. Pure: `plan` builds the status and only writes it when it differs
-//! from the observed one (a condition keeps its `lastTransitionTime` while its status holds).
+//! `VolumePool.status`, for pools of both kinds: counts by phase, capacity, contributing nodes
+//! and the `Ready` / `Degraded` conditions (an NFS pool adds its own, see `nfs/status.rs`).
+//! Pure: `plan` builds the status and only writes it when it differs from the observed one (a
+//! condition keeps its `lastTransitionTime` while its status holds).
+//!
+//! ```text
+//!  Counted + problems + refusal ──► pool_status ──► VolumePoolStatus ──► write_if_changed ──► Change
+//! ```
+
+use std::collections::BTreeSet;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use volpool_api::{CapacityBytes, VolumeCounts, VolumePool, VolumePoolStatus};
 
-use crate::plan::Phase;
+use super::Change;
+use super::pv::Phase;
+use super::select::{Refusal, name_of};
 
 /// PV counts and bytes of one pool.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -15,8 +24,6 @@ pub struct Counted {
     pub volumes: VolumeCounts,
     /// Bytes by phase.
     pub capacity: CapacityBytes,
-    /// Same as `volumes.unhealthy`.
-    pub unhealthy: u32,
 }
 
 impl Counted {
@@ -25,7 +32,6 @@ impl Counted {
     pub fn add(&mut self, phase: Phase, unhealthy: bool, cleaning: bool, bytes: u64) {
         if unhealthy {
             self.volumes.unhealthy += 1;
-            self.unhealthy += 1;
             return;
         }
         match phase {
@@ -57,26 +63,64 @@ impl Problem {
     pub fn new(reason: &'static str, message: String) -> Problem {
         Problem { reason, message }
     }
+
+    /// The pool's StorageClass is not among `classes` (`None`: unknown, not checked).
+    pub fn missing_class(pool: &VolumePool, classes: Option<&BTreeSet<String>>) -> Option<Problem> {
+        let classes = classes?;
+        (!classes.contains(&pool.spec.storage_class_name)).then(|| {
+            Problem::new(
+                "StorageClassNotFound",
+                format!(
+                    "StorageClass {:?} does not exist: claims cannot select these PVs until it is created",
+                    pool.spec.storage_class_name
+                ),
+            )
+        })
+    }
 }
 
-/// The status a pool should have. `refusal` (reason, message) marks a pool that is not
-/// planned at all.
-pub fn pool_status(
-    pool: &VolumePool,
-    counted: &Counted,
-    nodes: u32,
-    refusal: Option<(&str, &str)>,
-    problems: &[Problem],
-    now: Timestamp,
-) -> VolumePoolStatus {
+/// The conditions a pool has now, and the generation it is planned at.
+pub fn observed(pool: &VolumePool) -> (&[Condition], i64) {
     let old = pool
         .status
         .as_ref()
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
-    let generation = pool.metadata.generation.unwrap_or_default();
+    (old, pool.metadata.generation.unwrap_or_default())
+}
+
+/// The status of a pool that is not planned at all: its counts, and the refusal as both
+/// `Ready=False` and `Degraded`.
+pub fn refused(
+    pool: &VolumePool,
+    counted: &Counted,
+    refusal: &Refusal,
+    now: Timestamp,
+) -> VolumePoolStatus {
+    let problems = [Problem::new(refusal.reason, refusal.message.clone())];
+    pool_status(pool, counted, 0, Some(refusal), &problems, now)
+}
+
+/// The write of `status`, unless the pool already has it (an idle pass writes nothing).
+pub fn write_if_changed(pool: &VolumePool, status: VolumePoolStatus) -> Option<Change> {
+    (pool.status.as_ref() != Some(&status)).then(|| Change::PoolStatus {
+        pool: name_of(pool).to_string(),
+        status,
+    })
+}
+
+/// The status a pool should have. `refusal` marks a pool that is not planned at all.
+pub fn pool_status(
+    pool: &VolumePool,
+    counted: &Counted,
+    nodes: u32,
+    refusal: Option<&Refusal>,
+    problems: &[Problem],
+    now: Timestamp,
+) -> VolumePoolStatus {
+    let (old, generation) = observed(pool);
     let ready = match refusal {
-        Some((reason, message)) => ("False", reason.to_string(), message.to_string()),
+        Some(refusal) => ("False", refusal.reason.to_string(), refusal.message.clone()),
         None => (
             "True",
             "Reconciled".to_string(),

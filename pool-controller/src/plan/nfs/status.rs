@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use volpool_api::units::parse_bytes;
 use volpool_api::{ExportSpace, NfsSource, VolumePool, VolumePoolStatus};
 
-use super::World;
-use super::nfs::ExportView;
-use super::select::{matches, name_of};
-use crate::status::{self, Counted, Problem};
+use super::ExportView;
+use crate::plan::World;
+use crate::plan::select::{matches, name_of};
+use crate::plan::status::{self, Counted, Problem};
 
 /// The status the pool should have.
 pub fn status(
@@ -24,12 +24,7 @@ pub fn status(
     let nodes = ready_nodes(world, pool);
     let conditions = nfs_conditions(nfs, view, nodes, &mut problems);
     let mut status = status::pool_status(pool, counted, nodes, None, &problems, world.now);
-    let old = pool
-        .status
-        .as_ref()
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
-    let generation = pool.metadata.generation.unwrap_or_default();
+    let (old, generation) = status::observed(pool);
     for (type_, holds, reason, message) in conditions {
         let state = if holds { "True" } else { "False" };
         status.conditions.push(status::condition(

@@ -1,4 +1,4 @@
-//! One NFS PV as plain fields, and the conversion both ways (the NFS twin of `pv.rs`).
+//! One NFS PV as plain fields, and the conversion both ways (the NFS twin of `local/pv.rs`).
 //!
 //! ```text
 //!  VolumePool (spec.nfs) + directory ──► NfsPv ──► PersistentVolume {nfs: server, path/dir}
@@ -16,7 +16,7 @@ use volpool_api::{
     ReclaimPolicy, volume_id_label,
 };
 
-use super::pv::{
+use crate::plan::pv::{
     ANNOTATION_RELEASED_AT, ANNOTATION_VOLUME_ID, affinity_in, pool_spec, read_access_modes,
     read_extra_labels, read_reclaim_policy,
 };

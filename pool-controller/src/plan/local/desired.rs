@@ -1,0 +1,114 @@
+//! The PVs the nodes' reports offer a local pool: one per Ready volume with an identity, on a
+//! known Node of the UID the report was written for, matching the pool's `nodeSelector`.
+//!
+//! ```text
+//!  NodeVolumes.status.volumes (this pool) + Node ──► Desired {pvs, identity at each path, nodes}
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use volpool_api::{NodeVolumesStatus, VolumePool, VolumeReport, VolumeState, local_pv_name};
+
+use super::PoolInput;
+use super::pv::LocalPv;
+use crate::plan::NodeInfo;
+use crate::plan::select::{matches, name_of};
+use crate::plan::status::Problem;
+
+/// The PVs the reports offer a pool.
+pub struct Desired<'a> {
+    /// By PV name.
+    pub pvs: BTreeMap<String, LocalPv>,
+    /// The identity now at each (node, path), ready or not.
+    pub at_path: HashMap<(&'a str, &'a str), &'a str>,
+    /// Nodes with at least one ready volume of the pool.
+    pub contributing: BTreeSet<&'a str>,
+}
+
+/// Desired PVs, from every report of a known node whose labels match the pool.
+pub fn desired<'a>(input: &PoolInput<'a>, problems: &mut Vec<Problem>) -> Desired<'a> {
+    let pool_name = name_of(input.pool);
+    let mut desired = Desired {
+        pvs: BTreeMap::new(),
+        at_path: HashMap::new(),
+        contributing: BTreeSet::new(),
+    };
+    for (node_name, report) in input.reports {
+        let Some(status) = &report.status else {
+            continue;
+        };
+        let mut volumes = status
+            .volumes
+            .iter()
+            .filter(|v| v.pool == pool_name)
+            .peekable();
+        if volumes.peek().is_none() {
+            continue;
+        }
+        let Some(node) = reporting_node(input, node_name, status, problems) else {
+            continue;
+        };
+        for volume in volumes {
+            if !volume.volume_id.is_empty() {
+                desired
+                    .at_path
+                    .insert((node_name, volume.path.as_str()), volume.volume_id.as_str());
+            }
+            if volume.state != VolumeState::Ready || volume.volume_id.is_empty() {
+                continue;
+            }
+            desired.contributing.insert(node_name);
+            let pv = desired_pv(input.pool, node, volume);
+            desired.pvs.insert(pv.name.clone(), pv);
+        }
+    }
+    desired
+}
+
+/// The Node behind a report that offers this pool volumes, when its volumes count: a known
+/// Node, of the UID the report was written for, matching the pool's `nodeSelector`.
+fn reporting_node<'a>(
+    input: &PoolInput<'a>,
+    node_name: &str,
+    status: &NodeVolumesStatus,
+    problems: &mut Vec<Problem>,
+) -> Option<&'a NodeInfo> {
+    let Some(node) = input.nodes.get(node_name).copied() else {
+        problems.push(Problem::new(
+            "UnknownNode",
+            format!("NodeVolumes {node_name:?} reports volumes but there is no Node {node_name:?}; they are ignored"),
+        ));
+        return None;
+    };
+    if !status.node_uid.is_empty() && status.node_uid != node.uid {
+        problems.push(Problem::new(
+            "StaleReport",
+            format!("NodeVolumes {node_name:?} was written for an earlier Node of that name (nodeUID {}); its volumes are ignored until the agent reports again", status.node_uid),
+        ));
+        return None;
+    }
+    matches(input.pool.spec.node_selector.as_ref(), node.labels.as_ref()).then_some(node)
+}
+
+fn desired_pv(pool: &VolumePool, node: &NodeInfo, volume: &VolumeReport) -> LocalPv {
+    let pool_name = name_of(pool);
+    let entry = volume.path.rsplit('/').next().unwrap_or_default();
+    LocalPv {
+        name: local_pv_name(pool_name, &node.name, entry, &volume.volume_id),
+        pool: pool_name.to_string(),
+        node: node.name.clone(),
+        node_uid: node.uid.clone(),
+        volume_id: volume.volume_id.clone(),
+        path: volume.path.clone(),
+        capacity_bytes: volume.capacity_bytes,
+        volume_mode: volume.volume_mode,
+        storage_class: pool.spec.storage_class_name.clone(),
+        access_modes: pool.effective_access_modes(),
+        reclaim_policy: pool.spec.reclaim_policy,
+        mount_options: pool.spec.mount_options.clone(),
+        extra_labels: pool.spec.labels.clone(),
+        health: None,
+        released_at: None,
+        cleanup_failed: false,
+    }
+}

@@ -1,0 +1,121 @@
+//! The export as the plan sees it: what the executor read before planning ([`ExportView`]),
+//! the directory work it is asked for ([`ExportOp`]), and the names of the directories.
+//!
+//! ```text
+//!  executor ──► ExportView {dirs, space, unreachable, denied} ──► plan
+//!  plan ──► ExportOp {MakeDir | Remove | Rename, then: [Change]} ──► executor
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::PersistentVolume;
+use k8s_openapi::jiff::Timestamp;
+use volpool_api::ExportSpace;
+
+use crate::plan::Change;
+
+/// Prefix of every directory the controller carves.
+pub const DIR_PREFIX: &str = "pv-";
+/// Prefix of archived directories.
+pub const ARCHIVE_PREFIX: &str = "archived-";
+
+/// What the executor read from one pool's export before planning.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ExportView {
+    /// `Some(message)` when the export could not be read: nothing is created or deleted.
+    pub unreachable: Option<String>,
+    /// `pv-*` directories under the root: name → what is known of it.
+    pub dirs: BTreeMap<String, SeenDir>,
+    /// FSSTAT (or statvfs) of the export.
+    pub space: Option<ExportSpace>,
+    /// The uid the controller's directories should have (`None`: unknown, not checked).
+    pub expected_uid: Option<u32>,
+    /// The last "not permitted" answer of a write, kept until a write succeeds.
+    pub denied: Option<String>,
+}
+
+/// A `pv-*` directory of the export.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SeenDir {
+    /// Owner's uid.
+    pub uid: u32,
+    /// Whether it holds nothing; read only for directories without a PV.
+    pub empty: Option<bool>,
+}
+
+/// Directory work for the executor; `then` is applied only after it succeeded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExportOp {
+    /// The pool whose export it is.
+    pub pool: String,
+    /// What to do.
+    pub op: Op,
+    /// Writes that must wait for the operation.
+    pub then: Vec<Change>,
+}
+
+/// One directory operation under a pool's root.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Make the directory (or take the one there) and set its mode.
+    MakeDir {
+        /// Directory name.
+        dir: String,
+        /// Mode bits.
+        mode: u32,
+    },
+    /// Remove the directory and its contents.
+    Remove {
+        /// Directory name.
+        dir: String,
+    },
+    /// Rename the directory.
+    Rename {
+        /// Directory name.
+        from: String,
+        /// New name.
+        to: String,
+    },
+}
+
+/// The directory a PV of volpool's owns, if it is an NFS PV.
+pub fn pv_dir(pv: &PersistentVolume) -> Option<String> {
+    let path = &pv.spec.as_ref()?.nfs.as_ref()?.path;
+    Some(path.rsplit('/').next()?.to_string())
+}
+
+/// Whether a name is one the controller carves (`pv-` and 8 lowercase hex digits).
+pub fn is_pool_dir(name: &str) -> bool {
+    name.strip_prefix(DIR_PREFIX).is_some_and(|hex| {
+        hex.len() == 8
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// A new directory name: `pv-` and 8 hex digits from a hash of the pool, the time and a
+/// counter, never one already taken. Deterministic for the same inputs.
+pub fn new_dir(pool: &str, now: Timestamp, taken: &BTreeSet<String>) -> String {
+    let mut seed = now.as_nanosecond() as u64;
+    for b in pool.bytes() {
+        seed = (seed ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    loop {
+        // splitmix64
+        seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        let dir = format!("{DIR_PREFIX}{:08x}", z as u32);
+        if !taken.contains(&dir) {
+            return dir;
+        }
+    }
+}
+
+/// `archived-<dir>-<UTC timestamp>`.
+pub fn archive_name(dir: &str, now: Timestamp) -> String {
+    format!("{ARCHIVE_PREFIX}{dir}-{}", now.strftime("%Y%m%dT%H%M%SZ"))
+}

@@ -1,0 +1,446 @@
+//! Planning of NFS pools: keep `minAvailable` Available PVs, each owning a `pv-<8 hex>`
+//! directory of the export, never more than `maxVolumes`; release directories as the pool
+//! says. Pure: what the export holds comes in as an [`ExportView`] (read by the executor
+//! before planning), and the directory work goes out as [`ExportOp`]s whose follow-up writes
+//! are applied only once the operation succeeded.
+//!
+//! ```text
+//!  VolumePool(nfs) ─┐
+//!  PVs ─────────────┼─► nfs::plan ─► ExportOp{MakeDir → ApplyNfsPv}   (directory before PV)
+//!  ExportView ──────┤               ExportOp{Remove|Rename → DeletePv} (directory before PV)
+//!  NodeVolumes ─────┘               PoolStatus, Events, UpdatePv
+//! ```
+//!
+//! While the export is unreachable, no PV is created or deleted. A directory without a PV (a
+//! crash between MKDIR and the PV create) is adopted when empty, reported when not.
+
+mod export;
+pub mod pv;
+mod status;
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::PersistentVolume;
+use volpool_api::units::{parse_bytes, parse_duration};
+use volpool_api::{NfsSource, OnRelease, ReclaimPolicy, VolumePool, nfs_pv_name};
+
+use self::export::new_dir;
+pub use self::export::{ExportOp, ExportView, Op, SeenDir, archive_name, is_pool_dir, pv_dir};
+use self::pv::NfsPv;
+use super::events::about_pv;
+use super::pv::{Phase, phase, released_since};
+use super::select::{Refusal, name_of};
+use super::status::{self as pool_status, Counted, Problem, write_if_changed};
+use super::{Change, Plan, PvsByPool, World};
+
+/// Valid NFS pools of the world, by name.
+pub fn nfs_pools(world: &World) -> Vec<&VolumePool> {
+    let mut pools: Vec<&VolumePool> = world
+        .pools
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|p| is_nfs(p))
+        .collect();
+    pools.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    pools
+}
+
+/// Plan every NFS pool of `pools` (sorted by name; others are skipped) from the world and what
+/// the executor read from the exports.
+pub fn plan(
+    world: &World,
+    pools: &[&VolumePool],
+    refused: &HashMap<String, Refusal>,
+    by_pool: &PvsByPool,
+) -> Plan {
+    let mut out = Plan::default();
+    for pool in pools.iter().filter(|p| is_nfs(p)) {
+        let name = name_of(pool);
+        let observed = by_pool.get(name).map(Vec::as_slice).unwrap_or_default();
+        let (Some(nfs), None) = (&pool.spec.nfs, refused.get(name)) else {
+            if let Some(refusal) = refused.get(name) {
+                let status = pool_status::refused(pool, &count(observed), refusal, world.now);
+                out.changes.extend(write_if_changed(pool, status));
+            }
+            continue;
+        };
+        let unreachable = ExportView {
+            unreachable: Some("the export was not read yet".into()),
+            ..Default::default()
+        };
+        let pool = Pool {
+            world,
+            pool,
+            nfs,
+            view: world.exports.get(name).unwrap_or(&unreachable),
+        };
+        pool.plan(observed, &mut out);
+    }
+    out
+}
+
+/// Whether a pool is an NFS pool (one that names both kinds is a local one, and refused).
+fn is_nfs(pool: &VolumePool) -> bool {
+    pool.spec.nfs.is_some() && pool.spec.local.is_none()
+}
+
+fn fresh(pool: &VolumePool, nfs: &NfsSource, dir: &str) -> NfsPv {
+    let name = name_of(pool);
+    NfsPv {
+        name: nfs_pv_name(name, dir),
+        pool: name.to_string(),
+        server: nfs.server.clone(),
+        export: nfs.path.clone(),
+        dir: dir.to_string(),
+        capacity_bytes: parse_bytes(&nfs.volume_size).unwrap_or_default(),
+        storage_class: pool.spec.storage_class_name.clone(),
+        access_modes: pool.effective_access_modes(),
+        reclaim_policy: pool.spec.reclaim_policy,
+        mount_options: pool.spec.mount_options.clone(),
+        extra_labels: pool.spec.labels.clone(),
+        affinity: nfs.nfs_client_affinity,
+        missing: false,
+        released_at: None,
+    }
+}
+
+fn count(observed: &[&PersistentVolume]) -> Counted {
+    let mut counted = Counted::default();
+    for pv in observed {
+        if let Some(v) = NfsPv::from_pv(pv, &[]) {
+            counted.add(phase(pv), v.missing, false, v.capacity_bytes);
+        }
+    }
+    counted
+}
+
+/// One valid NFS pool being planned.
+struct Pool<'w> {
+    world: &'w World,
+    pool: &'w VolumePool,
+    nfs: &'w NfsSource,
+    view: &'w ExportView,
+}
+
+/// What the pass over a pool's PVs found.
+#[derive(Default)]
+struct Seen {
+    counted: Counted,
+    /// Directories that have a PV.
+    owned: BTreeSet<String>,
+    /// PVs of the pool, not counting those deleted this pass.
+    total: u32,
+}
+
+/// Events on a PV (and its claim) as changes.
+fn notify(
+    changes: &mut Vec<Change>,
+    pv: &PersistentVolume,
+    warning: bool,
+    reason: &str,
+    action: &str,
+    note: &str,
+) {
+    changes.extend(
+        about_pv(pv, warning, reason, action, note)
+            .into_iter()
+            .map(Change::Event),
+    );
+}
+
+impl Pool<'_> {
+    fn name(&self) -> &str {
+        name_of(self.pool)
+    }
+
+    /// PVs first, then (export reachable) the upkeep, then the status.
+    fn plan(&self, observed: &[&PersistentVolume], out: &mut Plan) {
+        let mut problems: Vec<Problem> =
+            Problem::missing_class(self.pool, self.world.storage_classes.as_ref())
+                .into_iter()
+                .collect();
+        let seen = self.observed_pvs(observed, out);
+        if self.view.unreachable.is_none() {
+            self.upkeep(&seen, &mut problems, out);
+        }
+        let status = status::status(
+            self.world,
+            self.pool,
+            self.nfs,
+            self.view,
+            &seen.counted,
+            problems,
+        );
+        out.changes.extend(write_if_changed(self.pool, status));
+    }
+
+    /// Every observed PV through the lifecycle rules; while the export is unreachable they are
+    /// only counted.
+    fn observed_pvs(&self, observed: &[&PersistentVolume], out: &mut Plan) -> Seen {
+        let extra_keys: Vec<&str> = self.pool.spec.labels.keys().map(String::as_str).collect();
+        let mut seen = Seen::default();
+        for pv in observed {
+            let Some(current) = NfsPv::from_pv(pv, &extra_keys) else {
+                continue;
+            };
+            let Some(uid) = pv
+                .metadata
+                .uid
+                .as_deref()
+                .filter(|_| pv.metadata.name.is_some())
+            else {
+                continue;
+            };
+            seen.total += 1;
+            seen.owned.insert(current.dir.clone());
+            let phase = phase(pv);
+            let cleaning = if self.view.unreachable.is_some() {
+                Some(false)
+            } else {
+                self.observed_pv(pv, &current, uid, phase, out)
+            };
+            match cleaning {
+                Some(cleaning) => {
+                    seen.counted
+                        .add(phase, current.missing, cleaning, current.capacity_bytes)
+                }
+                None => seen.total -= 1,
+            }
+        }
+        seen
+    }
+
+    /// Plan one PV of a reachable export: `None` when it is deleted, otherwise whether its
+    /// directory is being cleaned.
+    fn observed_pv(
+        &self,
+        pv: &PersistentVolume,
+        current: &NfsPv,
+        uid: &str,
+        phase: Phase,
+        out: &mut Plan,
+    ) -> Option<bool> {
+        let present = self.view.dirs.contains_key(&current.dir);
+        // NB: a PV's volume source is immutable: a PV made on an earlier server or path keeps
+        // it (and the listing of the current export does not see its directory).
+        let want_base = NfsPv {
+            name: current.name.clone(),
+            server: current.server.clone(),
+            export: current.export.clone(),
+            ..fresh(self.pool, self.nfs, &current.dir)
+        };
+        match phase {
+            Phase::Available if !present => {
+                let path = current.path();
+                out.changes.push(Change::DeletePv {
+                    name: current.name.clone(),
+                    uid: uid.into(),
+                    pool: self.name().into(),
+                    reason: format!(
+                        "directory {path} is gone from the export; the PV was Available"
+                    ),
+                    scrub_seconds: None,
+                });
+                notify(
+                    &mut out.changes,
+                    pv,
+                    true,
+                    "VolumeMissing",
+                    "Delete",
+                    &format!("directory {path} is gone from the export: deleting the Available PV"),
+                );
+                return None;
+            }
+            Phase::Available => {
+                if want_base != *current {
+                    update(out, pv, want_base, "pool settings changed");
+                }
+            }
+            Phase::Bound => {
+                let want = NfsPv {
+                    capacity_bytes: current.capacity_bytes,
+                    missing: !present,
+                    ..want_base
+                };
+                if want.missing && !current.missing {
+                    notify(
+                        &mut out.changes,
+                        pv,
+                        true,
+                        "VolumeMissing",
+                        "Label",
+                        &format!(
+                            "directory {} is gone from the export: the PV is in use, so it is kept and labelled volpool.io/health=missing",
+                            current.path()
+                        ),
+                    );
+                }
+                if want != *current {
+                    update(out, pv, want, "pool settings or health changed");
+                }
+            }
+            Phase::Released if self.retains() => {}
+            Phase::Released => {
+                self.released(pv, current, uid, out);
+                return Some(true);
+            }
+        }
+        Some(false)
+    }
+
+    /// Whether released directories are kept as they are.
+    fn retains(&self) -> bool {
+        self.pool.spec.reclaim_policy == ReclaimPolicy::Retain
+            || self.nfs.on_release == OnRelease::Retain
+    }
+
+    /// A Released PV: wait for the grace period, then remove or archive its directory, and
+    /// only then delete the PV.
+    fn released(&self, pv: &PersistentVolume, current: &NfsPv, uid: &str, out: &mut Plan) {
+        let now = self.world.now;
+        let released_at = released_since(current.released_at.as_deref(), now);
+        if current.released_at.is_none() {
+            let fate = match self.nfs.on_release {
+                OnRelease::Archive => "archived",
+                _ => "removed",
+            };
+            notify(
+                &mut out.changes,
+                pv,
+                false,
+                "Released",
+                "Schedule",
+                &format!(
+                    "the claim is gone: directory {} will be {fate} after the release grace period of {}, then a fresh PV is offered",
+                    current.path(),
+                    self.pool.spec.release_grace_period
+                ),
+            );
+        }
+        let grace = parse_duration(&self.pool.spec.release_grace_period).unwrap_or_default();
+        let elapsed = Duration::try_from(now.duration_since(released_at)).unwrap_or_default();
+        let left = grace.saturating_sub(elapsed);
+        if !left.is_zero() {
+            out.wake(left);
+            if current.released_at.is_none() {
+                let want = NfsPv {
+                    released_at: Some(released_at.to_string()),
+                    ..current.clone()
+                };
+                update(out, pv, want, "released: waiting for the grace period");
+            }
+            return;
+        }
+        let (op, reason, note) = self.release_op(current);
+        let mut then = vec![Change::DeletePv {
+            name: current.name.clone(),
+            uid: uid.into(),
+            pool: self.name().into(),
+            reason: note.clone(),
+            scrub_seconds: Some(elapsed.as_secs_f64()),
+        }];
+        notify(&mut then, pv, false, reason, "Delete", &note);
+        out.ops.push(ExportOp {
+            pool: self.name().into(),
+            op,
+            then,
+        });
+    }
+
+    /// The directory operation that ends a release, its Event reason and note.
+    fn release_op(&self, current: &NfsPv) -> (Op, &'static str, String) {
+        match self.nfs.on_release {
+            OnRelease::Archive => {
+                let to = archive_name(&current.dir, self.world.now);
+                let note = format!(
+                    "directory {} renamed to {to}: deleting the PV so a fresh one is offered",
+                    current.path()
+                );
+                let from = current.dir.clone();
+                (Op::Rename { from, to }, "Archived", note)
+            }
+            _ => (
+                Op::Remove {
+                    dir: current.dir.clone(),
+                },
+                "Scrubbed",
+                format!(
+                    "directory {} and its contents removed: deleting the PV so a fresh one is offered",
+                    current.path()
+                ),
+            ),
+        }
+    }
+
+    /// Keep `minAvailable` Available PVs within `maxVolumes`: adopt empty directories without
+    /// a PV first, then carve new ones; report directories with data and no PV.
+    fn upkeep(&self, seen: &Seen, problems: &mut Vec<Problem>, out: &mut Plan) {
+        let nfs = self.nfs;
+        let mut orphans: Vec<&String> = Vec::new();
+        let mut kept = Vec::new();
+        for (dir, found) in &self.view.dirs {
+            if seen.owned.contains(dir) {
+                continue;
+            }
+            match found.empty {
+                Some(true) => orphans.push(dir),
+                _ => kept.push(dir.as_str()),
+            }
+        }
+        if !kept.is_empty() {
+            problems.push(Problem::new(
+                "OrphanDirectories",
+                format!(
+                    "directories {} hold data but have no PV (a PV deleted by hand?): they are left alone; offer them again by hand, or remove them",
+                    kept.join(", ")
+                ),
+            ));
+        }
+        let total = seen.total;
+        let want = nfs
+            .min_available
+            .saturating_sub(seen.counted.volumes.available);
+        let room = nfs.max_volumes.saturating_sub(total);
+        if want > room {
+            problems.push(Problem::new(
+                "MaxVolumesReached",
+                format!(
+                    "the pool has {total} PVs, maxVolumes is {}: {} more Available PVs are wanted for minAvailable {}",
+                    nfs.max_volumes,
+                    want - room,
+                    nfs.min_available
+                ),
+            ));
+        }
+        let mut taken: BTreeSet<String> = self.view.dirs.keys().cloned().collect();
+        taken.extend(seen.owned.iter().cloned());
+        let mut orphans = orphans.into_iter();
+        let mode = nfs.dir_mode_bits().unwrap_or(0o777);
+        for _ in 0..want.min(room) {
+            let dir = match orphans.next() {
+                Some(dir) => dir.clone(),
+                None => new_dir(self.name(), self.world.now, &taken),
+            };
+            taken.insert(dir.clone());
+            let pv = fresh(self.pool, nfs, &dir);
+            out.ops.push(ExportOp {
+                pool: self.name().into(),
+                op: Op::MakeDir { dir, mode },
+                then: vec![Change::ApplyNfsPv {
+                    pv,
+                    resource_version: None,
+                    reason: "keeping minAvailable".into(),
+                }],
+            });
+        }
+    }
+}
+
+fn update(out: &mut Plan, observed: &PersistentVolume, want: NfsPv, reason: &str) {
+    out.changes.push(Change::ApplyNfsPv {
+        pv: want,
+        resource_version: observed.metadata.resource_version.clone(),
+        reason: reason.into(),
+    });
+}

@@ -1,0 +1,79 @@
+//! Nodes deleted or re-created under their PVs.
+
+use super::*;
+
+#[test]
+fn a_deleted_node_takes_its_available_pvs_and_marks_bound_ones() {
+    let mut w = two_disks();
+    converge(&mut w);
+    let vol2 = local_pv_name_of("n1", "vol2", "uuid:2");
+    set_phase(&mut w, &vol2, "Bound", true);
+    w.nodes.clear();
+    w.reports.clear();
+    let plan1 = plan(&w);
+    assert!(events(&plan1).contains(&("NodeGone", Some("PersistentVolume"))));
+    settle(&mut w, &plan1);
+    assert!(pv_named(&w, &pv1()).is_none());
+    assert_eq!(
+        label(
+            pv_named(&w, &vol2).expect("bound PV kept"),
+            "volpool.io/health"
+        ),
+        Some("node-gone")
+    );
+}
+
+#[test]
+fn a_recreated_node_does_not_resurrect_old_pvs() {
+    let mut w = two_disks();
+    converge(&mut w);
+    let vol2 = local_pv_name_of("n1", "vol2", "uuid:2");
+    set_phase(&mut w, &vol2, "Bound", true);
+    w.nodes[0].uid = "uid-n1-second".into();
+    // The old report is still around (garbage collection lags): ignored, with a condition.
+    let plan1 = plan(&w);
+    assert!(
+        !plan1
+            .changes
+            .iter()
+            .any(|c| matches!(c, Change::CreatePv { .. }))
+    );
+    settle(&mut w, &plan1);
+    assert!(
+        pv_named(&w, &pv1()).is_none(),
+        "the old node's Available PV is deleted"
+    );
+    assert_eq!(
+        label(pv_named(&w, &vol2).expect("bound"), "volpool.io/health"),
+        Some("node-gone")
+    );
+    let status = w.pools[0].status.as_ref().expect("status");
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Degraded" && c.message.contains("earlier Node"))
+    );
+    // The new node's agent reports the same disks: vol1 gets a fresh PV made for the new node;
+    // the Bound vol2 PV stays the old node's, labelled.
+    let mut r = (*report(
+        "n1",
+        vec![
+            vol("/mnt/disks/vol1", "uuid:1", 10 * GIB),
+            vol("/mnt/disks/vol2", "uuid:2", 20 * GIB),
+        ],
+    ))
+    .clone();
+    r.status.as_mut().expect("status").node_uid = "uid-n1-second".into();
+    w.reports = vec![Arc::new(r)];
+    converge(&mut w);
+    let fresh = pv_named(&w, &pv1()).expect("fresh PV");
+    assert_eq!(
+        fresh.metadata.annotations.as_ref().expect("a")[ANNOTATION_NODE_UID],
+        "uid-n1-second"
+    );
+    assert_eq!(
+        label(pv_named(&w, &vol2).expect("bound"), "volpool.io/health"),
+        Some("node-gone")
+    );
+}
