@@ -37,6 +37,8 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 use volpool_api::{CleanupRequest, LABEL_POOL, NodeVolumes, VolumePool, VolumePoolStatus};
 
+use select::Refusal;
+
 pub use events::Notice;
 #[cfg(test)]
 use local::pv::ANNOTATION_NODE_UID;
@@ -174,13 +176,31 @@ impl Plan {
     }
 }
 
-/// Observed PVs by the pool label.
-type PvsByPool<'a> = HashMap<&'a str, Vec<&'a PersistentVolume>>;
+/// What each kind's planning starts from.
+struct Input<'a> {
+    world: &'a World,
+    /// Every pool, sorted by name.
+    pools: Vec<&'a VolumePool>,
+    /// Pools refused this pass (invalid, overlapping), by name.
+    refused: HashMap<String, Refusal>,
+    /// Observed PVs by their pool label.
+    by_pool: HashMap<&'a str, Vec<&'a PersistentVolume>>,
+}
+
+impl Input<'_> {
+    /// The observed PVs of a pool.
+    fn observed(&self, pool: &str) -> &[&PersistentVolume] {
+        self.by_pool
+            .get(pool)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+}
 
 /// Decide what must change so the PVs match the pools, the nodes' reports and the exports.
 /// Pools of both kinds go through here; each pool is planned by its kind's rules.
 pub fn plan(world: &World) -> Plan {
-    let mut by_pool: PvsByPool = HashMap::new();
+    let mut by_pool: HashMap<&str, Vec<&PersistentVolume>> = HashMap::new();
     for pv in &world.pvs {
         if let Some(pool) = pv.metadata.labels.as_ref().and_then(|l| l.get(LABEL_POOL)) {
             by_pool.entry(pool.as_str()).or_default().push(pv);
@@ -188,9 +208,14 @@ pub fn plan(world: &World) -> Plan {
     }
     let mut pools: Vec<&VolumePool> = world.pools.iter().map(Arc::as_ref).collect();
     pools.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    let refused = select::refusals(&pools);
-    let mut plan = local::plan(world, &pools, &refused, &by_pool);
-    let nfs = nfs::plan(world, &pools, &refused, &by_pool);
+    let input = Input {
+        world,
+        refused: select::refusals(&pools),
+        pools,
+        by_pool,
+    };
+    let mut plan = local::plan(&input);
+    let nfs = nfs::plan(&input);
     plan.changes.extend(nfs.changes);
     plan.ops = nfs.ops;
     if let Some(after) = nfs.wake_after {

@@ -12,6 +12,7 @@ use volpool_api::{NodeVolumesStatus, VolumePool, VolumeReport, VolumeState, loca
 use super::PoolInput;
 use super::pv::LocalPv;
 use crate::plan::NodeInfo;
+use crate::plan::pv::PoolFields;
 use crate::plan::select::{matches, name_of};
 use crate::plan::status::Problem;
 
@@ -102,11 +103,7 @@ fn desired_pv(pool: &VolumePool, node: &NodeInfo, volume: &VolumeReport) -> Loca
         path: volume.path.clone(),
         capacity_bytes: volume.capacity_bytes,
         volume_mode: volume.volume_mode,
-        storage_class: pool.spec.storage_class_name.clone(),
-        access_modes: pool.effective_access_modes(),
-        reclaim_policy: pool.spec.reclaim_policy,
-        mount_options: pool.spec.mount_options.clone(),
-        extra_labels: pool.spec.labels.clone(),
+        fields: PoolFields::of(pool),
         health: None,
         released_at: None,
         cleanup_failed: false,

@@ -26,9 +26,9 @@ use self::desired::{Desired, desired};
 use self::pv::{Health, LocalPv};
 use super::events::{Notice, about_pv};
 use super::pv::{Phase, phase};
-use super::select::{Refusal, name_of};
+use super::select::name_of;
 use super::status::{self, Counted, Problem};
-use super::{Change, NodeInfo, Plan, PvsByPool, World};
+use super::{Change, Input, NodeInfo, Plan, World};
 
 /// What one pool's planning looks at.
 struct PoolInput<'a> {
@@ -89,13 +89,9 @@ impl Output {
     }
 }
 
-/// Plan every local pool of `pools` (sorted by name; others are skipped).
-pub fn plan(
-    world: &World,
-    pools: &[&VolumePool],
-    refused: &HashMap<String, Refusal>,
-    by_pool: &PvsByPool,
-) -> Plan {
+/// Plan every local pool.
+pub(super) fn plan(input: &Input) -> Plan {
+    let world = input.world;
     let nodes: HashMap<&str, &NodeInfo> =
         world.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
     let reports: BTreeMap<&str, &NodeVolumes> = world
@@ -105,17 +101,18 @@ pub fn plan(
         .collect();
     let mut out = Output::default();
     let mut planned: HashSet<&str> = HashSet::new();
-    for pool in pools.iter().filter(|p| p.spec.local.is_some()) {
+    for pool in input.pools.iter().filter(|p| p.spec.local.is_some()) {
         let name = name_of(pool);
+        let refused = input.refused.get(name);
         let input = PoolInput {
             pool,
-            observed: by_pool.get(name).map(Vec::as_slice).unwrap_or_default(),
+            observed: input.observed(name),
             nodes: &nodes,
             reports: &reports,
             storage_classes: world.storage_classes.as_ref(),
             now: world.now,
         };
-        match refused.get(name) {
+        match refused {
             Some(refusal) => {
                 let status =
                     status::refused(pool, &count(&input, &HashSet::new()), refusal, input.now);

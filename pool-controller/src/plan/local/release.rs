@@ -30,7 +30,7 @@ impl Pass<'_, '_> {
         uid: &str,
         out: &mut Output,
     ) {
-        if current.reclaim_policy == ReclaimPolicy::Retain {
+        if current.fields.reclaim_policy == ReclaimPolicy::Retain {
             return;
         }
         let now = self.input.now;

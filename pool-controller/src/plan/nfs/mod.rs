@@ -18,7 +18,7 @@ mod export;
 pub mod pv;
 mod status;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::PersistentVolume;
@@ -29,10 +29,10 @@ use self::export::new_dir;
 pub use self::export::{ExportOp, ExportView, Op, SeenDir, archive_name, is_pool_dir, pv_dir};
 use self::pv::NfsPv;
 use super::events::about_pv;
-use super::pv::{Phase, phase, released_since};
-use super::select::{Refusal, name_of};
+use super::pv::{Phase, PoolFields, phase, released_since};
+use super::select::name_of;
 use super::status::{self as pool_status, Counted, Problem, write_if_changed};
-use super::{Change, Plan, PvsByPool, World};
+use super::{Change, Input, Plan, World};
 
 /// Valid NFS pools of the world, by name.
 pub fn nfs_pools(world: &World) -> Vec<&VolumePool> {
@@ -46,18 +46,14 @@ pub fn nfs_pools(world: &World) -> Vec<&VolumePool> {
     pools
 }
 
-/// Plan every NFS pool of `pools` (sorted by name; others are skipped) from the world and what
-/// the executor read from the exports.
-pub fn plan(
-    world: &World,
-    pools: &[&VolumePool],
-    refused: &HashMap<String, Refusal>,
-    by_pool: &PvsByPool,
-) -> Plan {
+/// Plan every NFS pool from the world and what the executor read from the exports.
+pub(super) fn plan(input: &Input) -> Plan {
+    let world = input.world;
+    let refused = &input.refused;
     let mut out = Plan::default();
-    for pool in pools.iter().filter(|p| is_nfs(p)) {
+    for pool in input.pools.iter().filter(|p| is_nfs(p)) {
         let name = name_of(pool);
-        let observed = by_pool.get(name).map(Vec::as_slice).unwrap_or_default();
+        let observed = input.observed(name);
         let (Some(nfs), None) = (&pool.spec.nfs, refused.get(name)) else {
             if let Some(refusal) = refused.get(name) {
                 let status = pool_status::refused(pool, &count(observed), refusal, world.now);
@@ -94,11 +90,7 @@ fn fresh(pool: &VolumePool, nfs: &NfsSource, dir: &str) -> NfsPv {
         export: nfs.path.clone(),
         dir: dir.to_string(),
         capacity_bytes: parse_bytes(&nfs.volume_size).unwrap_or_default(),
-        storage_class: pool.spec.storage_class_name.clone(),
-        access_modes: pool.effective_access_modes(),
-        reclaim_policy: pool.spec.reclaim_policy,
-        mount_options: pool.spec.mount_options.clone(),
-        extra_labels: pool.spec.labels.clone(),
+        fields: PoolFields::of(pool),
         affinity: nfs.nfs_client_affinity,
         missing: false,
         released_at: None,

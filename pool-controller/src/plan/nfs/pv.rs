@@ -5,21 +5,10 @@
 //!  PersistentVolume (observed) ──► NfsPv (what the controller once applied)
 //! ```
 
-use std::collections::BTreeMap;
+use k8s_openapi::api::core::v1::{NFSVolumeSource, PersistentVolume};
+use volpool_api::{LABEL_HEALTH, LABEL_NFS_CLIENT, NFS_CLIENT_READY};
 
-use k8s_openapi::api::core::v1::{NFSVolumeSource, PersistentVolume, PersistentVolumeSpec};
-use kube::api::ObjectMeta;
-use volpool_api::units::parse_bytes;
-use volpool_api::{
-    ANNOTATION_PATH, ANNOTATION_PROVISIONED_BY, AccessMode, LABEL_HEALTH, LABEL_MANAGED_BY,
-    LABEL_NFS_CLIENT, LABEL_POOL, LABEL_VOLUME_ID, MANAGED_BY, NFS_CLIENT_READY, PROVISIONER,
-    ReclaimPolicy, volume_id_label,
-};
-
-use crate::plan::pv::{
-    ANNOTATION_RELEASED_AT, ANNOTATION_VOLUME_ID, affinity_in, pool_spec, read_access_modes,
-    read_extra_labels, read_reclaim_policy,
-};
+use crate::plan::pv::{Base, Observed, PoolFields, affinity_in};
 
 /// Value of `volpool.io/health` on a PV in use whose directory is gone from the export.
 pub const HEALTH_MISSING: &str = "missing";
@@ -39,16 +28,8 @@ pub struct NfsPv {
     pub dir: String,
     /// Capacity written into the PV (`volumeSize`).
     pub capacity_bytes: u64,
-    /// From the pool.
-    pub storage_class: String,
-    /// From the pool.
-    pub access_modes: Vec<AccessMode>,
-    /// From the pool.
-    pub reclaim_policy: ReclaimPolicy,
-    /// From the pool.
-    pub mount_options: Vec<String>,
-    /// From the pool's `labels`.
-    pub extra_labels: BTreeMap<String, String>,
+    /// What the PV takes from its pool.
+    pub fields: PoolFields,
     /// nodeAffinity `volpool.io/nfs-client In [ready]`.
     pub affinity: bool,
     /// The directory of a PV in use is gone.
@@ -70,66 +51,42 @@ impl NfsPv {
 
     /// The PersistentVolume to server-side apply.
     pub fn to_pv(&self) -> PersistentVolume {
-        let mut labels = self.extra_labels.clone();
-        labels.insert(LABEL_MANAGED_BY.into(), MANAGED_BY.into());
-        labels.insert(LABEL_POOL.into(), self.pool.clone());
-        labels.insert(LABEL_VOLUME_ID.into(), volume_id_label(&self.volume_id()));
+        let (path, volume_id) = (self.path(), self.volume_id());
+        let mut pv = Base {
+            name: &self.name,
+            pool: &self.pool,
+            volume_id: &volume_id,
+            path: &path,
+            capacity_bytes: self.capacity_bytes,
+            fields: &self.fields,
+            released_at: self.released_at.as_deref(),
+        }
+        .to_pv();
         if self.missing {
+            let labels = pv.metadata.labels.get_or_insert_default();
             labels.insert(LABEL_HEALTH.into(), HEALTH_MISSING.into());
         }
-        let mut annotations = BTreeMap::from([
-            (
-                ANNOTATION_PROVISIONED_BY.to_string(),
-                PROVISIONER.to_string(),
-            ),
-            (ANNOTATION_PATH.to_string(), self.path()),
-            (ANNOTATION_VOLUME_ID.to_string(), self.volume_id()),
-        ]);
-        if let Some(at) = &self.released_at {
-            annotations.insert(ANNOTATION_RELEASED_AT.into(), at.clone());
-        }
-        PersistentVolume {
-            metadata: ObjectMeta {
-                name: Some(self.name.clone()),
-                labels: Some(labels),
-                annotations: Some(annotations),
-                ..Default::default()
-            },
-            spec: Some(PersistentVolumeSpec {
-                volume_mode: Some("Filesystem".into()),
-                nfs: Some(NFSVolumeSource {
-                    server: self.server.clone(),
-                    path: self.path(),
-                    read_only: None,
-                }),
-                node_affinity: self
-                    .affinity
-                    .then(|| affinity_in(LABEL_NFS_CLIENT, NFS_CLIENT_READY.into())),
-                ..pool_spec(
-                    self.capacity_bytes,
-                    &self.storage_class,
-                    &self.access_modes,
-                    self.reclaim_policy,
-                    &self.mount_options,
-                )
-            }),
-            status: None,
-        }
+        let spec = pv.spec.get_or_insert_default();
+        spec.volume_mode = Some("Filesystem".into());
+        spec.nfs = Some(NFSVolumeSource {
+            server: self.server.clone(),
+            path,
+            read_only: None,
+        });
+        spec.node_affinity = self
+            .affinity
+            .then(|| affinity_in(LABEL_NFS_CLIENT, NFS_CLIENT_READY.into()));
+        pv
     }
 
     /// Read back what the controller wrote into an observed PV; `None` when it is not an NFS
     /// PV of volpool's making.
     pub fn from_pv(pv: &PersistentVolume, extra_label_keys: &[&str]) -> Option<NfsPv> {
-        let meta = &pv.metadata;
-        let labels = meta.labels.as_ref()?;
-        if labels.get(LABEL_MANAGED_BY).map(String::as_str) != Some(MANAGED_BY) {
-            return None;
-        }
-        let spec = pv.spec.as_ref()?;
-        let nfs = spec.nfs.as_ref()?;
+        let seen = Observed::read(pv, extra_label_keys)?;
+        let nfs = seen.spec.nfs.as_ref()?;
         let (export, dir) = nfs.path.rsplit_once('/')?;
-        let capacity = spec.capacity.as_ref()?.get("storage")?;
-        let affinity = spec
+        let affinity = seen
+            .spec
             .node_affinity
             .as_ref()
             .and_then(|a| a.required.as_ref())
@@ -142,8 +99,6 @@ impl NfsPv {
                 })
             });
         Some(NfsPv {
-            name: meta.name.clone()?,
-            pool: labels.get(LABEL_POOL)?.clone(),
             server: nfs.server.clone(),
             export: if export.is_empty() {
                 "/".into()
@@ -151,19 +106,13 @@ impl NfsPv {
                 export.into()
             },
             dir: dir.to_string(),
-            capacity_bytes: parse_bytes(&capacity.0).ok()?,
-            storage_class: spec.storage_class_name.clone().unwrap_or_default(),
-            access_modes: read_access_modes(spec),
-            reclaim_policy: read_reclaim_policy(spec),
-            mount_options: spec.mount_options.clone().unwrap_or_default(),
-            extra_labels: read_extra_labels(labels, extra_label_keys),
             affinity,
-            missing: labels.get(LABEL_HEALTH).map(String::as_str) == Some(HEALTH_MISSING),
-            released_at: meta
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(ANNOTATION_RELEASED_AT))
-                .cloned(),
+            missing: seen.labels.get(LABEL_HEALTH).map(String::as_str) == Some(HEALTH_MISSING),
+            name: seen.name,
+            pool: seen.pool,
+            capacity_bytes: seen.capacity_bytes,
+            fields: seen.fields,
+            released_at: seen.released_at,
         })
     }
 }
