@@ -49,12 +49,18 @@ pub enum Error {
         reason: String,
     },
     /// The Node this agent runs for could not be read.
-    #[error("failed to read node {node}: {reason}")]
+    #[error("failed to read node {node}: {source}")]
     GetNode {
         /// Node name.
         node: String,
-        /// Why.
-        reason: String,
+        /// The API error.
+        source: kube::Error,
+    },
+    /// The Node this agent runs for does not exist.
+    #[error("failed to read node {node}: no such Node")]
+    NoSuchNode {
+        /// Node name.
+        node: String,
     },
     /// Writing `NodeVolumes/<node>` failed.
     #[error("failed to publish NodeVolumes {node}: {source}")]
@@ -89,6 +95,9 @@ pub enum Error {
     /// A scan task died.
     #[error("scan task failed: {0}")]
     ScanTask(String),
+    /// The task serving HTTP died (it panicked or was cancelled).
+    #[error("the http server task failed: {0}")]
+    ServeHttpTask(#[source] tokio::task::JoinError),
 }
 
 impl Error {
@@ -98,9 +107,11 @@ impl Error {
             Error::ReadMountInfo { .. } | Error::ParseMountInfo { .. } => "mountinfo",
             Error::WatchMountInfo { .. } => "watch",
             Error::ReadPoolsFile { .. } | Error::ParsePoolsFile { .. } => "pools-file",
-            Error::GetNode { .. } | Error::ConnectCluster(_) => "kubernetes",
+            Error::GetNode { .. } | Error::NoSuchNode { .. } | Error::ConnectCluster(_) => {
+                "kubernetes"
+            }
             Error::PublishNodeVolumes { .. } => "publish",
-            Error::ServeHttp { .. } | Error::RenderMetrics(_) => "http",
+            Error::ServeHttp { .. } | Error::ServeHttpTask(_) | Error::RenderMetrics(_) => "http",
             Error::EncodeReport { .. } => "output",
             Error::ScanTask(_) => "scan",
         }

@@ -4,24 +4,21 @@
 //! `volpool-agent scan` does one scan and prints it, with no cluster needed.
 
 mod cleanup;
-mod discovery;
+mod cluster;
+mod context;
 mod error;
 mod host;
 mod http;
-mod identity;
 mod limits;
 mod metrics;
 mod nfs;
 mod output;
 mod pools;
-mod probe;
-mod publish;
 mod run;
-mod scan;
-mod watch;
+mod state;
+mod volumes;
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -61,6 +58,9 @@ struct Cli {
     /// Install the NFS client into the host (chrooted) when it is missing.
     #[arg(long, env = "INSTALL_NFS_CLIENT")]
     install_nfs_client: bool,
+    /// Deadline of each command of an NFS client install (--install-nfs-client).
+    #[arg(long, default_value = "10m", value_parser = duration)]
+    install_timeout: Duration,
 }
 
 #[derive(Subcommand)]
@@ -127,94 +127,64 @@ fn main() -> anyhow::Result<()> {
     let host_root = cli
         .host_root
         .unwrap_or_else(|| PathBuf::from(if in_pod { "/host" } else { "/" }));
-    let probe = probe::ProbeConfig {
+    let probe = volumes::probe::ProbeConfig {
         timeout: cli.probe_timeout,
         workers: cli.probe_workers,
         max_threads: cli.max_probe_threads,
     };
-    let hostname =
-        || std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string());
-    match cli.command {
+    let (text, code) = match cli.command {
         Some(Command::CheckNfs {
             install,
             install_timeout,
             nfs_timeout,
             output,
-        }) => {
-            let (text, code) = nfs::cli::run(nfs::cli::CheckNfs {
-                host_root,
-                pools_file: cli.pools_file,
-                install,
-                install_timeout,
-                config: nfs::NfsConfig {
-                    deadline: nfs_timeout,
-                    ..nfs::NfsConfig::default()
-                },
-                output,
-            })?;
-            print!("{text}");
-            std::process::exit(code);
-        }
-        Some(Command::Limits { output }) => {
-            let (text, code) = limits::cli::run(limits::cli::Limits {
-                host_root,
-                node: cli.node_name,
-                output,
-            })?;
-            print!("{text}");
-            std::process::exit(code);
-        }
+        }) => nfs::cli::run(nfs::cli::CheckNfs {
+            host_root,
+            pools_file: cli.pools_file,
+            install,
+            install_timeout,
+            config: nfs::NfsConfig {
+                deadline: nfs_timeout,
+                ..nfs::NfsConfig::default()
+            },
+            output,
+        })?,
+        Some(Command::Limits { output }) => limits::cli::run(limits::cli::Limits {
+            host_root,
+            node: cli.node_name,
+            output,
+        })?,
         Some(Command::Scrub {
             volume_id,
             method,
             output,
-        }) => {
-            let (text, code) = cleanup::cli::run(cleanup::cli::Scrub {
+        }) => cleanup::cli::run(cleanup::cli::Scrub {
+            host_root,
+            pools_file: cli.pools_file.context("scrub needs --pools-file FILE")?,
+            volume_id,
+            method,
+            output,
+        })?,
+        Some(Command::Scan { output }) => {
+            volumes::cli::run(volumes::cli::ScanArgs {
                 host_root,
-                pools_file: cli.pools_file.context("scrub needs --pools-file FILE")?,
-                volume_id,
-                method,
+                node: cli
+                    .node_name
+                    .or_else(|| host::commands::hostname().ok())
+                    .unwrap_or_default(),
+                pools_file: cli.pools_file.context(
+                    "scan needs --pools-file FILE (a YAML stream of VolumePool objects)",
+                )?,
+                probe,
                 output,
             })?;
-            print!("{text}");
-            std::process::exit(code);
-        }
-        Some(Command::Scan { output }) => {
-            let file = cli
-                .pools_file
-                .context("scan needs --pools-file FILE (a YAML stream of VolumePool objects)")?;
-            let node = cli
-                .node_name
-                .or_else(|| hostname().ok())
-                .unwrap_or_default();
-            let selected = pools::select(&pools::read_pools_file(&file)?, None);
-            let host = Arc::new(host::RealHost::new(&host_root));
-            let scan = scan::scan(
-                host.as_ref(),
-                &run::prober(host.clone(), probe),
-                &selected,
-                &node,
-            )?;
-            for problem in &scan.problems {
-                eprintln!("warning: {problem}");
-            }
-            print!(
-                "{}",
-                output::render(&run::status_of(host.as_ref(), &scan), output)?
-            );
-            let blocked = scan.probes.iter().filter(|p| p.stuck).count();
-            if blocked > 0 {
-                eprintln!(
-                    "warning: statvfs is blocked on {blocked} hung mount(s); this process ends when those calls return"
-                );
-            }
             // NB: do not join the probe threads: one may be blocked on a hung mount.
-            std::process::exit(0);
+            (String::new(), 0)
         }
         None => {
             let node = match (&cli.pools_file, cli.node_name) {
                 (_, Some(node)) => node,
-                (Some(_), None) => hostname().unwrap_or_default(),
+                (Some(_), None) => host::commands::hostname().unwrap_or_default(),
                 (None, None) => anyhow::bail!(
                     "--node-name (or NODE_NAME) is required unless --pools-file is given"
                 ),
@@ -227,9 +197,12 @@ fn main() -> anyhow::Result<()> {
                 resync: cli.resync,
                 probe,
                 install_nfs_client: cli.install_nfs_client,
+                install_timeout: cli.install_timeout,
             };
             let runtime = tokio::runtime::Runtime::new()?;
-            Ok(runtime.block_on(run::run(config))?)
+            return Ok(runtime.block_on(run::run(config))?);
         }
-    }
+    };
+    print!("{text}");
+    std::process::exit(code);
 }

@@ -11,7 +11,6 @@
 //! through `GaugeVec`s and the text encoder they took ~85 ms per scrape at 1,000 volumes.
 
 use std::fmt::Write as _;
-
 use std::sync::Arc;
 
 use prometheus::core::{Collector, Desc};
@@ -21,120 +20,160 @@ use prometheus::{Encoder, GaugeVec, Opts, Registry, TextEncoder};
 use volpool_api::CheckStatus;
 
 use crate::error::Result;
-use crate::http::AgentState;
-use crate::scan::{Scan, entries_by_state};
+use crate::state::AgentState;
+use crate::volumes::scan::{ProbeRecord, Scan, VolumeUsage, entries_by_state};
 
-const VOLUME: &[&str] = &["pool", "path", "volume_id", "persistentvolume"];
-const PROBE: &[&str] = &["pool", "path"];
-
-/// The per-volume and scan families, written by [`render_scan`]: (name, help, labels).
-const FAMILIES: &[(&str, &str, &[&str])] = &[
-    (
-        "volpool_volume_capacity_bytes",
-        "Total size of the volume in bytes.",
-        VOLUME,
-    ),
-    (
-        "volpool_volume_available_bytes",
-        "Bytes available to unprivileged users.",
-        VOLUME,
-    ),
-    ("volpool_volume_used_bytes", "Bytes used.", VOLUME),
-    ("volpool_volume_inodes", "Total inodes.", VOLUME),
-    ("volpool_volume_inodes_free", "Free inodes.", VOLUME),
-    (
-        "volpool_volume_probe_success",
-        "1 when the last statvfs of the mount answered without error.",
-        PROBE,
-    ),
-    (
-        "volpool_volume_stuck",
-        "1 when statvfs of the mount did not answer within the probe timeout.",
-        PROBE,
-    ),
-    (
-        "volpool_volume_probe_duration_seconds",
-        "Duration of the last statvfs of the mount (or how long it was waited for).",
-        PROBE,
-    ),
-    (
-        "volpool_discovery_entries",
-        "Entries of discovery directories by state.",
-        &["pool", "state"],
-    ),
-    (
-        "volpool_agent_scan_duration_seconds",
-        "Duration of the last full scan.",
-        &[],
-    ),
-];
-
-/// The node-wide gauges of the collector: (name, help, labels).
-const GAUGES: &[(&str, &str, &[&str])] = &[
-    (
-        "volpool_agent_build_info",
-        "Always 1; the agent's version is in the label.",
-        &["version"],
-    ),
-    (
-        "volpool_nfs_client_check",
-        "NFS client prerequisite check: 1 OK, 0 NonOK, -1 Unknown.",
-        &["check"],
-    ),
-    (
-        "volpool_nfs_client_ready",
-        "1 when every NFS client check the node's pools need is OK.",
-        &[],
-    ),
-    (
-        "volpool_nfs_server_reachable",
-        "1 when the NFS pool's server answered every probe step and exports the path.",
-        &["pool", "server"],
-    ),
-];
-
-/// Renders the latest scan on each scrape.
-pub struct ScanCollector {
-    state: Arc<AgentState>,
-    descs: Vec<Desc>,
+/// One family written by hand: its name and help.
+struct Family {
+    name: &'static str,
+    help: &'static str,
 }
 
-fn gauges() -> Result<Vec<GaugeVec>> {
-    GAUGES
-        .iter()
-        .map(|(name, help, labels)| Ok(GaugeVec::new(Opts::new(*name, *help), labels)?))
-        .collect()
+impl Family {
+    /// The `# HELP` and `# TYPE` lines.
+    fn header(&self, out: &mut String) {
+        let Family { name, help } = self;
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    }
 }
 
-impl ScanCollector {
-    /// A collector over the agent's shared state.
-    pub fn new(state: Arc<AgentState>) -> Result<Self> {
-        let descs = gauges()?
-            .iter()
-            .flat_map(|g| g.desc().into_iter().cloned())
-            .collect();
-        Ok(ScanCollector { state, descs })
+// The per-volume families, labelled pool, path, volume_id, persistentvolume.
+const CAPACITY: Family = Family {
+    name: "volpool_volume_capacity_bytes",
+    help: "Total size of the volume in bytes.",
+};
+const AVAILABLE: Family = Family {
+    name: "volpool_volume_available_bytes",
+    help: "Bytes available to unprivileged users.",
+};
+const USED: Family = Family {
+    name: "volpool_volume_used_bytes",
+    help: "Bytes used.",
+};
+const INODES: Family = Family {
+    name: "volpool_volume_inodes",
+    help: "Total inodes.",
+};
+const INODES_FREE: Family = Family {
+    name: "volpool_volume_inodes_free",
+    help: "Free inodes.",
+};
+// The per-mount-point families, labelled pool, path.
+const PROBE_SUCCESS: Family = Family {
+    name: "volpool_volume_probe_success",
+    help: "1 when the last statvfs of the mount answered without error.",
+};
+const STUCK: Family = Family {
+    name: "volpool_volume_stuck",
+    help: "1 when statvfs of the mount did not answer within the probe timeout.",
+};
+const PROBE_DURATION: Family = Family {
+    name: "volpool_volume_probe_duration_seconds",
+    help: "Duration of the last statvfs of the mount (or how long it was waited for).",
+};
+// Labelled pool, state.
+const DISCOVERY_ENTRIES: Family = Family {
+    name: "volpool_discovery_entries",
+    help: "Entries of discovery directories by state.",
+};
+const SCAN_DURATION: Family = Family {
+    name: "volpool_agent_scan_duration_seconds",
+    help: "Duration of the last full scan.",
+};
+
+/// The figure a per-volume family shows for a volume (`None`: no sample).
+type VolumeFigure = fn(&VolumeUsage) -> Option<u64>;
+/// The figure a per-mount-point family shows for a probe.
+type ProbeFigure = fn(&ProbeRecord) -> f64;
+
+/// The node-wide gauges of the collector, built afresh for each scrape.
+struct NodeGauges {
+    build_info: GaugeVec,
+    nfs_client_check: GaugeVec,
+    nfs_client_ready: GaugeVec,
+    nfs_server_reachable: GaugeVec,
+}
+
+impl NodeGauges {
+    fn new() -> Result<Self> {
+        let gauge =
+            |name: &str, help: &str, labels: &[&str]| GaugeVec::new(Opts::new(name, help), labels);
+        Ok(NodeGauges {
+            build_info: gauge(
+                "volpool_agent_build_info",
+                "Always 1; the agent's version is in the label.",
+                &["version"],
+            )?,
+            nfs_client_check: gauge(
+                "volpool_nfs_client_check",
+                "NFS client prerequisite check: 1 OK, 0 NonOK, -1 Unknown.",
+                &["check"],
+            )?,
+            nfs_client_ready: gauge(
+                "volpool_nfs_client_ready",
+                "1 when every NFS client check the node's pools need is OK.",
+                &[],
+            )?,
+            nfs_server_reachable: gauge(
+                "volpool_nfs_server_reachable",
+                "1 when the NFS pool's server answered every probe step and exports the path.",
+                &["pool", "server"],
+            )?,
+        })
     }
 
-    fn fill(&self, g: &[GaugeVec]) {
-        g[0].with_label_values(&[env!("CARGO_PKG_VERSION")])
+    fn all(&self) -> [&GaugeVec; 4] {
+        [
+            &self.build_info,
+            &self.nfs_client_check,
+            &self.nfs_client_ready,
+            &self.nfs_server_reachable,
+        ]
+    }
+
+    /// Set the gauges from `state`.
+    fn fill(&self, state: &AgentState) {
+        self.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1.0);
-        if let Some(nfs) = self.state.nfs.get() {
+        if let Some(nfs) = state.nfs.get() {
             for c in &nfs.checks {
                 let value = match c.status {
                     CheckStatus::OK => 1.0,
                     CheckStatus::NonOK => 0.0,
                     CheckStatus::Unknown => -1.0,
                 };
-                g[1].with_label_values(&[c.name.as_str()]).set(value);
+                self.nfs_client_check
+                    .with_label_values(&[c.name.as_str()])
+                    .set(value);
             }
-            g[2].with_label_values(&[] as &[&str])
+            self.nfs_client_ready
+                .with_label_values(&[] as &[&str])
                 .set(f64::from(u8::from(nfs.ready)));
             for s in &nfs.servers {
-                g[3].with_label_values(&[s.pool.as_str(), s.server.as_str()])
+                self.nfs_server_reachable
+                    .with_label_values(&[s.pool.as_str(), s.server.as_str()])
                     .set(f64::from(u8::from(s.reachable)));
             }
         }
+    }
+}
+
+/// Renders the node-wide families on each scrape.
+pub struct ScanCollector {
+    state: Arc<AgentState>,
+    descs: Vec<Desc>,
+}
+
+impl ScanCollector {
+    /// A collector over the agent's shared state.
+    pub fn new(state: Arc<AgentState>) -> Result<Self> {
+        let descs = NodeGauges::new()?
+            .all()
+            .iter()
+            .flat_map(|g| g.desc().into_iter().cloned())
+            .collect();
+        Ok(ScanCollector { state, descs })
     }
 }
 
@@ -144,10 +183,10 @@ impl Collector for ScanCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        match gauges() {
+        match NodeGauges::new() {
             Ok(g) => {
-                self.fill(&g);
-                g.iter().flat_map(|g| g.collect()).collect()
+                g.fill(&self.state);
+                g.all().iter().flat_map(|g| g.collect()).collect()
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot build metrics");
@@ -171,40 +210,36 @@ pub fn render(registry: &Registry) -> Result<String> {
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
-/// The per-volume families of `scan` as Prometheus text. `scanned` is false before the
-/// first scan, when there is no scan duration to report.
-pub fn render_scan(scan: &Scan, scanned: bool) -> String {
+/// The per-volume families of `scan` as Prometheus text.
+pub fn render_scan(scan: &Scan) -> String {
     let mut out = String::with_capacity(1024 + scan.usage.len() * 1200);
-    let mut family = |i: usize, samples: &mut dyn FnMut(&mut String)| {
-        let (name, help, _) = FAMILIES[i];
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        samples(&mut out);
-    };
-    let volume_labels = |u: &crate::scan::VolumeUsage| {
-        format!(
-            "{{pool=\"{}\",path=\"{}\",volume_id=\"{}\",persistentvolume=\"{}\"}}",
-            escape(&u.pool),
-            escape(&u.path),
-            escape(&u.volume_id),
-            escape(&u.persistent_volume)
-        )
-    };
-    let labels: Vec<String> = scan.usage.iter().map(volume_labels).collect();
-    let volume_value = |i: usize, u: &crate::scan::VolumeUsage| match i {
-        0 => Some(u.capacity),
-        1 => u.fs.map(|f| f.available),
-        2 => u.fs.map(|f| f.used),
-        3 => u.fs.map(|f| f.inodes),
-        _ => u.fs.map(|f| f.inodes_free),
-    };
-    for (i, (name, _, _)) in FAMILIES.iter().enumerate().take(5) {
-        family(i, &mut |out| {
-            for (u, l) in scan.usage.iter().zip(&labels) {
-                if let Some(v) = volume_value(i, u) {
-                    let _ = writeln!(out, "{name}{l} {v}");
-                }
+    let labels: Vec<String> = scan
+        .usage
+        .iter()
+        .map(|u| {
+            format!(
+                "{{pool=\"{}\",path=\"{}\",volume_id=\"{}\",persistentvolume=\"{}\"}}",
+                escape(&u.pool),
+                escape(&u.path),
+                escape(&u.volume_id),
+                escape(&u.persistent_volume)
+            )
+        })
+        .collect();
+    let volume: [(&Family, VolumeFigure); 5] = [
+        (&CAPACITY, |u| Some(u.capacity)),
+        (&AVAILABLE, |u| u.fs.map(|f| f.available)),
+        (&USED, |u| u.fs.map(|f| f.used)),
+        (&INODES, |u| u.fs.map(|f| f.inodes)),
+        (&INODES_FREE, |u| u.fs.map(|f| f.inodes_free)),
+    ];
+    for (family, value) in volume {
+        family.header(&mut out);
+        for (u, l) in scan.usage.iter().zip(&labels) {
+            if let Some(v) = value(u) {
+                let _ = writeln!(out, "{}{l} {v}", family.name);
             }
-        });
+        }
     }
     let probe_labels: Vec<String> = scan
         .probes
@@ -217,33 +252,33 @@ pub fn render_scan(scan: &Scan, scanned: bool) -> String {
             )
         })
         .collect();
-    for (i, (name, _, _)) in FAMILIES.iter().enumerate().take(8).skip(5) {
-        family(i, &mut |out| {
-            for (p, l) in scan.probes.iter().zip(&probe_labels) {
-                let v = match i {
-                    5 => f64::from(u8::from(p.success)),
-                    6 => f64::from(u8::from(p.stuck)),
-                    _ => p.seconds,
-                };
-                let _ = writeln!(out, "{name}{l} {v}");
-            }
-        });
-    }
-    family(8, &mut |out| {
-        for ((pool, state), n) in entries_by_state(&scan.volumes) {
-            let _ = writeln!(
-                out,
-                "{}{{pool=\"{}\",state=\"{state:?}\"}} {n}",
-                FAMILIES[8].0,
-                escape(&pool)
-            );
+    let probe: [(&Family, ProbeFigure); 3] = [
+        (&PROBE_SUCCESS, |p| f64::from(u8::from(p.success))),
+        (&STUCK, |p| f64::from(u8::from(p.stuck))),
+        (&PROBE_DURATION, |p| p.seconds),
+    ];
+    for (family, value) in probe {
+        family.header(&mut out);
+        for (p, l) in scan.probes.iter().zip(&probe_labels) {
+            let _ = writeln!(out, "{}{l} {}", family.name, value(p));
         }
-    });
-    if scanned {
-        family(9, &mut |out| {
-            let _ = writeln!(out, "{} {}", FAMILIES[9].0, scan.duration.as_secs_f64());
-        });
     }
+    DISCOVERY_ENTRIES.header(&mut out);
+    for ((pool, state), n) in entries_by_state(&scan.volumes) {
+        let _ = writeln!(
+            out,
+            "{}{{pool=\"{}\",state=\"{state:?}\"}} {n}",
+            DISCOVERY_ENTRIES.name,
+            escape(&pool)
+        );
+    }
+    SCAN_DURATION.header(&mut out);
+    let _ = writeln!(
+        out,
+        "{} {}",
+        SCAN_DURATION.name,
+        scan.duration.as_secs_f64()
+    );
     out
 }
 
@@ -263,7 +298,6 @@ pub(crate) fn escape(value: &str) -> std::borrow::Cow<'_, str> {
 mod tests {
     use super::*;
     use crate::host::FsUsage;
-    use crate::scan::{ProbeRecord, VolumeUsage};
 
     #[test]
     fn volume_families_in_text_format_with_escaped_labels() {
@@ -291,7 +325,7 @@ mod tests {
             }],
             ..Scan::default()
         };
-        let text = render_scan(&scan, true);
+        let text = render_scan(&scan);
         let labels = r#"{pool="p",path="/mnt/disks/my \"vol\"\\x",volume_id="uuid:1",persistentvolume="p-n-my-vol-0123abcd"}"#;
         assert!(
             text.contains(&format!("volpool_volume_capacity_bytes{labels} 1048576\n")),
@@ -309,6 +343,5 @@ mod tests {
             text.contains("# TYPE volpool_agent_scan_duration_seconds gauge\n"),
             "{text}"
         );
-        assert!(!render_scan(&scan, false).contains("volpool_agent_scan_duration_seconds "));
     }
 }

@@ -1,6 +1,7 @@
 //! Output of `volpool-agent scan`: the NodeVolumes status as JSON, YAML or a table for people.
 
 use serde::Serialize;
+use volpool_api::units::human_bytes;
 use volpool_api::{NodeVolumesStatus, VolumeState};
 
 use crate::error::{Error, Result};
@@ -114,35 +115,5 @@ fn dash(s: &str) -> String {
         "-".into()
     } else {
         s.to_string()
-    }
-}
-
-/// `10.0Gi`-style sizes, exact bytes below 1 KiB.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
-    let mut value = bytes as f64;
-    let mut unit = None;
-    for u in UNITS {
-        if value < 1024.0 {
-            break;
-        }
-        value /= 1024.0;
-        unit = Some(u);
-    }
-    match unit {
-        None => format!("{bytes}"),
-        Some(u) => format!("{value:.1}{u}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_read_like_quantities() {
-        assert_eq!(human_bytes(512), "512");
-        assert_eq!(human_bytes(10 << 30), "10.0Gi");
-        assert_eq!(human_bytes(1536 << 20), "1.5Gi");
     }
 }

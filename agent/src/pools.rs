@@ -11,9 +11,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use volpool_api::selector_matches;
 use volpool_api::units::parse_bytes;
-use volpool_api::{VolumeMode, VolumePool};
+use volpool_api::{VolumeMode, VolumePool, optional_selector_matches};
 
 use crate::error::{Error, Result};
 
@@ -103,14 +102,7 @@ pub fn read_pools_file(path: &Path) -> Result<Vec<VolumePool>> {
 pub fn select(pools: &[VolumePool], labels: Option<&BTreeMap<String, String>>) -> Vec<LocalPool> {
     let mut out: Vec<LocalPool> = pools
         .iter()
-        .filter(|p| match labels {
-            Some(labels) => p
-                .spec
-                .node_selector
-                .as_ref()
-                .is_none_or(|s| selector_matches(s, labels)),
-            None => true,
-        })
+        .filter(|p| optional_selector_matches(p.spec.node_selector.as_ref(), labels))
         .filter_map(|p| match LocalPool::from_pool(p) {
             Ok(local) => local,
             Err(problem) => {

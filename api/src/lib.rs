@@ -6,9 +6,11 @@
 //! ```
 //!
 //! Everything the two programs must agree on lives here: the CRD types, label and annotation
-//! keys, field managers, PV naming and quantity/duration parsing.
+//! keys, field managers, PV naming, quantity/duration parsing, selector matching and how an
+//! Event is built.
 
 pub mod crd;
+pub mod events;
 pub mod names;
 pub mod node;
 pub mod pool;
@@ -18,7 +20,7 @@ pub mod units;
 pub use names::*;
 pub use node::*;
 pub use pool::*;
-pub use selector::selector_matches;
+pub use selector::{optional_selector_matches, selector_matches};
 
 /// API group of every volpool kind.
 pub const GROUP: &str = "volpool.io";

@@ -27,3 +27,15 @@ pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, Stri
     });
     labels_ok && exprs_ok
 }
+
+/// Whether a pool with node selector `selector` (`None`: every node) covers a node with
+/// `labels` (`None`: the labels are not known — standalone or offline — so every pool does).
+pub fn optional_selector_matches(
+    selector: Option<&LabelSelector>,
+    labels: Option<&BTreeMap<String, String>>,
+) -> bool {
+    match (selector, labels) {
+        (Some(selector), Some(labels)) => selector_matches(selector, labels),
+        _ => true,
+    }
+}

@@ -1,5 +1,6 @@
 //! Parsing of Kubernetes quantities (`10Gi`, `1G`, `512Mi`) into bytes and of Go-style
-//! durations (`90s`, `1h30m`) into [`std::time::Duration`].
+//! durations (`90s`, `1h30m`) into [`std::time::Duration`]; byte counts written back the
+//! way people read quantities (`10.0Gi`).
 
 use std::time::Duration;
 
@@ -89,6 +90,24 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     Duration::try_from_secs_f64(total).map_err(|_| bad())
 }
 
+/// `10.0Gi`-style sizes, exact bytes below 1 KiB.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
+    let mut value = bytes as f64;
+    let mut unit = None;
+    for u in UNITS {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = Some(u);
+    }
+    match unit {
+        None => format!("{bytes}"),
+        Some(u) => format!("{value:.1}{u}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +125,13 @@ mod tests {
         ] {
             assert!(parse_bytes(bad).is_err(), "{bad:?} must be refused");
         }
+    }
+
+    #[test]
+    fn sizes_read_like_quantities() {
+        assert_eq!(human_bytes(512), "512");
+        assert_eq!(human_bytes(10 << 30), "10.0Gi");
+        assert_eq!(human_bytes(1536 << 20), "1.5Gi");
     }
 
     #[test]

@@ -21,13 +21,13 @@ use std::sync::Arc;
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::PersistentVolume;
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, MicroTime};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use k8s_openapi::jiff::Timestamp;
+use kube::api::PostParams;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
-use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
-use volpool_api::{FIELD_MANAGER_CONTROLLER, NodeVolumes, VolumePool};
+use volpool_api::{FIELD_MANAGER_CONTROLLER, NodeVolumes, VolumePool, events};
 
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -258,38 +258,26 @@ impl Applier {
     }
 
     async fn publish(&self, notice: Notice) -> Result<(), Error> {
-        // NB: a 1.20 apiserver takes Events about cluster-scoped objects (PVs) only in
-        // kube-system; kube's Recorder would put them in "default".
-        let namespace = notice
-            .regarding
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "kube-system".into());
-        let now = Timestamp::now();
-        let regarding_name = notice.regarding.name.clone().unwrap_or_default();
-        let event = Event {
-            metadata: ObjectMeta {
-                name: Some(format!("{regarding_name}.{:x}", now.as_nanosecond())),
-                namespace: Some(namespace.clone()),
-                ..Default::default()
-            },
-            event_time: Some(MicroTime(now)),
-            type_: Some(if notice.warning { "Warning" } else { "Normal" }.into()),
-            reason: Some(notice.reason.clone()),
-            action: Some(notice.action),
-            note: Some(notice.note),
-            regarding: Some(notice.regarding),
-            reporting_controller: Some(REPORTING_CONTROLLER.into()),
-            reporting_instance: Some(self.instance.clone()),
-            ..Default::default()
+        let reason = notice.reason.clone();
+        let notice = events::Notice {
+            regarding: notice.regarding,
+            warning: notice.warning,
+            reason: notice.reason,
+            action: notice.action,
+            note: notice.note,
         };
+        let reporter = events::Reporter {
+            controller: events::REPORTING_CONTROLLER,
+            instance: &self.instance,
+        };
+        let namespace = events::event_namespace(&notice.regarding);
+        let event = events::event(notice, reporter, Timestamp::now());
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
         let result = api.create(&PostParams::default(), &event).await;
         self.metrics.write("create", "events");
-        result.map(|_| ()).map_err(|source| Error::PublishEvent {
-            reason: notice.reason,
-            source,
-        })
+        result
+            .map(|_| ())
+            .map_err(|source| Error::PublishEvent { reason, source })
     }
 }
 
@@ -345,6 +333,3 @@ fn handover(written: &PersistentVolume, sent: &PersistentVolume) -> Option<serde
     }
     Some(patch)
 }
-
-/// `reportingController` of every Event.
-const REPORTING_CONTROLLER: &str = "volpool.io/volpool-controller";

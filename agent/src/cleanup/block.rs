@@ -6,24 +6,23 @@
 //!                                                   otherwise claimed device is refused)
 //! ```
 
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
-use std::process::Command;
-
-use nix::sys::stat::{major, minor};
 
 use super::Outcome;
+use crate::host::{BLKDISCARD, FileKind, Host, ScrubHost};
 
-/// The program that scrubs block devices (from util-linux).
-pub const BLKDISCARD: &str = "blkdiscard";
-
-/// Discard (`zero == false`) or zero every block of the device at `local` (this process's
-/// path), which must still be block device `dev`.
-pub fn scrub(local: &Path, dev: (u32, u32), zero: bool) -> Outcome {
-    match std::fs::metadata(local) {
-        Ok(meta)
-            if meta.file_type().is_block_device()
-                && (major(meta.rdev()) as u32, minor(meta.rdev()) as u32) == dev => {}
+/// Discard (`zero == false`) or zero every block of the device at host path `device`, which
+/// must still be block device `dev`.
+pub fn scrub<S: ScrubHost>(
+    host: &dyn Host,
+    writes: &S,
+    device: &Path,
+    dev: (u32, u32),
+    zero: bool,
+) -> Outcome {
+    let local = writes.local_path(device);
+    match host.stat(device) {
+        Ok(info) if info.kind == FileKind::Block && info.rdev == dev => {}
         Ok(_) => {
             return Outcome::Refused(format!(
                 "{} is no longer block device {}:{}; nothing was touched",
@@ -39,13 +38,9 @@ pub fn scrub(local: &Path, dev: (u32, u32), zero: bool) -> Outcome {
             ));
         }
     }
-    let mut cmd = Command::new(BLKDISCARD);
-    if zero {
-        cmd.arg("--zeroout");
-    }
     let what = if zero { "zeroing" } else { "discarding" };
-    match cmd.arg(local).output() {
-        Ok(out) if out.status.success() => Outcome::Succeeded(format!(
+    match writes.blkdiscard(device, zero) {
+        Ok(out) if out.success => Outcome::Succeeded(format!(
             "{} every block of {}",
             if zero { "zeroed" } else { "discarded" },
             local.display()
@@ -54,7 +49,7 @@ pub fn scrub(local: &Path, dev: (u32, u32), zero: bool) -> Outcome {
             "{what} {} failed: {BLKDISCARD} {}: {}",
             local.display(),
             out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
+            out.stderr.trim()
         )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Outcome::Failed(format!(
             "{BLKDISCARD} is not installed in the agent's image: install util-linux (Debian: apt-get install util-linux) to scrub Block volumes"

@@ -53,7 +53,7 @@ pub fn run(args: Scrub) -> Result<(String, i32)> {
         method: args.method,
     };
     let host = RealHost::new(&args.host_root);
-    let result = super::perform(&host, &args.host_root, &selected, &request);
+    let result = super::perform(&host, &host, &selected, &request);
     let code = match result.result {
         CleanupOutcome::Succeeded => 0,
         CleanupOutcome::Failed => 1,

@@ -16,7 +16,6 @@
 //! fixing the cause.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::StreamExt;
@@ -26,7 +25,7 @@ use kube::{Api, Client};
 use tokio::sync::{mpsc, watch};
 use volpool_api::{CleanupOutcome, CleanupRequest, CleanupResult, NodeVolumes, NodeVolumesStatus};
 
-use crate::host::RealHost;
+use crate::context::Context;
 use crate::pools::LocalPool;
 
 /// The pools selected for this node now.
@@ -109,12 +108,8 @@ pub fn adopt(requests: &[CleanupRequest], recorded: &[CleanupResult]) -> Vec<Cle
         .collect()
 }
 
-/// What the cleanup loop needs.
+/// What the cleanup loop needs besides the [`Context`].
 pub struct Cleaner {
-    /// The node's files.
-    pub host: Arc<RealHost>,
-    /// Where the node's root is in this process.
-    pub host_root: PathBuf,
     /// The pools selected for this node now.
     pub pools: CurrentPools,
     /// Results shared with the scan loop.
@@ -124,9 +119,9 @@ pub struct Cleaner {
 }
 
 /// Watch `NodeVolumes/<node>` and perform its cleanups, until the process ends.
-pub async fn run(client: Client, node: String, cleaner: Cleaner) {
+pub async fn run(ctx: Arc<Context>, client: Client, cleaner: Cleaner) {
     let api: Api<NodeVolumes> = Api::all(client);
-    let config = watcher::Config::default().fields(&format!("metadata.name={node}"));
+    let config = watcher::Config::default().fields(&format!("metadata.name={}", ctx.node));
     let mut stream = std::pin::pin!(watcher::watcher(api, config).default_backoff());
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<CleanupResult>();
     let mut running: HashSet<String> = HashSet::new();
@@ -192,14 +187,14 @@ pub async fn run(client: Client, node: String, cleaner: Cleaner) {
                 volume_id = %request.volume_id, pv = %request.persistent_volume,
                 method = ?request.method, "scrub started"
             );
-            let (host, root, pools, done) = (
-                cleaner.host.clone(),
-                cleaner.host_root.clone(),
-                (cleaner.pools)(),
-                done_tx.clone(),
-            );
+            let (host, pools, done) = (ctx.host.clone(), (cleaner.pools)(), done_tx.clone());
             tokio::task::spawn_blocking(move || {
-                let _ = done.send(super::perform(host.as_ref(), &root, &pools, &request));
+                let _ = done.send(super::perform(
+                    host.as_ref(),
+                    host.as_ref(),
+                    &pools,
+                    &request,
+                ));
             });
         }
         let list = cleaner.results.list();

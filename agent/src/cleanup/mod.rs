@@ -15,7 +15,11 @@
 pub mod block;
 pub mod cli;
 pub mod daemon;
+pub mod outcome;
 pub mod wipe;
+
+#[cfg(test)]
+mod scrub_tests;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -23,21 +27,11 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::jiff::{Timestamp, Unit};
 use volpool_api::{CleanupMethod, CleanupOutcome, CleanupRequest, CleanupResult};
 
-use crate::discovery::{Found, discover};
-use crate::host::{Host, MountTable};
-use crate::identity;
+use crate::host::{Host, MountTable, ScrubHost};
 use crate::pools::LocalPool;
-
-/// How a scrub ended, with its message.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// The volume is clean.
-    Succeeded(String),
-    /// The scrub started and did not finish.
-    Failed(String),
-    /// Nothing was touched.
-    Refused(String),
-}
+use crate::volumes::discovery::{Found, discover};
+use crate::volumes::identity;
+pub use outcome::Outcome;
 
 /// What a volume ID stands for on this node right now.
 #[derive(Debug, PartialEq, Eq)]
@@ -60,15 +54,15 @@ pub enum Target {
     },
 }
 
-/// Scrub the volume `request` names, on the node seen through `host` (files under
-/// `host_root`). Blocks for as long as the scrub takes: run it on its own thread.
-pub fn perform(
+/// Scrub the volume `request` names, on the node seen through `host`, changed through
+/// `writes`. Blocks for as long as the scrub takes: run it on its own thread.
+pub fn perform<S: ScrubHost>(
     host: &dyn Host,
-    host_root: &Path,
+    writes: &S,
     pools: &[LocalPool],
     request: &CleanupRequest,
 ) -> CleanupResult {
-    let outcome = scrub(host, host_root, pools, request);
+    let outcome = scrub(host, writes, pools, request);
     let (result, message) = match outcome {
         Outcome::Succeeded(m) => (CleanupOutcome::Succeeded, m),
         Outcome::Failed(m) => (CleanupOutcome::Failed, m),
@@ -86,9 +80,9 @@ pub fn perform(
     }
 }
 
-fn scrub(
+fn scrub<S: ScrubHost>(
     host: &dyn Host,
-    host_root: &Path,
+    writes: &S,
     pools: &[LocalPool],
     request: &CleanupRequest,
 ) -> Outcome {
@@ -101,7 +95,7 @@ fn scrub(
     };
     match (request.method, target) {
         (CleanupMethod::Wipe, Target::Dir { path, dev, nested }) => {
-            match wipe::wipe(&local(host_root, &path), dev, &nested) {
+            match wipe::wipe(writes, &path, dev, &nested) {
                 Err(wipe::NotStarted(why)) => {
                     Outcome::Refused(format!("{why}; nothing was touched"))
                 }
@@ -111,7 +105,9 @@ fn scrub(
         }
         (CleanupMethod::Discard | CleanupMethod::Zero, Target::Block { device, dev }) => {
             block::scrub(
-                &local(host_root, &device),
+                host,
+                writes,
+                &device,
                 dev,
                 request.method == CleanupMethod::Zero,
             )
@@ -127,11 +123,6 @@ fn scrub(
             device.display()
         )),
     }
-}
-
-/// This process's path of host path `path`.
-fn local(host_root: &Path, path: &Path) -> PathBuf {
-    host_root.join(path.strip_prefix("/").unwrap_or(path))
 }
 
 /// The one entry of the selected pools whose volume ID is `volume_id` now. `Err` (why, for a
@@ -203,8 +194,8 @@ fn nested_mounts(mounts: &MountTable, root: &Path) -> HashSet<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::FileKind;
     use crate::host::fixture::FixtureHost;
+    use crate::host::{FileKind, RealHost};
     use volpool_api::VolumeMode;
 
     fn pool(name: &str, mode: VolumeMode) -> LocalPool {
@@ -265,7 +256,7 @@ mod tests {
         let fs = [pool("fast", VolumeMode::Filesystem)];
         let result = perform(
             &host(),
-            Path::new("/nonexistent-root"),
+            &RealHost::new("/nonexistent-root"),
             &fs,
             &request(
                 "uuid:0b3f5c2e-6b1d-4c7a-9e1f-2a3b4c5d6e7f",
@@ -295,7 +286,7 @@ mod tests {
     fn a_method_that_does_not_fit_the_volume_is_refused() {
         let fs = [pool("fast", VolumeMode::Filesystem)];
         let raw = [pool("raw", VolumeMode::Block)];
-        let root = Path::new("/nonexistent-root");
+        let root = &RealHost::new("/nonexistent-root");
         let on_dir = perform(
             &host(),
             root,
@@ -323,7 +314,7 @@ mod tests {
         let fs = [pool("fast", VolumeMode::Filesystem)];
         let result = perform(
             &host(),
-            Path::new("/nonexistent-root"),
+            &RealHost::new("/nonexistent-root"),
             &fs,
             &request("dev:tmpfs:0:40", CleanupMethod::Wipe),
         );

@@ -16,15 +16,12 @@
 
 use std::collections::HashSet;
 use std::ffi::{CStr, CString, OsStr};
-use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use nix::dir::Dir;
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, RenameFlags, openat, renameat2};
-use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat, major, minor};
-use nix::unistd::{UnlinkatFlags, unlinkat};
+
+use crate::host::{EntryStat, ScrubHost};
 
 /// Directory descriptors held open at once by one walk (one per level).
 pub const MAX_DEPTH: usize = 64;
@@ -99,32 +96,39 @@ fn named(items: impl ExactSizeIterator<Item = String>) -> String {
 #[derive(Debug, PartialEq, Eq)]
 pub struct NotStarted(pub String);
 
-/// Delete everything inside the directory at `local` (this process's path of the volume), whose
-/// filesystem must be device `dev`. `nested` are mount points inside it (relative paths, from
-/// the mount table): they are never touched, not even `stat`ed (one may be a hung mount).
-pub fn wipe(local: &Path, dev: (u32, u32), nested: &HashSet<PathBuf>) -> Result<Wiped, NotStarted> {
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let root = nix::fcntl::open(local, flags, Mode::empty()).map_err(|e| {
+/// Delete everything inside the directory at host path `path` of `host`, whose filesystem must
+/// be device `dev`. `nested` are mount points inside it (relative paths, from the mount
+/// table): they are never touched, not even `stat`ed (one may be a hung mount).
+pub fn wipe<H: ScrubHost>(
+    host: &H,
+    path: &Path,
+    dev: (u32, u32),
+    nested: &HashSet<PathBuf>,
+) -> Result<Wiped, NotStarted> {
+    let local = host.local_path(path);
+    let root = host.open_root(path).map_err(|e| {
         NotStarted(format!(
             "cannot open the volume directory {} (a symlink is never followed): {e}",
             local.display()
         ))
     })?;
-    let st =
-        fstat(&root).map_err(|e| NotStarted(format!("cannot stat {}: {e}", local.display())))?;
-    if dev_of(&st) != dev {
+    let st = host
+        .stat_dir(&root)
+        .map_err(|e| NotStarted(format!("cannot stat {}: {e}", local.display())))?;
+    if st.dev != dev {
         return Err(NotStarted(format!(
             "{} is on device {}:{}, not on the volume's {}:{} (the mount changed)",
             local.display(),
-            major(st.st_dev),
-            minor(st.st_dev),
+            st.dev.0,
+            st.dev.1,
             dev.0,
             dev.1
         )));
     }
     let mut walk = Walk {
+        host,
         root,
-        dev: st.st_dev,
+        dev: st.dev,
         nested,
         out: Wiped::default(),
         moved: 0,
@@ -140,25 +144,18 @@ pub fn wipe(local: &Path, dev: (u32, u32), nested: &HashSet<PathBuf>) -> Result<
     }
 }
 
-fn dev_of(st: &FileStat) -> (u32, u32) {
-    (major(st.st_dev) as u32, minor(st.st_dev) as u32)
-}
-
-fn is_dir(st: &FileStat) -> bool {
-    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR
-}
-
-struct Walk<'a> {
-    root: OwnedFd,
-    dev: u64,
+struct Walk<'a, H: ScrubHost> {
+    host: &'a H,
+    root: H::Dir,
+    dev: (u32, u32),
     nested: &'a HashSet<PathBuf>,
     out: Wiped,
     moved: u64,
 }
 
 /// One open directory of the walk.
-struct Frame {
-    dir: Dir,
+struct Frame<D> {
+    dir: D,
     /// Its name in the parent (empty for the root).
     name: CString,
     /// Its path relative to the root, for messages and the nested-mount check.
@@ -171,46 +168,31 @@ struct Frame {
     keep_self: bool,
 }
 
-const DIR_FLAGS: OFlag = OFlag::O_RDONLY
-    .union(OFlag::O_DIRECTORY)
-    .union(OFlag::O_NOFOLLOW)
-    .union(OFlag::O_CLOEXEC);
-
-impl Walk<'_> {
+impl<H: ScrubHost> Walk<'_, H> {
     fn problem(&mut self, rel: &Path, what: impl std::fmt::Display) {
         self.out.problems.push(format!("{}: {what}", rel.display()));
     }
 
-    fn frame(&mut self, dir: Dir, name: CString, rel: PathBuf) -> Option<Frame> {
-        let mut dir = dir;
-        let mut names = Vec::new();
-        for entry in dir.iter() {
-            match entry {
-                Ok(e) => {
-                    let n = e.file_name();
-                    if n.to_bytes() != b"." && n.to_bytes() != b".." {
-                        names.push(n.to_owned());
-                    }
-                }
-                Err(e) => {
-                    self.problem(&rel, format!("cannot list: {e}"));
-                    return None;
-                }
+    fn frame(&mut self, mut dir: H::Dir, name: CString, rel: PathBuf) -> Option<Frame<H::Dir>> {
+        match self.host.list(&mut dir) {
+            Ok(names) => Some(Frame {
+                dir,
+                name,
+                rel,
+                names,
+                kept: false,
+                keep_self: false,
+            }),
+            Err(e) => {
+                self.problem(&rel, format!("cannot list: {e}"));
+                None
             }
         }
-        Some(Frame {
-            dir,
-            name,
-            rel,
-            names,
-            kept: false,
-            keep_self: false,
-        })
     }
 
     fn pass(&mut self) {
         // NB: "." opens a new description of the root, so each pass lists it from the start.
-        let root = match openat(&self.root, c".", DIR_FLAGS, Mode::empty()).and_then(Dir::from_fd) {
+        let root = match self.host.reopen(&self.root) {
             Ok(dir) => dir,
             Err(e) => return self.problem(Path::new("."), format!("cannot open: {e}")),
         };
@@ -221,24 +203,7 @@ impl Walk<'_> {
         while let Some(top) = stack.last_mut() {
             let Some(name) = top.names.pop() else {
                 let Some(done) = stack.pop() else { break };
-                let Some(parent) = stack.last_mut() else {
-                    break; // the root itself stays
-                };
-                if done.kept {
-                    parent.kept = true;
-                } else if !done.keep_self {
-                    drop(done.dir);
-                    match unlinkat(&parent.dir, done.name.as_c_str(), UnlinkatFlags::RemoveDir) {
-                        Ok(()) => self.out.dirs += 1,
-                        Err(Errno::ENOENT) => {}
-                        Err(e) => {
-                            parent.kept = true;
-                            self.out
-                                .problems
-                                .push(format!("{}: {e}", done.rel.display()));
-                        }
-                    }
-                }
+                self.leave(&mut stack, done);
                 continue;
             };
             let rel = top.rel.join(OsStr::from_bytes(name.to_bytes()));
@@ -263,17 +228,45 @@ impl Walk<'_> {
         }
     }
 
+    /// A directory is done: remove it from its parent, unless something in it stays.
+    fn leave(&mut self, stack: &mut [Frame<H::Dir>], done: Frame<H::Dir>) {
+        let Some(parent) = stack.last_mut() else {
+            return; // the root itself stays
+        };
+        if done.kept {
+            parent.kept = true;
+        } else if !done.keep_self {
+            drop(done.dir);
+            match self.host.unlink_at(&parent.dir, done.name.as_c_str(), true) {
+                Ok(()) => self.out.dirs += 1,
+                Err(Errno::ENOENT) => {}
+                Err(e) => {
+                    parent.kept = true;
+                    self.out
+                        .problems
+                        .push(format!("{}: {e}", done.rel.display()));
+                }
+            }
+        }
+    }
+
     /// Handle one entry of the directory on top of `stack`.
-    fn entry(&mut self, stack: &[Frame], name: &CStr, rel: &Path, depth: usize) -> Step {
+    fn entry(
+        &mut self,
+        stack: &[Frame<H::Dir>],
+        name: &CStr,
+        rel: &Path,
+        depth: usize,
+    ) -> Step<H::Dir> {
         let Some(parent) = stack.last() else {
             return Step::Kept;
         };
-        let dir = parent.dir.as_fd();
+        let dir = &parent.dir;
         if self.nested.contains(rel) {
             self.out.mounts.push(rel.to_path_buf());
             return Step::Kept;
         }
-        let st = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        let st = match self.host.stat_at(dir, name) {
             Ok(st) => st,
             Err(Errno::ENOENT) => return Step::Done,
             Err(e) => {
@@ -281,12 +274,12 @@ impl Walk<'_> {
                 return Step::Kept;
             }
         };
-        if st.st_dev != self.dev {
+        if st.dev != self.dev {
             self.out.mounts.push(rel.to_path_buf());
             return Step::Kept;
         }
-        if !is_dir(&st) {
-            return match unlinkat(dir, name, UnlinkatFlags::NoRemoveDir) {
+        if !st.dir {
+            return match self.host.unlink_at(dir, name, false) {
                 Ok(()) => {
                     self.out.files += 1;
                     Step::Done
@@ -301,8 +294,13 @@ impl Walk<'_> {
         if depth >= MAX_DEPTH {
             return self.move_up(dir, name, rel);
         }
-        let fd = match openat(dir, name, DIR_FLAGS, Mode::empty()) {
-            Ok(fd) => fd,
+        self.descend(dir, name, rel, st)
+    }
+
+    /// Open directory `name` (whose `stat` was `st`) to empty it, if it is still that one.
+    fn descend(&mut self, dir: &H::Dir, name: &CStr, rel: &Path, st: EntryStat) -> Step<H::Dir> {
+        let opened = match self.host.open_at(dir, name) {
+            Ok(opened) => opened,
             Err(Errno::ENOENT) => return Step::Done,
             Err(e) => {
                 // ELOOP/ENOTDIR: it was replaced by a symlink or a file meanwhile.
@@ -310,44 +308,31 @@ impl Walk<'_> {
                 return Step::Kept;
             }
         };
-        match fstat(&fd) {
-            Ok(now) if now.st_dev == self.dev && now.st_ino == st.st_ino => {}
-            Ok(now) if now.st_dev != self.dev => {
+        match self.host.stat_dir(&opened) {
+            Ok(now) if now.dev == self.dev && now.ino == st.ino => Step::Descend(opened),
+            Ok(now) if now.dev != self.dev => {
                 self.out.mounts.push(rel.to_path_buf());
-                return Step::Kept;
+                Step::Kept
             }
             Ok(_) => {
                 self.problem(rel, "replaced during the scrub");
-                return Step::Kept;
+                Step::Kept
             }
             Err(e) => {
                 self.problem(rel, format!("cannot stat: {e}"));
-                return Step::Kept;
-            }
-        }
-        match Dir::from_fd(fd) {
-            Ok(dir) => Step::Descend(dir),
-            Err(e) => {
-                self.problem(rel, format!("cannot list: {e}"));
                 Step::Kept
             }
         }
     }
 
     /// Move an over-deep directory into the root under a fresh name; the next pass wipes it.
-    fn move_up(&mut self, dir: std::os::fd::BorrowedFd<'_>, name: &CStr, rel: &Path) -> Step {
+    fn move_up(&mut self, dir: &H::Dir, name: &CStr, rel: &Path) -> Step<H::Dir> {
         for n in 0..1000u32 {
             let target = format!(".volpool-scrub-{}-{n}", self.out.dirs + self.moved);
             let Ok(target) = CString::new(target) else {
                 break;
             };
-            match renameat2(
-                dir,
-                name,
-                &self.root,
-                target.as_c_str(),
-                RenameFlags::RENAME_NOREPLACE,
-            ) {
+            match self.host.move_at(dir, name, &self.root, target.as_c_str()) {
                 Ok(()) => {
                     self.moved += 1;
                     return Step::Done;
@@ -365,19 +350,26 @@ impl Walk<'_> {
     }
 }
 
-enum Step {
+enum Step<D> {
     /// Removed, or already gone.
     Done,
     /// Stays (a mount point or a problem); its parent stays too.
     Kept,
     /// A directory of the volume to empty, then remove.
-    Descend(Dir),
+    Descend(D),
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::RealHost;
+    use nix::sys::stat::{major, minor};
     use std::os::unix::fs::{MetadataExt, symlink};
+
+    /// [`super::wipe`] on this machine, by this process's paths.
+    fn wipe(local: &Path, dev: (u32, u32), nested: &HashSet<PathBuf>) -> Result<Wiped, NotStarted> {
+        super::wipe(&RealHost::new("/"), local, dev, nested)
+    }
 
     fn dev(path: &Path) -> (u32, u32) {
         let st = std::fs::metadata(path).expect("stat");

@@ -1,22 +1,37 @@
-//! Everything the agent reads from its node goes through [`Host`]: the mount table, files,
-//! directory listings, `stat` and `statvfs`, all by *host* path.
+//! The agent's whole boundary with the operating system. What it reads from its node goes
+//! through [`Host`]: the mount table, files, directory listings, `stat` and `statvfs`, all by
+//! *host* path. What a scrub changes goes through [`ScrubHost`] (deletes by directory handle,
+//! `blkdiscard`). `commands` runs programs chrooted into the host root and reads this
+//! machine's hostname.
 //!
 //! ```text
-//!  discovery / identity / probe ──► Host ──► RealHost: <host-root>/<path> (a pod sees the node at /host)
-//!                                       └──► FixtureHost (tests): a tree in testdata/ + a stat table
+//!  discovery / identity / probe ──► Host ──────┬─► RealHost: <host-root>/<path> (a pod sees the node at /host)
+//!  cleanup (wipe, block) ─────────► ScrubHost ─┘   FixtureHost (tests): a tree in testdata/ + a stat table
+//!                                              └─► MemFs (tests): an in-memory volume that can refuse deletes
+//!  nfs install ──► commands::{chroot, output_within}      main ──► commands::hostname
 //! ```
 
+pub mod commands;
 pub mod mountinfo;
 mod real;
+pub mod scrub;
 
 #[cfg(test)]
 pub mod fixture;
+#[cfg(test)]
+pub mod memfs;
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 pub use mountinfo::{Mount, MountTable};
 pub use real::RealHost;
+#[cfg(test)]
+pub use scrub::CommandOutput;
+pub use scrub::{EntryStat, ScrubHost};
+
+/// The program that scrubs block devices (from util-linux).
+pub const BLKDISCARD: &str = "blkdiscard";
 
 use crate::error::{Error, Result};
 

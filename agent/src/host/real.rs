@@ -1,15 +1,22 @@
-//! [`Host`] over the real node, seen through `--host-root` (`/` when run directly, `/host` in
-//! a pod that mounts the node's root there).
+//! [`Host`] and [`ScrubHost`] over the real node, seen through `--host-root` (`/` when run
+//! directly, `/host` in a pod that mounts the node's root there).
 
+use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
+use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use nix::sys::stat::{major, minor};
+use nix::dir::Dir;
+use nix::fcntl::{AtFlags, OFlag, RenameFlags, openat, renameat2};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat, major, minor};
 use nix::sys::statvfs::statvfs;
+use nix::unistd::{UnlinkatFlags, unlinkat};
 
-use super::{FileInfo, FileKind, FsUsage, Host, resolve_link};
+use super::scrub::{CommandOutput, EntryStat, ScrubHost};
+use super::{BLKDISCARD, FileInfo, FileKind, FsUsage, Host, resolve_link};
 
 /// Symlink hops followed before giving up (as the kernel's `ELOOP`).
 const MAX_LINKS: usize = 40;
@@ -29,8 +36,13 @@ impl RealHost {
         RealHost { root, mount_table }
     }
 
+    /// Where the node's root is in this process's view.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Where a host path is in this process's view.
-    fn local(&self, path: &Path) -> PathBuf {
+    pub fn local(&self, path: &Path) -> PathBuf {
         self.root.join(path.strip_prefix("/").unwrap_or(path))
     }
 }
@@ -112,6 +124,92 @@ impl Host for RealHost {
             used: blocks.saturating_sub(st.blocks_free() as u64) * frsize,
             inodes: st.files() as u64,
             inodes_free: st.files_free() as u64,
+        })
+    }
+}
+
+/// Directories of a scrub: read-only, never through a symlink, not inherited by commands.
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+    .union(OFlag::O_DIRECTORY)
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
+
+fn entry_stat(st: &FileStat) -> EntryStat {
+    EntryStat {
+        dev: split(st.st_dev),
+        ino: st.st_ino,
+        dir: SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR,
+    }
+}
+
+impl ScrubHost for RealHost {
+    type Dir = Dir;
+
+    fn local_path(&self, path: &Path) -> PathBuf {
+        self.local(path)
+    }
+
+    fn open_root(&self, path: &Path) -> nix::Result<Dir> {
+        let fd = nix::fcntl::open(&self.local(path), DIR_FLAGS, Mode::empty())?;
+        Dir::from_fd(fd)
+    }
+
+    fn reopen(&self, dir: &Dir) -> nix::Result<Dir> {
+        openat(dir.as_fd(), c".", DIR_FLAGS, Mode::empty()).and_then(Dir::from_fd)
+    }
+
+    fn stat_dir(&self, dir: &Dir) -> nix::Result<EntryStat> {
+        fstat(dir.as_fd()).map(|st| entry_stat(&st))
+    }
+
+    fn list(&self, dir: &mut Dir) -> nix::Result<Vec<CString>> {
+        let mut names = Vec::new();
+        for entry in dir.iter() {
+            let name = entry?.file_name().to_owned();
+            if name.to_bytes() != b"." && name.to_bytes() != b".." {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    fn stat_at(&self, dir: &Dir, name: &CStr) -> nix::Result<EntryStat> {
+        fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW).map(|st| entry_stat(&st))
+    }
+
+    fn open_at(&self, dir: &Dir, name: &CStr) -> nix::Result<Dir> {
+        openat(dir.as_fd(), name, DIR_FLAGS, Mode::empty()).and_then(Dir::from_fd)
+    }
+
+    fn unlink_at(&self, dir: &Dir, name: &CStr, is_dir: bool) -> nix::Result<()> {
+        let flags = if is_dir {
+            UnlinkatFlags::RemoveDir
+        } else {
+            UnlinkatFlags::NoRemoveDir
+        };
+        unlinkat(dir.as_fd(), name, flags)
+    }
+
+    fn move_at(&self, from: &Dir, name: &CStr, to: &Dir, to_name: &CStr) -> nix::Result<()> {
+        renameat2(
+            from.as_fd(),
+            name,
+            to.as_fd(),
+            to_name,
+            RenameFlags::RENAME_NOREPLACE,
+        )
+    }
+
+    fn blkdiscard(&self, device: &Path, zero: bool) -> io::Result<CommandOutput> {
+        let mut cmd = Command::new(BLKDISCARD);
+        if zero {
+            cmd.arg("--zeroout");
+        }
+        let out = cmd.arg(self.local(device)).output()?;
+        Ok(CommandOutput {
+            success: out.status.success(),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         })
     }
 }

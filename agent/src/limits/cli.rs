@@ -13,12 +13,13 @@ use std::path::PathBuf;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::{Api, Client};
+use volpool_api::units::human_bytes;
 
 use super::procfs::Limit;
 use super::{Report, collect, pods};
 use crate::error::{Error, Result};
 use crate::host::RealHost;
-use crate::output::{Format, columns, encode, human_bytes};
+use crate::output::{Format, columns, encode};
 
 /// What `limits` was asked to do.
 pub struct Limits {

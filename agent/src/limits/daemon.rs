@@ -10,87 +10,32 @@
 //! ```
 
 use std::collections::HashSet;
-use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
-use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use kube::api::PostParams;
 use kube::runtime::watcher;
 use kube::{Api, Client};
 use tokio::sync::Notify;
-use volpool_api::NodeLimits;
+use volpool_api::events::Notice;
 
 use super::{ContainerFacts, Report, RequirementResult, collect, metrics, pods};
-use crate::host::RealHost;
-use crate::http::AgentState;
-use crate::run::spawn_reflector;
+use crate::cluster::{record_event, spawn_reflector};
+use crate::context::Context;
 
 /// Pod changes come in bursts (a StatefulSet rolling); wait this long before reading again.
 const DEBOUNCE: Duration = Duration::from_millis(500);
 /// How long the first read waits for the Pods to be listed (names are filled in later anyway).
 const PODS_WAIT: Duration = Duration::from_secs(10);
-/// Events hold at most 1 KiB of note.
-const NOTE_MAX: usize = 1000;
-
-/// The latest limits, shared with `/metrics` and the publisher.
-#[derive(Default)]
-pub struct LimitsState {
-    text: RwLock<Arc<String>>,
-    status: RwLock<Option<NodeLimits>>,
-}
-
-impl LimitsState {
-    /// The limits families as Prometheus text (empty before the first read).
-    pub fn text(&self) -> Arc<String> {
-        self.text.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// What goes into `NodeVolumes.status.limits` (`None` before the first read).
-    pub fn status(&self) -> Option<NodeLimits> {
-        self.status
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Store a report; returns whether the status part changed.
-    fn set(&self, report: &Report) -> bool {
-        *self.text.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(metrics::render(report));
-        let status = report.status();
-        let mut slot = self.status.write().unwrap_or_else(|e| e.into_inner());
-        let changed = slot.as_ref() != Some(&status);
-        *slot = Some(status);
-        changed
-    }
-}
-
-/// What the limits loop needs.
-pub struct LimitsLoop {
-    /// The node's root (its `/proc` is read).
-    pub host_root: PathBuf,
-    /// This node (the Pods' field selector).
-    pub node: String,
-    /// Read again at least this often.
-    pub resync: Duration,
-}
 
 /// (pod UID, container ID, requirement): one unmet requirement of one container.
 type Unmet = (String, String, String);
 
 /// Run until the process ends.
-pub async fn run(
-    params: LimitsLoop,
-    state: Arc<AgentState>,
-    client: Option<Client>,
-    rescan: Arc<Notify>,
-) {
-    let host = Arc::new(RealHost::new(&params.host_root));
+pub async fn run(ctx: Arc<Context>) {
     let pods_changed = Arc::new(Notify::new());
-    let pods = client.as_ref().map(|client| {
-        let selector = format!("spec.nodeName={}", params.node);
+    let pods = ctx.cluster.as_ref().map(|client| {
+        let selector = format!("spec.nodeName={}", ctx.node);
         spawn_reflector(
             Api::<Pod>::all(client.clone()),
             watcher::Config::default().fields(&selector),
@@ -102,23 +47,27 @@ pub async fn run(
     }
     let mut unmet: HashSet<Unmet> = HashSet::new();
     loop {
-        let reader = host.clone();
+        let reader = ctx.host.clone();
         match tokio::task::spawn_blocking(move || collect(reader.as_ref())).await {
             Ok(mut report) => {
                 let snapshot = pods.as_ref().map(|p| p.state()).unwrap_or_default();
                 pods::name_and_check(&mut report, snapshot.iter().map(|p| p.as_ref()));
-                if state.limits.set(&report) {
-                    rescan.notify_one();
+                if ctx
+                    .state
+                    .limits
+                    .set(metrics::render(&report), report.status())
+                {
+                    ctx.rescan.notify_one();
                 }
-                if let Some(client) = &client {
-                    unmet = record_events(client, &params.node, &report, &unmet).await;
+                if let Some(client) = &ctx.cluster {
+                    unmet = record_events(client, &ctx.node, &report, &unmet).await;
                 }
             }
             Err(e) => tracing::error!(error = %e, "reading the limits failed"),
         }
         tokio::select! {
             _ = pods_changed.notified() => tokio::time::sleep(DEBOUNCE).await,
-            _ = tokio::time::sleep(params.resync) => {}
+            _ = tokio::time::sleep(ctx.resync) => {}
         }
     }
 }
@@ -160,29 +109,10 @@ async fn event(
     c: &ContainerFacts,
     r: &RequirementResult,
 ) -> Result<(), kube::Error> {
-    let now = k8s_openapi::jiff::Timestamp::now();
-    let mut note = format!("container {}: {}", c.container, r.message);
-    if note.len() > NOTE_MAX {
-        let mut end = NOTE_MAX;
-        while !note.is_char_boundary(end) {
-            end -= 1;
-        }
-        note.truncate(end);
-    }
     let field_path =
         (!c.container.is_empty()).then(|| format!("spec.containers{{{}}}", c.container));
-    let event = Event {
-        metadata: ObjectMeta {
-            name: Some(format!("{}.{:x}", c.pod, now.as_nanosecond())),
-            namespace: Some(c.namespace.clone()),
-            ..Default::default()
-        },
-        event_time: Some(MicroTime(now)),
-        type_: Some("Warning".into()),
-        reason: Some("RequirementNotMet".into()),
-        action: Some("CheckLimits".into()),
-        note: Some(note),
-        regarding: Some(ObjectReference {
+    let notice = Notice {
+        regarding: ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("Pod".into()),
             namespace: Some(c.namespace.clone()),
@@ -190,11 +120,11 @@ async fn event(
             uid: Some(c.pod_uid.clone()),
             field_path,
             ..Default::default()
-        }),
-        reporting_controller: Some("volpool.io/volpool-agent".into()),
-        reporting_instance: Some(node.into()),
-        ..Default::default()
+        },
+        warning: true,
+        reason: "RequirementNotMet".into(),
+        action: "CheckLimits".into(),
+        note: format!("container {}: {}", c.container, r.message),
     };
-    let api: Api<Event> = Api::namespaced(client.clone(), &c.namespace);
-    api.create(&PostParams::default(), &event).await.map(|_| ())
+    record_event(client, node, notice).await
 }

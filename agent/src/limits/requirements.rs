@@ -9,13 +9,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
 use volpool_api::{
     ANNOTATION_REQUIRE_MAX_MAP_COUNT, ANNOTATION_REQUIRE_MEMLOCK, ANNOTATION_REQUIRE_NOFILE,
     ANNOTATION_REQUIRE_NPROC,
 };
 
-use super::{ContainerFacts, NodeFacts};
+use super::facts::{ContainerFacts, NodeFacts, RequirementResult};
 
 /// Elasticsearch's bootstrap checks: nofile ≥ 65535, nproc ≥ 4096, vm.max_map_count ≥ 262144,
 /// and memlock unlimited when `bootstrap.memory_lock` is on.
@@ -23,25 +22,6 @@ pub const PROFILE_ELASTICSEARCH: &str = "elasticsearch";
 const ES_NOFILE: u64 = 65_535;
 const ES_NPROC: u64 = 4_096;
 const ES_MAX_MAP_COUNT: u64 = 262_144;
-
-/// One requirement of one container, checked.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RequirementResult {
-    /// `memlock`, `nofile`, `nproc` or `max-map-count`.
-    pub requirement: String,
-    /// `elasticsearch` (the profile) or the annotation that asked for it.
-    pub source: String,
-    /// At least this (`unlimited` or a number).
-    pub required: String,
-    /// What the container gets (its soft limit; the node's sysctl for max-map-count).
-    pub actual: String,
-    /// Whether the container gets at least what it needs.
-    pub met: bool,
-    /// When not met: what is wrong and how to fix it.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub message: String,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Resource {

@@ -11,11 +11,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
-use volpool_api::{CheckStatus, NfsClientStatus};
+use volpool_api::NfsClientStatus;
 
 use super::error::NfsError;
 use super::install::{self, StepOutput};
-use super::{NfsConfig, checks, evaluate, select};
+use super::{NfsConfig, evaluate, missing, select};
 use crate::host::RealHost;
 use crate::output::{Format, columns};
 use crate::pools::read_pools_file;
@@ -73,7 +73,7 @@ pub fn run(args: CheckNfs) -> Result<(String, i32), NfsError> {
             install_error: None,
         };
         if args.install && missing(&status) {
-            match install::install(&args.host_root, &host, args.install_timeout).await {
+            match install::install(&host, args.install_timeout).await {
                 Ok(steps) => {
                     report.install = steps;
                     status = evaluate(&host, &pools, args.config).await;
@@ -92,14 +92,6 @@ pub fn run(args: CheckNfs) -> Result<(String, i32), NfsError> {
         1
     };
     Ok((render(&report, args.output)?, code))
-}
-
-/// Whether the client software (not the kernel) is missing: what an install can fix.
-pub fn missing(status: &NfsClientStatus) -> bool {
-    status.checks.iter().any(|c| {
-        (c.name == checks::MOUNT_HELPER || c.name == checks::PACKAGE)
-            && c.status == CheckStatus::NonOK
-    })
 }
 
 /// Render the report.

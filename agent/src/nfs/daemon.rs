@@ -8,100 +8,59 @@
 //!                                               └─► Event on the Node (install output)
 //! ```
 
-use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Node, ObjectReference};
-use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
-use tokio::sync::{Notify, watch};
-use volpool_api::{
-    FIELD_MANAGER_AGENT, LABEL_NFS_CLIENT, NFS_CLIENT_MISSING, NFS_CLIENT_READY, NfsClientStatus,
-};
+use tokio::sync::watch;
+use volpool_api::events::Notice;
+use volpool_api::{FIELD_MANAGER_AGENT, LABEL_NFS_CLIENT, NFS_CLIENT_MISSING, NFS_CLIENT_READY};
 
-use super::cli::missing;
-use super::{NfsConfig, NfsPool, evaluate, install};
-use crate::host::RealHost;
-use crate::http::AgentState;
+use super::{NfsConfig, NfsPool, evaluate, install, missing};
+use crate::cluster::record_event;
+use crate::context::Context;
 
 /// After a failed install, wait this long before trying again.
 const INSTALL_RETRY: Duration = Duration::from_secs(30 * 60);
-/// Events hold at most 1 KiB of note.
-const NOTE_MAX: usize = 1000;
 
-/// The latest NFS client status, shared with `/metrics` and the publisher.
-#[derive(Default)]
-pub struct NfsState {
-    status: RwLock<Option<NfsClientStatus>>,
-}
-
-impl NfsState {
-    /// The latest status (`None` before the first evaluation).
-    pub fn get(&self) -> Option<NfsClientStatus> {
-        self.status
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Store `status`; returns whether it changed.
-    fn set(&self, status: NfsClientStatus) -> bool {
-        let mut slot = self.status.write().unwrap_or_else(|e| e.into_inner());
-        let changed = slot.as_ref() != Some(&status);
-        *slot = Some(status);
-        changed
-    }
-}
-
-/// What the NFS loop needs.
+/// What the NFS loop needs besides the [`Context`].
 pub struct NfsLoop {
-    /// The node's root (for the installer's chroot).
-    pub host_root: PathBuf,
-    /// This node (label and Events); empty when standalone.
-    pub node: String,
     /// `--install-nfs-client`.
     pub install: bool,
+    /// Deadline of each install command (`--install-timeout`).
+    pub install_timeout: Duration,
     /// Network deadlines.
     pub config: NfsConfig,
-    /// Re-evaluate at least this often.
-    pub resync: Duration,
 }
 
 /// Run until `pools`' sender is dropped.
-pub async fn run(
-    params: NfsLoop,
-    mut pools: watch::Receiver<Vec<NfsPool>>,
-    state: Arc<AgentState>,
-    client: Option<Client>,
-    rescan: Arc<Notify>,
-) {
-    let host = RealHost::new(&params.host_root);
+pub async fn run(ctx: Arc<Context>, params: NfsLoop, mut pools: watch::Receiver<Vec<NfsPool>>) {
+    let host = ctx.host.as_ref();
     let mut last_install: Option<Instant> = None;
     let mut label: Option<&'static str> = None;
     loop {
         let current = pools.borrow_and_update().clone();
-        let mut status = evaluate(&host, &current, params.config).await;
+        let mut status = evaluate(host, &current, params.config).await;
         let due = last_install.is_none_or(|t| t.elapsed() >= INSTALL_RETRY);
         if params.install && missing(&status) && due {
             last_install = Some(Instant::now());
-            let (warning, reason, note) =
-                match install::install(&params.host_root, &host, Duration::from_secs(600)).await {
-                    Ok(steps) => {
-                        status = evaluate(&host, &current, params.config).await;
-                        let output = steps.last().map(|s| s.output.as_str()).unwrap_or_default();
-                        (false, "NfsClientInstalled", output.to_string())
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "installing the nfs client failed");
-                        (true, "NfsClientInstallFailed", e.to_string())
-                    }
-                };
-            if let Some(client) = &client {
-                event(client, &params.node, warning, reason, &note).await;
+            let (warning, reason, note) = match install::install(host, params.install_timeout).await
+            {
+                Ok(steps) => {
+                    status = evaluate(host, &current, params.config).await;
+                    let output = steps.last().map(|s| s.output.as_str()).unwrap_or_default();
+                    (false, "NfsClientInstalled", output.to_string())
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "installing the nfs client failed");
+                    (true, "NfsClientInstallFailed", e.to_string())
+                }
+            };
+            if let Some(client) = &ctx.cluster {
+                event(client, &ctx.node, warning, reason, note).await;
             }
         }
         let value = if status.ready {
@@ -109,20 +68,20 @@ pub async fn run(
         } else {
             NFS_CLIENT_MISSING
         };
-        if state.nfs.set(status) {
-            rescan.notify_one();
+        if ctx.state.nfs.set(status) {
+            ctx.rescan.notify_one();
         }
-        if let Some(client) = &client
+        if let Some(client) = &ctx.cluster
             && label != Some(value)
         {
-            match set_label(client, &params.node, value).await {
+            match set_label(client, &ctx.node, value).await {
                 Ok(()) => label = Some(value),
                 Err(e) => tracing::warn!(error = %e, "cannot label the node {LABEL_NFS_CLIENT}"),
             }
         }
         tokio::select! {
             changed = pools.changed() => if changed.is_err() { return },
-            _ = tokio::time::sleep(params.resync) => {}
+            _ = tokio::time::sleep(ctx.resync) => {}
         }
     }
 }
@@ -151,41 +110,21 @@ async fn set_label(client: &Client, node: &str, value: &str) -> Result<(), kube:
     Ok(())
 }
 
-/// An Event on the Node about an install (in kube-system: a 1.20 apiserver takes Events about
-/// cluster-scoped objects only there).
-async fn event(client: &Client, node: &str, warning: bool, reason: &str, note: &str) {
-    let now = k8s_openapi::jiff::Timestamp::now();
-    let mut note = note.trim().to_string();
-    if note.len() > NOTE_MAX {
-        let mut start = note.len() - NOTE_MAX;
-        while !note.is_char_boundary(start) {
-            start += 1;
-        }
-        note = note.split_off(start);
-    }
-    let event = Event {
-        metadata: ObjectMeta {
-            name: Some(format!("{node}.{:x}", now.as_nanosecond())),
-            namespace: Some("kube-system".into()),
-            ..Default::default()
-        },
-        event_time: Some(MicroTime(now)),
-        type_: Some(if warning { "Warning" } else { "Normal" }.into()),
-        reason: Some(reason.into()),
-        action: Some("InstallNfsClient".into()),
-        note: Some(note),
-        regarding: Some(ObjectReference {
+/// An Event on the Node about an install.
+async fn event(client: &Client, node: &str, warning: bool, reason: &str, note: String) {
+    let notice = Notice {
+        regarding: ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("Node".into()),
             name: Some(node.into()),
             ..Default::default()
-        }),
-        reporting_controller: Some("volpool.io/volpool-agent".into()),
-        reporting_instance: Some(node.into()),
-        ..Default::default()
+        },
+        warning,
+        reason: reason.into(),
+        action: "InstallNfsClient".into(),
+        note,
     };
-    let api: Api<Event> = Api::namespaced(client.clone(), "kube-system");
-    if let Err(e) = api.create(&PostParams::default(), &event).await {
+    if let Err(e) = record_event(client, node, notice).await {
         tracing::warn!(error = %e, "cannot record the install Event");
     }
 }

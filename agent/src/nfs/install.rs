@@ -7,16 +7,13 @@
 //! ```
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::error::NfsError;
 use super::osrelease::{self, Step};
-use crate::host::Host;
-
-/// `PATH` inside the host root.
-const HOST_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+use crate::host::{Host, RealHost, commands};
 /// Output kept per step (the tail: errors come last).
 const OUTPUT_TAIL: usize = 8 * 1024;
 
@@ -73,47 +70,28 @@ pub fn plan_for(host: &dyn Host) -> Result<Vec<Step>, NfsError> {
 
 /// The command that runs `step` chrooted into `root`: explicit argv, a clean environment.
 pub fn command(root: &Path, step: &Step) -> Command {
-    let mut cmd = Command::new("chroot");
-    cmd.arg(root)
-        .args(&step.argv)
-        .env_clear()
-        .env("PATH", HOST_PATH)
-        .env("LC_ALL", "C")
-        .envs(step.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
+    commands::chroot(root, &step.argv, &step.env)
 }
 
-/// Install the NFS client into the host at `root`, each step with `deadline`.
-pub async fn install(
-    root: &Path,
-    host: &dyn Host,
-    deadline: Duration,
-) -> Result<Vec<StepOutput>, NfsError> {
+/// Install the NFS client into `host`, each step with `deadline`.
+pub async fn install(host: &RealHost, deadline: Duration) -> Result<Vec<StepOutput>, NfsError> {
     let _running = Running::claim()?;
+    let root = host.root();
     let steps = plan_for(host)?;
     let mut done = Vec::new();
     for step in &steps {
         let command = step.display();
         tracing::info!(%command, root = %root.display(), "installing the nfs client");
-        let mut cmd = tokio::process::Command::from(self::command(root, step));
-        cmd.kill_on_drop(true);
-        let child = cmd.spawn().map_err(|source| NfsError::StartCommand {
-            command: command.clone(),
-            source,
-        })?;
-        let output = match tokio::time::timeout(deadline, child.wait_with_output()).await {
-            Ok(Ok(output)) => output,
-            Ok(Err(source)) => return Err(NfsError::StartCommand { command, source }),
-            Err(_) => {
+        let output = match commands::output_within(self::command(root, step), deadline).await {
+            Ok(Some(output)) => output,
+            Ok(None) => {
                 return Err(NfsError::CommandTimeout {
                     command,
                     seconds: deadline.as_secs(),
                     output: String::new(),
                 });
             }
+            Err(source) => return Err(NfsError::StartCommand { command, source }),
         };
         let text = tail(
             &[output.stdout.as_slice(), output.stderr.as_slice()].concat(),

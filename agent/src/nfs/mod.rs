@@ -17,81 +17,19 @@ pub mod error;
 pub mod install;
 pub mod kernel;
 pub mod osrelease;
+pub mod pool;
 pub mod rpc;
 
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use volpool_api::{Check, CheckStatus, NfsClientStatus, VolumePool};
+use volpool_api::{Check, CheckStatus, NfsClientStatus};
 
 use crate::host::Host;
-use volpool_api::selector_matches;
-
-/// An NFS pool as this node's checks need it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NfsPool {
-    /// The pool's name.
-    pub name: String,
-    /// The server.
-    pub server: String,
-    /// The exported path.
-    pub path: String,
-    /// Probe the NFSv3 side (portmapper, mountd, export list): the pool mounts with v3, or
-    /// leaves the version to negotiation (the controller reaches it over NFSv3 anyway).
-    pub v3: bool,
-    /// NFSv3 with locking (no `nolock`): rpcbind and rpc.statd are needed on the node.
-    pub locking: bool,
-}
-
-impl NfsPool {
-    /// The NFS part of a pool; `None` for local pools.
-    pub fn from_pool(pool: &VolumePool) -> Option<NfsPool> {
-        let nfs = pool.spec.nfs.as_ref()?;
-        let options: Vec<&str> = pool
-            .spec
-            .mount_options
-            .iter()
-            .flat_map(|o| o.split(','))
-            .map(str::trim)
-            .collect();
-        let version = options.iter().rev().find_map(|o| match o.split_once('=') {
-            Some(("vers" | "nfsvers", v)) => Some(v.to_string()),
-            _ => o
-                .strip_prefix('v')
-                .filter(|v| v.parse::<f32>().is_ok())
-                .map(String::from),
-        });
-        let nolock = options
-            .iter()
-            .any(|o| *o == "nolock" || *o == "local_lock=all");
-        let v3 = version.as_deref().is_none_or(|v| v == "3");
-        Some(NfsPool {
-            name: pool.metadata.name.clone().unwrap_or_default(),
-            server: nfs.server.clone(),
-            path: nfs.path.clone(),
-            v3,
-            locking: version.as_deref() == Some("3") && !nolock,
-        })
-    }
-}
-
-/// The NFS pools among `pools` whose node selector matches `labels` (`None`: every pool).
-pub fn select(pools: &[VolumePool], labels: Option<&BTreeMap<String, String>>) -> Vec<NfsPool> {
-    let mut out: Vec<NfsPool> = pools
-        .iter()
-        .filter(|p| match (labels, &p.spec.node_selector) {
-            (Some(labels), Some(selector)) => selector_matches(selector, labels),
-            _ => true,
-        })
-        .filter_map(NfsPool::from_pool)
-        .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
-}
+pub use pool::{NfsPool, select};
 
 /// Deadlines and addresses of the network checks.
 #[derive(Clone, Copy, Debug)]
@@ -129,6 +67,14 @@ pub fn ready(checks: &[Check]) -> bool {
         .iter()
         .filter(|c| c.name != checks::PACKAGE && c.name != checks::IDMAP_DOMAIN)
         .all(|c| c.status == CheckStatus::OK)
+}
+
+/// Whether the client software (not the kernel) is missing: what an install can fix.
+pub fn missing(status: &NfsClientStatus) -> bool {
+    status.checks.iter().any(|c| {
+        (c.name == checks::MOUNT_HELPER || c.name == checks::PACKAGE)
+            && c.status == CheckStatus::NonOK
+    })
 }
 
 /// Every check and every server probe for `pools` on `host`.

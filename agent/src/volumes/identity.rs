@@ -213,7 +213,7 @@ mod tests {
         );
         assert_eq!(
             superblock_uuid(&host, Path::new("/images/ext4-superblock")).as_deref(),
-            Some(include_str!("../testdata/host/images/ext4-superblock.uuid").trim())
+            Some(include_str!("../../testdata/host/images/ext4-superblock.uuid").trim())
         );
     }
 

@@ -20,7 +20,7 @@ use volpool_api::{
 };
 
 use crate::error::{Error, Result};
-use crate::http::AgentState;
+use crate::state::AgentState;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(16);
 
@@ -75,14 +75,11 @@ async fn publish_once(
     let node_obj = nodes
         .get_opt(node)
         .await
-        .map_err(|e| Error::GetNode {
+        .map_err(|source| Error::GetNode {
             node: node.into(),
-            reason: e.to_string(),
+            source,
         })?
-        .ok_or_else(|| Error::GetNode {
-            node: node.into(),
-            reason: "no such Node".into(),
-        })?;
+        .ok_or_else(|| Error::NoSuchNode { node: node.into() })?;
     let uid = node_obj.metadata.uid.unwrap_or_default();
     status.node_uid = uid.clone();
     if last.as_ref() == Some(&status) {

@@ -11,15 +11,15 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use volpool_api::units::human_bytes;
 use volpool_api::{VolumeReport, VolumeState, local_pv_name};
 
-use crate::discovery::{Found, discover};
+use super::discovery::{Found, discover};
+use super::identity;
+use super::probe::{ProbeOutcome, Prober};
 use crate::error::Result;
-use crate::host::{FsUsage, Host};
-use crate::identity;
-use crate::output::human_bytes;
+use crate::host::{FsUsage, Host, Mount};
 use crate::pools::LocalPool;
-use crate::probe::{ProbeOutcome, Prober};
 
 /// Sizes of one offered (or too small) volume, for metrics.
 #[derive(Clone, Debug, PartialEq)]
@@ -110,36 +110,11 @@ pub fn scan(host: &dyn Host, prober: &Prober, pools: &[LocalPool], node: &str) -
         let mut fs = None;
         match entry.found {
             Found::Mount(mount) => {
-                report.volume_id = identity::filesystem_id(host, &mount);
-                report.fs_type = mount.fs_type.clone();
-                if mount.source.starts_with("/dev/") {
-                    report.device = mount.source.clone();
-                }
                 let outcome = index.get(&entry.path).and_then(|i| outcomes.get(*i));
-                let (success, stuck, seconds) = match outcome {
-                    Some(ProbeOutcome::Done {
-                        result: Ok(usage),
-                        took,
-                    }) => {
-                        size = Some(usage.size);
-                        fs = Some(*usage);
-                        (true, false, took.as_secs_f64())
-                    }
-                    Some(ProbeOutcome::Done {
-                        result: Err(e),
-                        took,
-                    }) => {
-                        report.state = VolumeState::Error;
-                        report.message = format!("statvfs failed: {e}");
-                        (false, false, took.as_secs_f64())
-                    }
-                    Some(ProbeOutcome::Stuck { message, waited }) => {
-                        report.state = VolumeState::Stuck;
-                        report.message = message.clone();
-                        (false, true, waited.as_secs_f64())
-                    }
-                    None => (false, false, 0.0),
-                };
+                let (usage, success, stuck, seconds) =
+                    mount_report(host, &mount, outcome, &mut report);
+                size = usage.map(|u| u.size);
+                fs = usage;
                 out.probes.push(ProbeRecord {
                     pool: pool.name.clone(),
                     path: path.clone(),
@@ -191,6 +166,42 @@ pub fn scan(host: &dyn Host, prober: &Prober, pools: &[LocalPool], node: &str) -
     Ok(out)
 }
 
+/// Fill `report` from a mount point's identity and probe outcome. Returns its statvfs
+/// figures (when the probe answered) and, for metrics, whether the probe succeeded, whether
+/// it is stuck and how long it took.
+fn mount_report(
+    host: &dyn Host,
+    mount: &Mount,
+    outcome: Option<&ProbeOutcome>,
+    report: &mut VolumeReport,
+) -> (Option<FsUsage>, bool, bool, f64) {
+    report.volume_id = identity::filesystem_id(host, mount);
+    report.fs_type = mount.fs_type.clone();
+    if mount.source.starts_with("/dev/") {
+        report.device = mount.source.clone();
+    }
+    match outcome {
+        Some(ProbeOutcome::Done {
+            result: Ok(usage),
+            took,
+        }) => (Some(*usage), true, false, took.as_secs_f64()),
+        Some(ProbeOutcome::Done {
+            result: Err(e),
+            took,
+        }) => {
+            report.state = VolumeState::Error;
+            report.message = format!("statvfs failed: {e}");
+            (None, false, false, took.as_secs_f64())
+        }
+        Some(ProbeOutcome::Stuck { message, waited }) => {
+            report.state = VolumeState::Stuck;
+            report.message = message.clone();
+            (None, false, true, waited.as_secs_f64())
+        }
+        None => (None, false, false, 0.0),
+    }
+}
+
 /// Count of entries by (pool, state), for `volpool_discovery_entries`.
 pub fn entries_by_state(volumes: &[VolumeReport]) -> Vec<((String, VolumeState), u64)> {
     let mut counts: HashMap<(String, VolumeState), u64> = HashMap::new();
@@ -207,7 +218,7 @@ mod tests {
     use super::*;
     use crate::host::FileKind;
     use crate::host::fixture::FixtureHost;
-    use crate::probe::ProbeConfig;
+    use crate::volumes::probe::ProbeConfig;
     use std::sync::Arc;
     use volpool_api::VolumeMode;
 

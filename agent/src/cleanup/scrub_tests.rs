@@ -1,0 +1,172 @@
+//! The scrub's decisions on a fixture node (a captured mount table, an in-memory volume that
+//! can refuse a delete, a `blkdiscard` that answers what it is told): what goes, what stays,
+//! and the result a user reads.
+
+use std::path::PathBuf;
+
+use volpool_api::{CleanupMethod, CleanupOutcome, CleanupRequest, CleanupResult, VolumeMode};
+
+use super::perform;
+use crate::host::fixture::FixtureHost;
+use crate::host::memfs::MemFs;
+use crate::host::{CommandOutput, FileKind};
+use crate::pools::LocalPool;
+
+/// The tmpfs mounted at `/mnt/disks/my vol` in `testdata/mountinfo`.
+const VOL: &str = "/mnt/disks/my vol";
+const ID: &str = "dev:tmpfs:0:40";
+const DEV: (u32, u32) = (0, 40);
+const DISK_ID: &str = "wwn:0x5000c500a1b2c3d4";
+
+fn scrub(
+    writes: &MemFs,
+    mode: VolumeMode,
+    volume_id: &str,
+    method: CleanupMethod,
+) -> CleanupResult {
+    let host =
+        FixtureHost::new("host", "mountinfo").with_stat("/mnt/disks/sdb", FileKind::Block, (8, 16));
+    let pool = LocalPool {
+        name: "fast".into(),
+        dir: "/mnt/disks".into(),
+        mode,
+        pattern: glob::Pattern::new("*").expect("glob"),
+        min_capacity: 0,
+    };
+    let request = CleanupRequest {
+        volume_id: volume_id.into(),
+        persistent_volume: "pv-1".into(),
+        pv_uid: "uid-1".into(),
+        method,
+    };
+    perform(&host, writes, &[pool], &request)
+}
+
+fn volume() -> MemFs {
+    MemFs::new()
+        .dir(VOL, DEV)
+        .dir(&format!("{VOL}/a"), DEV)
+        .file(&format!("{VOL}/a/f"), DEV)
+        .dir(&format!("{VOL}/lost+found"), DEV)
+        .file(&format!("{VOL}/lost+found/r"), DEV)
+        .symlink(&format!("{VOL}/link"), DEV)
+}
+
+fn left(fs: &MemFs) -> Vec<PathBuf> {
+    fs.paths()
+}
+
+#[test]
+fn a_wiped_volume_keeps_its_root_and_an_emptied_lost_and_found() {
+    let fs = volume();
+    let result = scrub(&fs, VolumeMode::Filesystem, ID, CleanupMethod::Wipe);
+    assert_eq!(
+        result.result,
+        CleanupOutcome::Succeeded,
+        "{}",
+        result.message
+    );
+    assert_eq!(
+        result.message,
+        "deleted 3 files and 1 directory inside /mnt/disks/my vol"
+    );
+    assert_eq!(
+        left(&fs),
+        [
+            PathBuf::from(VOL),
+            PathBuf::from(format!("{VOL}/lost+found"))
+        ]
+    );
+}
+
+#[test]
+fn an_entry_that_cannot_be_deleted_fails_the_scrub_by_name_and_the_rest_goes() {
+    let fs = volume()
+        .file(&format!("{VOL}/a/immutable"), DEV)
+        .refuse_delete(&format!("{VOL}/a/immutable"));
+    let result = scrub(&fs, VolumeMode::Filesystem, ID, CleanupMethod::Wipe);
+    assert_eq!(result.result, CleanupOutcome::Failed);
+    assert!(
+        result
+            .message
+            .contains("could not delete 1 entries: a/immutable: EPERM: Operation not permitted"),
+        "{}",
+        result.message
+    );
+    assert_eq!(
+        left(&fs),
+        [
+            PathBuf::from(VOL),
+            PathBuf::from(format!("{VOL}/a")),
+            PathBuf::from(format!("{VOL}/a/immutable")),
+            PathBuf::from(format!("{VOL}/lost+found")),
+        ],
+        "the directory holding what stays stays too, the rest is gone"
+    );
+}
+
+#[test]
+fn another_filesystem_inside_the_volume_is_left_alone_and_named() {
+    let other = (0, 99);
+    let fs = volume()
+        .dir(&format!("{VOL}/a/m"), other)
+        .file(&format!("{VOL}/a/m/data"), other);
+    let result = scrub(&fs, VolumeMode::Filesystem, ID, CleanupMethod::Wipe);
+    assert_eq!(result.result, CleanupOutcome::Failed);
+    assert!(
+        result
+            .message
+            .contains("left 1 mount point(s) inside the volume alone: /mnt/disks/my vol/a/m"),
+        "{}",
+        result.message
+    );
+    assert!(left(&fs).contains(&PathBuf::from(format!("{VOL}/a/m/data"))));
+}
+
+#[test]
+fn a_volume_root_no_longer_on_the_volume_s_device_is_refused_untouched() {
+    let fs = MemFs::new()
+        .dir(VOL, (0, 41))
+        .file(&format!("{VOL}/f"), (0, 41));
+    let result = scrub(&fs, VolumeMode::Filesystem, ID, CleanupMethod::Wipe);
+    assert_eq!(result.result, CleanupOutcome::Refused);
+    assert!(
+        result.message.contains("the mount changed")
+            && result.message.contains("nothing was touched"),
+        "{}",
+        result.message
+    );
+    assert_eq!(left(&fs).len(), 2);
+}
+
+#[test]
+fn block_devices_are_zeroed_or_discarded_with_blkdiscard_and_its_error_is_shown() {
+    let fs = MemFs::new();
+    let zeroed = scrub(&fs, VolumeMode::Block, DISK_ID, CleanupMethod::Zero);
+    assert_eq!(
+        zeroed.result,
+        CleanupOutcome::Succeeded,
+        "{}",
+        zeroed.message
+    );
+    assert_eq!(zeroed.message, "zeroed every block of /mnt/disks/sdb");
+    assert_eq!(fs.discarded(), [(PathBuf::from("/mnt/disks/sdb"), true)]);
+
+    let busy = MemFs::new().discard_answers(CommandOutput {
+        success: false,
+        status: "exit status: 1".into(),
+        stderr: "blkdiscard: /mnt/disks/sdb: BLKDISCARD ioctl failed: Device or resource busy\n"
+            .into(),
+    });
+    let failed = scrub(&busy, VolumeMode::Block, DISK_ID, CleanupMethod::Discard);
+    assert_eq!(failed.result, CleanupOutcome::Failed);
+    assert!(
+        failed
+            .message
+            .starts_with("discarding /mnt/disks/sdb failed: blkdiscard exit status: 1: ")
+            && failed.message.ends_with("Device or resource busy"),
+        "{}",
+        failed.message
+    );
+    assert_eq!(busy.discarded(), [(PathBuf::from("/mnt/disks/sdb"), false)]);
+}
