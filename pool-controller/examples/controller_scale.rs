@@ -17,6 +17,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource};
 use serde_json::json;
 use volpool_api::{NodeVolumes, VolumePool};
+use volpool_testkit::{free_port, http_get, metrics};
 
 const BENCH_LABEL: &str = "volpool.io/bench";
 
@@ -147,22 +148,10 @@ async fn wait_gone(client: &Client, selector: &str, concurrency: usize) -> anyho
     }
 }
 
-async fn metric(addr: &str, name: &str) -> anyhow::Result<f64> {
-    let addr = addr.to_string();
-    let text = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&addr)?;
-        s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
-    })
-    .await??;
-    Ok(text
-        .lines()
-        .filter(|l| l.split(['{', ' ']).next() == Some(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
+/// Sum of the samples of metric `name` on the controller's `/metrics` at 127.0.0.1:`port`.
+async fn metric(port: u16, name: &str) -> anyhow::Result<f64> {
+    let (_, text) = tokio::task::spawn_blocking(move || http_get(port, "/metrics")).await??;
+    Ok(metrics::sum(&text, name, &[]))
 }
 
 /// CPU seconds (user + system) a process has used so far.
@@ -343,9 +332,7 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("published {} NodeVolumes with {total} volumes", args.nodes);
 
     // 3. The controller, from start until every PV exists.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let port = free_port()?;
     let addr = format!("127.0.0.1:{port}");
     let (log_level, log_to) = match &args.controller_log {
         Some(path) => (
@@ -382,7 +369,7 @@ async fn main() -> anyhow::Result<()> {
     let pid = child.id();
     let selector = format!("{}={run}", volpool_api::LABEL_POOL);
     loop {
-        let applied = metric(&addr, "volpool_controller_api_writes_total")
+        let applied = metric(port, "volpool_controller_api_writes_total")
             .await
             .unwrap_or_default();
         if applied >= total as f64 && count_pvs(&client, &selector).await? >= total {
@@ -400,21 +387,21 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("controller: {total} PVs in {:.2}s", converge.as_secs_f64());
 
     // 4. Let it settle (pool status), then count the writes of idle passes.
-    let mut writes = metric(&addr, "volpool_controller_api_writes_total").await?;
+    let mut writes = metric(port, "volpool_controller_api_writes_total").await?;
     loop {
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let now = metric(&addr, "volpool_controller_api_writes_total").await?;
+        let now = metric(port, "volpool_controller_api_writes_total").await?;
         if now == writes {
             break;
         }
         writes = now;
     }
-    let passes = metric(&addr, "volpool_controller_reconcile_duration_seconds_count").await?;
-    while metric(&addr, "volpool_controller_reconcile_duration_seconds_count").await? < passes + 2.0
+    let passes = metric(port, "volpool_controller_reconcile_duration_seconds_count").await?;
+    while metric(port, "volpool_controller_reconcile_duration_seconds_count").await? < passes + 2.0
     {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let idle_writes = metric(&addr, "volpool_controller_api_writes_total").await? - writes;
+    let idle_writes = metric(port, "volpool_controller_api_writes_total").await? - writes;
     let peak = rss_kib(pid, "VmHWM:");
     let _ = child.kill();
     let _ = child.wait();

@@ -9,12 +9,11 @@
 //! ```
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::events::v1::Event;
@@ -24,7 +23,9 @@ use serde_json::{Value, json};
 use volpool_api::{LABEL_POOL, NodeVolumes, VolumePool};
 
 use crate::deploy::{CONTROLLER, NAMESPACE, service_account_kubeconfig};
-use crate::{FIELD_MANAGER, repo_root, wait_for};
+use volpool_testkit::{cargo_binary, free_port, http_get, metrics};
+
+use crate::{FIELD_MANAGER, wait_for};
 
 /// How long the e2e tests wait for the controller to converge.
 pub const LONG: Duration = Duration::from_secs(60);
@@ -42,38 +43,21 @@ pub const LEASE_NAMESPACE: &str = NAMESPACE;
 /// Path of the controller binary, built once per test process (`$VOLPOOL_CONTROLLER_BIN`
 /// overrides).
 pub fn controller_binary() -> anyhow::Result<PathBuf> {
-    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(|| build().map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(anyhow::Error::msg)
-}
-
-fn build() -> anyhow::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("VOLPOOL_CONTROLLER_BIN") {
-        return Ok(PathBuf::from(path));
+    match std::env::var_os("VOLPOOL_CONTROLLER_BIN") {
+        Some(path) => Ok(PathBuf::from(path)),
+        None => cargo_binary("volpool-controller", "volpool-controller"),
     }
-    let status = Command::new("flock")
-        .arg(std::env::temp_dir().join("volpool-controller-build.lock"))
-        .args([env!("CARGO"), "build", "-q", "-p", "volpool-controller"])
-        .current_dir(repo_root())
-        .status()
-        .context("failed to run cargo build -p volpool-controller")?;
-    if !status.success() {
-        bail!("cargo build -p volpool-controller failed");
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"));
-    Ok(target.join("debug/volpool-controller"))
 }
 
 /// One running controller replica.
 pub struct Controller {
     child: Child,
-    /// `host:port` of its `/metrics`.
-    pub metrics_addr: String,
+    /// Port of its `/metrics` on 127.0.0.1.
+    pub port: u16,
     /// Its Lease identity.
     pub identity: String,
+    /// Its log (stdout and stderr): `<tmp>/<identity>.log`.
+    pub log: PathBuf,
 }
 
 impl Controller {
@@ -91,67 +75,62 @@ impl Controller {
         env: &[(&str, &str)],
     ) -> anyhow::Result<Controller> {
         let kubeconfig = service_account_kubeconfig(CONTROLLER).await?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let metrics_addr = format!("127.0.0.1:{port}");
-        let log = std::fs::File::create(std::env::temp_dir().join(format!("{identity}.log")))?;
+        Controller::spawn(test, identity, &kubeconfig, LEASE_NAMESPACE, env)
+    }
+
+    /// A replica as [`Controller::start_with_env`] starts it, with any kubeconfig (e.g. an
+    /// `ApiRelay`'s) and its Lease in `lease_namespace`.
+    pub fn spawn(
+        test: &str,
+        identity: &str,
+        kubeconfig: &Path,
+        lease_namespace: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Controller> {
+        let port = free_port()?;
+        let log = std::env::temp_dir().join(format!("{identity}.log"));
+        let log_file = std::fs::File::create(&log)?;
         let child = Command::new(controller_binary()?)
-            .args(["--metrics-addr", &metrics_addr])
-            .args(["--lease-namespace", LEASE_NAMESPACE, "--lease-name", test])
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+            .args(["--lease-namespace", lease_namespace, "--lease-name", test])
             .args(["--identity", identity])
             .args(["--pool-selector", &format!("{LABEL_TEST}={test}")])
             .args(["--resync", "1s", "--lease-duration", "5s"])
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(log)
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
             .spawn()
             .context("failed to start volpool-controller")?;
         Ok(Controller {
             child,
-            metrics_addr,
+            port,
             identity: identity.to_string(),
+            log,
         })
+    }
+
+    /// The last `lines` lines of its log, headed `controller log:`, to explain a failure.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        format!(
+            "controller log:\n{}",
+            all[all.len().saturating_sub(lines)..].join("\n")
+        )
     }
 
     /// GET a path of its HTTP endpoint: (status code, body).
     pub async fn get(&self, path: &str) -> anyhow::Result<(u16, String)> {
-        let addr = self.metrics_addr.clone();
-        let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-        let response = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
-            use std::io::{Read, Write};
-            let mut stream = std::net::TcpStream::connect(&addr)?;
-            stream.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-            stream.write_all(request.as_bytes())?;
-            let mut response = String::new();
-            stream.read_to_string(&mut response)?;
-            Ok(response)
-        })
-        .await??;
-        let code = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .context("no HTTP status line")?;
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b)
-            .unwrap_or_default();
-        Ok((code, body.to_string()))
+        let (port, path) = (self.port, path.to_string());
+        tokio::task::spawn_blocking(move || http_get(port, &path)).await?
     }
 
-    /// Sum of a metric's samples whose line contains every one of `labels`.
+    /// Sum of a metric's samples whose labels contain every one of `labels`.
     pub async fn metric(&self, name: &str, labels: &[&str]) -> anyhow::Result<f64> {
         let (_, text) = self.get("/metrics").await?;
-        Ok(text
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter(|l| l.split(['{', ' ']).next() == Some(name))
-            .filter(|l| labels.iter().all(|label| l.contains(label)))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum())
+        Ok(metrics::sum(&text, name, labels))
     }
 
     /// API writes made while it ran `passes` more plan passes (an idle controller makes 0).

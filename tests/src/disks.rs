@@ -10,88 +10,22 @@
 //!  drop ──► agent and namespace killed (its mounts go) ──► loop devices detached, images removed
 //! ```
 //!
-//! Loop devices are the one thing a namespace does not take with it, so each [`LoopDisk`]
-//! detaches its device on drop, after the node's namespace (declaration order below).
+//! Loop devices are the one thing a namespace does not take with it: each is the test kit's
+//! [`LoopDevice`], detached when its guard goes and the node's namespace (the last mount of
+//! it) is gone, also when the test is killed.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Child;
 
 use anyhow::{Context, bail};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
+use volpool_testkit::{FakeNode, Fs, LoopDevice, free_port};
 
-use crate::agent::{FakeNode, free_port};
+use crate::agent::AgentNode;
 use crate::create_node;
 use crate::deploy::{AGENT, service_account_kubeconfig};
-
-/// Filesystem of a loop disk.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fs {
-    /// What most local disks carry.
-    Ext4,
-    /// Grows while mounted with only CAP_SYS_ADMIN (`xfs_growfs`); online `resize2fs` of ext4
-    /// needs CAP_SYS_RESOURCE, which containers often lack.
-    Xfs,
-}
-
-fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(program).args(args).output().with_context(|| {
-        format!("cannot run {program} (tests/setup-local-pools-deps installs it)")
-    })?;
-    if !out.status.success() {
-        bail!(
-            "{program} {args:?} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// A sparse image file with a filesystem, attached to a loop device. Dropping it detaches
-/// the device (the kernel finishes that once the last mount of it is gone) and removes the
-/// image.
-pub struct LoopDisk {
-    /// The image file.
-    pub image: PathBuf,
-    /// `/dev/loopN`.
-    pub device: String,
-    /// Its filesystem.
-    pub fs: Fs,
-}
-
-impl LoopDisk {
-    /// Make `image` of `mib` MiB with `fs` on it and attach it.
-    pub fn new(image: PathBuf, mib: u64, fs: Fs) -> anyhow::Result<LoopDisk> {
-        let path = image.to_string_lossy().into_owned();
-        run("truncate", &["-s", &format!("{mib}M"), &path])?;
-        match fs {
-            Fs::Ext4 => run("mkfs.ext4", &["-q", "-F", &path])?,
-            Fs::Xfs => run("mkfs.xfs", &["-q", "-f", &path])?,
-        };
-        let device = run("losetup", &["--find", "--show", &path])?;
-        Ok(LoopDisk { image, device, fs })
-    }
-}
-
-impl LoopDisk {
-    /// Whether the loop device is still attached to this disk's image (the number may have
-    /// been freed and reused by someone else since).
-    fn attached(&self) -> bool {
-        run("losetup", &["-n", "-O", "BACK-FILE", &self.device])
-            .is_ok_and(|file| Path::new(file.trim()) == self.image)
-    }
-}
-
-impl Drop for LoopDisk {
-    fn drop(&mut self) {
-        if self.attached() {
-            let _ = Command::new("losetup").args(["-d", &self.device]).status();
-        }
-        let _ = std::fs::remove_file(&self.image);
-    }
-}
 
 /// One fake node with its agent. Fields drop in order: agent, namespace, loop disks.
 pub struct DiskNode {
@@ -102,7 +36,7 @@ pub struct DiskNode {
     agent: Option<Child>,
     kubeconfig: PathBuf,
     fake: FakeNode,
-    loops: Vec<LoopDisk>,
+    loops: Vec<LoopDevice>,
 }
 
 impl DiskNode {
@@ -183,15 +117,8 @@ impl DiskNode {
             .context("a disk path has a last component")?
             .to_string_lossy();
         let image = images.join(format!("{}-{entry}.img", self.name));
-        let disk = LoopDisk::new(image, mib, fs)?;
-        // NB: detaching a mounted loop device only marks it autoclear: the kernel frees it when
-        // its last mount goes, so even a test killed before its guards run leaks no device once
-        // its namespace is gone.
-        let mounted = self.sh(&format!(
-            "mount '{0}' '{1}' && losetup -d '{0}'",
-            disk.device,
-            path.display()
-        ));
+        let disk = LoopDevice::new(image, mib, Some(fs))?;
+        let mounted = self.sh(&format!("mount '{}' '{}'", disk.device, path.display()));
         self.loops.push(disk);
         mounted.map(drop)
     }
@@ -211,14 +138,11 @@ impl DiskNode {
                 })
             })
             .context("no loop disk of this node is mounted there")?;
-        run(
-            "truncate",
-            &["-s", &format!("{mib}M"), &disk.image.to_string_lossy()],
-        )?;
-        run("losetup", &["-c", &disk.device])?;
+        disk.grow(mib)?;
         match disk.fs {
-            Fs::Xfs => self.sh(&format!("xfs_growfs '{}' >/dev/null", path.display()))?,
-            Fs::Ext4 => self.sh(&format!("resize2fs '{}' 2>&1", disk.device))?,
+            Some(Fs::Xfs) => self.sh(&format!("xfs_growfs '{}' >/dev/null", path.display()))?,
+            Some(Fs::Ext4) => self.sh(&format!("resize2fs '{}' 2>&1", disk.device))?,
+            None => bail!("{} has no filesystem to grow", disk.device),
         };
         Ok(())
     }

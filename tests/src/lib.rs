@@ -14,11 +14,13 @@ pub mod disks;
 pub mod nfs;
 pub mod prometheus;
 
-use std::path::{Path, PathBuf};
+pub use volpool_testkit::{repo_root, wait_for};
+
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::Node;
@@ -30,11 +32,6 @@ use serde_json::json;
 
 /// Field manager of everything the tests write.
 pub const FIELD_MANAGER: &str = "volpool-e2e";
-
-/// The repository's root directory.
-pub fn repo_root() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
 
 /// Path of the kubeconfig of the test cluster: `$KUBECONFIG` when set, else the local control
 /// plane from `tests/cluster/up`, started at most once for all test processes of a run.
@@ -91,27 +88,6 @@ pub fn unique(prefix: &str) -> String {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
-}
-
-/// Poll `check` every 200 ms until it returns `Some`, or fail after `timeout` with `what`.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
-{
-    let deadline = Instant::now() + timeout;
-    let mut last_error = None;
-    loop {
-        match check().await {
-            Ok(Some(value)) => return Ok(value),
-            Ok(None) => {}
-            Err(e) => last_error = Some(e),
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what} (last error: {last_error:?})");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Install (server-side apply) volpool's CRDs from `deploy/crds/` and wait until they are

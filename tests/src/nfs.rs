@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::agent::TempDir;
-use crate::{repo_root, unique};
+use volpool_testkit::TempDir;
+
+use crate::repo_root;
 
 fn script(name: &str) -> PathBuf {
     repo_root().join("tests").join(name)
@@ -194,7 +195,7 @@ impl HostRoot {
             Duration::from_secs(1800),
         )?;
         let cached = cached.lines().last().unwrap_or_default().trim().to_string();
-        let dir = TempDir::new(&unique("volpool-hostroot"))?;
+        let dir = TempDir::new("volpool-hostroot")?;
         run_ok(
             Command::new("cp")
                 .arg("-a")

@@ -13,8 +13,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use crate::agent::{TempDir, free_port};
-use crate::{unique, wait_for};
+use crate::wait_for;
+use volpool_testkit::{TempDir, free_port};
 
 /// One scrape target: a job name, `host:port`, and labels put on all its series.
 #[derive(Clone, Debug)]
@@ -62,7 +62,7 @@ pub fn unix_now() -> f64 {
 impl Prometheus {
     /// Start Prometheus scraping `targets` every second; returns once it is ready.
     pub async fn start(targets: &[Target]) -> anyhow::Result<Prometheus> {
-        let dir = TempDir::new(&unique("volpool-prometheus"))?;
+        let dir = TempDir::new("volpool-prometheus")?;
         let mut jobs: Vec<(&str, Vec<&Target>)> = Vec::new();
         for target in targets {
             match jobs.iter_mut().find(|(job, _)| *job == target.job) {

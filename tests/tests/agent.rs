@@ -11,8 +11,9 @@ use serde_json::json;
 use volpool_api::{
     FIELD_MANAGER_AGENT, LABEL_HOSTNAME, NodeVolumes, VolumePool, VolumeReport, VolumeState,
 };
-use volpool_e2e::agent::{ApiRelay, FakeNode, TempDir, free_port, http_get};
+use volpool_e2e::agent::{AgentNode, ApiRelay};
 use volpool_e2e::{FIELD_MANAGER, apply_crds, client, create_node, unique, wait_for};
+use volpool_testkit::{FakeNode, TempDir, free_port, http_get};
 
 /// Generous deadline for "noticed within 2 s": the figure itself is measured, not asserted.
 const CHANGE_DEADLINE: Duration = Duration::from_secs(15);
@@ -76,7 +77,7 @@ async fn agent_publishes_node_volumes_and_follows_mounts_without_idle_writes() -
     apply_crds(&client).await?;
     let node_name = unique("agent-node");
     let node = create_node(&client, &node_name).await?;
-    let tmp = TempDir::new(&unique("volpool-e2e-agent"))?;
+    let tmp = TempDir::new("volpool-e2e-agent")?;
     let disks = tmp.join("disks");
     for dir in ["vol-a", "vol-b", "plain"] {
         std::fs::create_dir_all(disks.join(dir))?;
@@ -138,7 +139,7 @@ async fn agent_publishes_node_volumes_and_follows_mounts_without_idle_writes() -
         "{managers:?}"
     );
     wait_for("/readyz 200", START_DEADLINE, || async {
-        Ok(http_get(port, "/readyz").filter(|r| r.0 == 200))
+        Ok(http_get(port, "/readyz").ok().filter(|r| r.0 == 200))
     })
     .await?;
 
@@ -179,7 +180,7 @@ async fn agent_publishes_node_volumes_and_follows_mounts_without_idle_writes() -
         assert_eq!(now, rv, "NodeVolumes was written although nothing changed");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let metrics = http_get(port, "/metrics").map(|r| r.1).unwrap_or_default();
+    let metrics = http_get(port, "/metrics")?.1;
     assert!(
         metrics.contains("volpool_volume_capacity_bytes{"),
         "{metrics}"
@@ -210,7 +211,7 @@ async fn agent_waits_for_a_missing_node_then_publishes() -> anyhow::Result<()> {
     let client = client().await?;
     apply_crds(&client).await?;
     let node_name = unique("agent-late-node");
-    let tmp = TempDir::new(&unique("volpool-e2e-late"))?;
+    let tmp = TempDir::new("volpool-e2e-late")?;
     let disks = tmp.join("disks");
     std::fs::create_dir_all(disks.join("vol"))?;
     let pool = unique("agent-late-pool");
@@ -227,11 +228,13 @@ async fn agent_waits_for_a_missing_node_then_publishes() -> anyhow::Result<()> {
 
     // Alive, not ready, and retrying: the Node does not exist yet.
     let (_, why) = wait_for("/readyz 503", START_DEADLINE, || async {
-        Ok(http_get(port, "/readyz").filter(|r| r.0 == 503 && r.1.contains("not been published")))
+        Ok(http_get(port, "/readyz")
+            .ok()
+            .filter(|r| r.0 == 503 && r.1.contains("not been published")))
     })
     .await?;
     assert!(why.contains("not been published"), "{why}");
-    assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200));
+    assert_eq!(http_get(port, "/healthz")?.0, 200);
     assert!(agent.try_wait()?.is_none(), "the agent must keep running");
 
     create_node(&client, &node_name).await?;
@@ -246,7 +249,7 @@ async fn agent_waits_for_a_missing_node_then_publishes() -> anyhow::Result<()> {
     )
     .await?;
     wait_for("/readyz 200", START_DEADLINE, || async {
-        Ok(http_get(port, "/readyz").filter(|r| r.0 == 200))
+        Ok(http_get(port, "/readyz").ok().filter(|r| r.0 == 200))
     })
     .await?;
 
@@ -266,7 +269,7 @@ async fn agent_rides_out_an_apiserver_outage() -> anyhow::Result<()> {
     apply_crds(&client).await?;
     let node_name = unique("agent-outage-node");
     create_node(&client, &node_name).await?;
-    let tmp = TempDir::new(&unique("volpool-e2e-outage"))?;
+    let tmp = TempDir::new("volpool-e2e-outage")?;
     let disks = tmp.join("disks");
     for dir in ["before", "during"] {
         std::fs::create_dir_all(disks.join(dir))?;
@@ -303,7 +306,11 @@ async fn agent_rides_out_an_apiserver_outage() -> anyhow::Result<()> {
     wait_for(
         "the new mount in /metrics during the outage",
         CHANGE_DEADLINE,
-        || async { Ok(http_get(port, "/metrics").filter(|r| r.1.contains(&metrics_path))) },
+        || async {
+            Ok(http_get(port, "/metrics")
+                .ok()
+                .filter(|r| r.1.contains(&metrics_path)))
+        },
     )
     .await?;
     let during = api.get(&node_name).await?.status.unwrap_or_default();

@@ -25,13 +25,14 @@ use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use volpool_api::{LABEL_HOSTNAME, VolumePool};
-use volpool_e2e::agent::{ApiRelay, FakeNode, TempDir, free_port};
+use volpool_e2e::agent::{AgentNode, ApiRelay};
 use volpool_e2e::controller::{
-    LABEL_TEST, LONG, controller_binary, create_class, create_namespace, pvs_of,
+    Controller, LABEL_TEST, LONG, create_class, create_namespace, pvs_of,
 };
 use volpool_e2e::nfs::NfsServer;
 use volpool_e2e::prometheus::{Prometheus, Target, has_a_number, unix_now};
 use volpool_e2e::{FIELD_MANAGER, apply_crds, client, create_node, repo_root, unique, wait_for};
+use volpool_testkit::{FakeNode, TempDir, free_port};
 
 /// The `cluster` target label, so the `cluster` variable has a value to substitute.
 const CLUSTER: &str = "e2e";
@@ -100,16 +101,6 @@ async fn apply_pool(
         )
         .await?;
     Ok(())
-}
-
-/// A controller process, killed when dropped.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Bind a claim to the pool's only Available PV, release it, and wait until the controller has
@@ -312,22 +303,7 @@ async fn every_dashboard_panel_returns_data_from_a_live_prometheus() -> anyhow::
 
     // The controller reaches the apiserver through a relay the test can cut.
     let relay = ApiRelay::start(&disks.0)?;
-    let controller_port = free_port()?;
-    let controller_log = disks.join("controller.log");
-    let log = std::fs::File::create(&controller_log)?;
-    let _controller = Running(
-        std::process::Command::new(controller_binary()?)
-            .args(["--metrics-addr", &format!("127.0.0.1:{controller_port}")])
-            .args(["--lease-namespace", "default", "--lease-name", &test])
-            .args(["--identity", &test])
-            .args(["--pool-selector", &format!("{LABEL_TEST}={test}")])
-            .args(["--resync", "1s", "--lease-duration", "5s"])
-            .env("KUBECONFIG", &relay.kubeconfig)
-            .env("RUST_LOG", "info")
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?,
-    );
+    let controller = Controller::spawn(&test, &test, &relay.kubeconfig, "default", &[])?;
     let mut cgroups = Cgroups::default();
     let mut processes =
         runtime_and_container(&client, &node, &node_name, &ns, &disks, &mut cgroups).await?;
@@ -340,19 +316,12 @@ async fn every_dashboard_panel_returns_data_from_a_live_prometheus() -> anyhow::
             .label("cluster", CLUSTER),
         Target::new(
             "volpool-controller",
-            &format!("127.0.0.1:{controller_port}"),
+            &format!("127.0.0.1:{}", controller.port),
         )
         .label("cluster", CLUSTER),
     ])
     .await?;
-    let controller_log_tail = || {
-        let text = std::fs::read_to_string(&controller_log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        format!(
-            "controller log:\n{}",
-            lines[lines.len().saturating_sub(30)..].join("\n")
-        )
-    };
+    let controller_log_tail = || controller.log_tail(30);
 
     // Released claims, scrubbed by the agent: twice, so the cleanup histogram's counters rise
     // after Prometheus first saw them (rate() needs an increase, not a new series).

@@ -498,24 +498,13 @@ fn alert_rules_say_what_to_do_and_query_known_metrics() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A controller process, killed when dropped.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn controller_and_agent_reports_work_with_only_the_deploy_rbac() -> anyhow::Result<()> {
     use k8s_openapi::api::coordination::v1::Lease;
     use k8s_openapi::api::core::v1::Node;
     use kube::api::{DeleteParams, Patch, PatchParams};
     use volpool_e2e::controller::{
-        LABEL_TEST, LONG, controller_binary, create_class, create_pool, publish_report, pvs_of,
-        volume,
+        Controller, LONG, create_class, create_pool, publish_report, pvs_of, volume,
     };
 
     let admin = client().await?;
@@ -539,24 +528,7 @@ async fn controller_and_agent_reports_work_with_only_the_deploy_rbac() -> anyhow
         .await?;
 
     // The controller, with the controller's token and its Lease in volpool-system.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let log = std::env::temp_dir().join(format!("{test}.log"));
-    let log_file = std::fs::File::create(&log)?;
-    let _controller = Running(
-        std::process::Command::new(controller_binary()?)
-            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
-            .args(["--lease-namespace", NAMESPACE, "--lease-name", &test])
-            .args(["--identity", &test])
-            .args(["--pool-selector", &format!("{LABEL_TEST}={test}")])
-            .args(["--resync", "1s", "--lease-duration", "5s"])
-            .env("KUBECONFIG", service_account_kubeconfig(CONTROLLER).await?)
-            .env("RUST_LOG", "info")
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file)
-            .spawn()?,
-    );
+    let controller = Controller::start(&test, &test).await?;
 
     let leases: Api<Lease> = Api::namespaced(admin.clone(), NAMESPACE);
     volpool_e2e::wait_for("the controller to take its Lease", LONG, || async {
@@ -571,10 +543,7 @@ async fn controller_and_agent_reports_work_with_only_the_deploy_rbac() -> anyhow
         Ok(pvs_of(&admin, &test).await?.into_iter().next())
     })
     .await
-    .map_err(|e| {
-        let log = std::fs::read_to_string(&log).unwrap_or_default();
-        e.context(format!("controller log:\n{log}"))
-    })?;
+    .map_err(|e| e.context(controller.log_tail(usize::MAX)))?;
     assert_eq!(
         pv.spec
             .as_ref()
@@ -588,7 +557,7 @@ async fn controller_and_agent_reports_work_with_only_the_deploy_rbac() -> anyhow
     })
     .await?;
 
-    drop(_controller);
+    drop(controller);
     let pv_name = pv.metadata.name.unwrap_or_default();
     Api::<PersistentVolume>::all(admin.clone())
         .delete(&pv_name, &DeleteParams::default())

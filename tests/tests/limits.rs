@@ -20,8 +20,10 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 use volpool_api::{ANNOTATION_REQUIRE_NOFILE, NodeVolumes};
-use volpool_e2e::agent::{FakeNode, free_port, http_get};
+use volpool_e2e::agent::AgentNode;
 use volpool_e2e::{apply_crds, client, create_node, unique, wait_for};
+use volpool_testkit::metrics::sample;
+use volpool_testkit::{FakeNode, free_port, http_get};
 
 const DEADLINE: Duration = Duration::from_secs(90);
 const NAMESPACE: &str = "default";
@@ -136,15 +138,6 @@ async fn create_pod(
         .await?)
 }
 
-/// The value of the sample of `metric` whose labels contain every `needle`.
-fn sample(metrics: &str, metric: &str, needles: &[String]) -> Option<String> {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(&format!("{metric}{{")))
-        .find(|l| needles.iter().all(|n| l.contains(n.as_str())))
-        .and_then(|l| Some(l.rsplit(' ').next()?.to_string()))
-}
-
 async fn requirement_events(client: &Client, pod: &str) -> anyhow::Result<Vec<Event>> {
     let events: Api<Event> = Api::namespaced(client.clone(), NAMESPACE);
     let lp = ListParams::default().fields(&format!("regarding.name={pod}"));
@@ -218,54 +211,48 @@ async fn pods_on_the_node_name_the_containers_in_metrics_and_get_an_event_when_a
         .await?;
 
     let labels = |pod: &str, container: &str| {
-        vec![format!(
-            "namespace=\"{NAMESPACE}\",pod=\"{pod}\",container=\"{container}\""
-        )]
-    };
-    let with = |mut l: Vec<String>, extra: &str| {
-        l.push(extra.to_string());
-        l
+        format!("namespace=\"{NAMESPACE}\",pod=\"{pod}\",container=\"{container}\"")
     };
     let es_labels = labels(&es_name, "elasticsearch");
     let app_labels = labels(&app_name, "app");
     let metrics = wait_for("the named containers' series", DEADLINE, || async {
-        let text = http_get(port, "/metrics").map(|r| r.1).unwrap_or_default();
-        let named = sample(&text, "volpool_container_limit", &es_labels).is_some()
-            && sample(&text, "volpool_container_limit", &app_labels).is_some();
+        let text = http_get(port, "/metrics")?.1;
+        let named = sample(&text, "volpool_container_limit", &[&es_labels]).is_some()
+            && sample(&text, "volpool_container_limit", &[&app_labels]).is_some();
         Ok(named.then_some(text))
     })
     .await?;
-    let memlock_soft = with(es_labels.clone(), "resource=\"memlock\",kind=\"soft\"");
+    let memlock_soft = [es_labels.as_str(), "resource=\"memlock\",kind=\"soft\""];
     assert_eq!(
-        sample(&metrics, "volpool_container_limit", &memlock_soft).as_deref(),
-        Some("65536"),
+        sample(&metrics, "volpool_container_limit", &memlock_soft),
+        Some(65536.0),
         "{metrics}"
     );
-    let memlock_met = with(es_labels.clone(), "requirement=\"memlock\"");
+    let memlock_met = [es_labels.as_str(), "requirement=\"memlock\""];
     assert_eq!(
-        sample(&metrics, "volpool_workload_requirement_met", &memlock_met).as_deref(),
-        Some("0"),
+        sample(&metrics, "volpool_workload_requirement_met", &memlock_met),
+        Some(0.0),
         "{metrics}"
     );
-    let nproc_met = with(es_labels.clone(), "requirement=\"nproc\"");
+    let nproc_met = [es_labels.as_str(), "requirement=\"nproc\""];
     assert_eq!(
-        sample(&metrics, "volpool_workload_requirement_met", &nproc_met).as_deref(),
-        Some("1"),
+        sample(&metrics, "volpool_workload_requirement_met", &nproc_met),
+        Some(1.0),
         "{metrics}"
     );
-    let nofile_met = with(app_labels.clone(), "requirement=\"nofile\"");
+    let nofile_met = [app_labels.as_str(), "requirement=\"nofile\""];
     assert_eq!(
-        sample(&metrics, "volpool_workload_requirement_met", &nofile_met).as_deref(),
-        Some("0"),
+        sample(&metrics, "volpool_workload_requirement_met", &nofile_met),
+        Some(0.0),
         "the annotation asks for 65535: {metrics}"
     );
     assert_eq!(
         sample(
             &metrics,
             "volpool_container_locked_memory_bytes",
-            &app_labels
+            &[&app_labels]
         ),
-        Some(app.locked_bytes()?.to_string()),
+        Some(app.locked_bytes()? as f64),
         "{metrics}"
     );
     let max_map_count = std::fs::read_to_string("/proc/sys/vm/max_map_count")?;
@@ -317,8 +304,8 @@ async fn pods_on_the_node_name_the_containers_in_metrics_and_get_an_event_when_a
         "the Elasticsearch container's series to vanish",
         DEADLINE,
         || async {
-            let text = http_get(port, "/metrics").map(|r| r.1).unwrap_or_default();
-            let gone = text.contains(&app_labels[0]) && !text.contains(&es_labels[0]);
+            let text = http_get(port, "/metrics")?.1;
+            let gone = text.contains(&app_labels) && !text.contains(&es_labels);
             Ok(gone.then_some(()))
         },
     )

@@ -22,13 +22,13 @@ use serde_json::json;
 use volpool_api::{
     LABEL_HEALTH, LABEL_NODE, LABEL_POOL, NodeVolumes, VolumePool, VolumeState, local_pv_name,
 };
-use volpool_e2e::agent::TempDir;
 use volpool_e2e::controller::{
     Controller, LEASE_NAMESPACE, capacity, create_class, create_namespace, create_pool, label,
     phase, pvs_of, spread_statefulset, wait_for_event, wait_for_pv, wait_for_pvs,
 };
-use volpool_e2e::disks::{DiskNode, Fs};
+use volpool_e2e::disks::DiskNode;
 use volpool_e2e::{apply_crds, client, unique, wait_for};
+use volpool_testkit::{Fs, TempDir};
 
 /// Node label that puts a test's nodes (and only them) in its pool.
 const LABEL_TEST_NODE: &str = "volpool.io/e2e-node";

@@ -7,9 +7,10 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::Value;
-use volpool_e2e::agent::{TempDir, agent_binary};
+use volpool_e2e::agent::agent_binary;
 use volpool_e2e::nfs::{HostRoot, NfsServer, output_within};
 use volpool_e2e::unique;
+use volpool_testkit::TempDir;
 
 /// Generous: an install downloads and unpacks ~30 packages on a shared 2-core machine.
 const INSTALL_DEADLINE: Duration = Duration::from_secs(900);
@@ -139,7 +140,7 @@ fn on_this_kernel_the_kernel_check_says_what_is_missing() {
 #[test]
 fn exports_are_listed_and_a_path_not_exported_is_reported() {
     let agent = agent_binary().expect("agent binary");
-    let dir = TempDir::new(&unique("volpool-nfs-export")).expect("temp dir");
+    let dir = TempDir::new("volpool-nfs-export").expect("temp dir");
     let export = dir.join("export");
     let nfs = NfsServer::start(&[&export]).expect("nfs-ganesha");
     let export = export.to_string_lossy().into_owned();
@@ -184,7 +185,7 @@ fn exports_are_listed_and_a_path_not_exported_is_reported() {
 #[test]
 fn a_stopped_or_hung_server_fails_within_the_deadline_with_the_real_error() {
     let agent = agent_binary().expect("agent binary");
-    let dir = TempDir::new(&unique("volpool-nfs-down")).expect("temp dir");
+    let dir = TempDir::new("volpool-nfs-down").expect("temp dir");
     let export = dir.join("export");
     let nfs = NfsServer::start(&[&export]).expect("nfs-ganesha");
     let pools = dir.join("pools.yaml");
@@ -238,7 +239,7 @@ fn a_stopped_or_hung_server_fails_within_the_deadline_with_the_real_error() {
 #[test]
 fn nfsv3_with_locking_needs_statd_registered_with_the_hosts_portmapper() {
     let agent = agent_binary().expect("agent binary");
-    let dir = TempDir::new(&unique("volpool-nfs-statd")).expect("temp dir");
+    let dir = TempDir::new("volpool-nfs-statd").expect("temp dir");
     let export = dir.join("export");
     let nfs = NfsServer::start(&[&export]).expect("nfs-ganesha");
     let pools = dir.join("pools.yaml");
@@ -302,8 +303,8 @@ async fn the_agent_labels_its_node_and_publishes_the_nfs_client_status() -> anyh
     use kube::Api;
     use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
     use volpool_api::{LABEL_HOSTNAME, LABEL_NFS_CLIENT, NodeVolumes, VolumePool};
-    use volpool_e2e::agent::{free_port, http_get};
     use volpool_e2e::{apply_crds, client, create_node, wait_for};
+    use volpool_testkit::{free_port, http_get};
 
     let client = client().await?;
     apply_crds(&client).await?;
@@ -320,7 +321,7 @@ async fn the_agent_labels_its_node_and_publishes_the_nfs_client_status() -> anyh
         )
         .await?;
 
-    let dir = TempDir::new(&unique("volpool-nfs-agent"))?;
+    let dir = TempDir::new("volpool-nfs-agent")?;
     let export = dir.join("export");
     let nfs = NfsServer::start(&[&export])?;
     let pool_name = unique("nfs-pool");
@@ -385,7 +386,7 @@ async fn the_agent_labels_its_node_and_publishes_the_nfs_client_status() -> anyh
         .expect("server");
     assert_eq!(server.server, nfs.address());
     assert_eq!(server.exports, [export.display().to_string()]);
-    let (_, metrics) = http_get(port, "/metrics").expect("/metrics answers");
+    let (_, metrics) = http_get(port, "/metrics")?;
     assert!(metrics.contains("volpool_nfs_client_ready 1"), "{metrics}");
     assert!(
         metrics.contains(&format!(
@@ -419,7 +420,7 @@ async fn the_agent_labels_its_node_and_publishes_the_nfs_client_status() -> anyh
         .find(|c| c.name == "mount-helper")
         .expect("mount-helper check");
     assert_eq!(helper.status, volpool_api::CheckStatus::NonOK, "{helper:?}");
-    let (_, metrics) = http_get(port, "/metrics").expect("/metrics answers");
+    let (_, metrics) = http_get(port, "/metrics")?;
     assert!(
         metrics.contains("volpool_nfs_client_check{check=\"mount-helper\"} 0"),
         "{metrics}"
@@ -437,8 +438,8 @@ async fn the_daemon_installs_the_client_when_allowed_and_records_an_event() -> a
     use kube::Api;
     use kube::api::{DeleteParams, ListParams};
     use volpool_api::{CheckStatus, LABEL_NFS_CLIENT, NodeVolumes};
-    use volpool_e2e::agent::free_port;
     use volpool_e2e::{apply_crds, client, create_node, wait_for};
+    use volpool_testkit::free_port;
 
     let client = client().await?;
     apply_crds(&client).await?;

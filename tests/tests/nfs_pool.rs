@@ -13,12 +13,12 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use volpool_api::VolumePool;
-use volpool_e2e::agent::TempDir;
 use volpool_e2e::controller::{
     Controller, LABEL_TEST, LONG, create_class, create_namespace, phase, pvs_of,
 };
 use volpool_e2e::nfs::NfsServer;
 use volpool_e2e::{FIELD_MANAGER, apply_crds, client, unique, wait_for};
+use volpool_testkit::TempDir;
 
 /// The `pv-*` directories (and archived ones) in the exported directory, as the server has them.
 fn dirs_on_server(export: &Path, prefix: &str) -> BTreeSet<String> {
