@@ -1,0 +1,101 @@
+//! The agent's command line: global flags, the daemon's flags (no subcommand) and the
+//! subcommands `scan`, `limits`, `scrub` and `check-nfs`. Parsed by `main`, which dispatches.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::cleanup;
+use crate::output;
+
+/// volpool node agent: discovers and measures the volumes of local pools on this node and
+/// publishes them as NodeVolumes/<node>.
+#[derive(Parser)]
+#[command(version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Where the node's root filesystem is (`/host` in a pod; `/` when run directly).
+    #[arg(long, global = true, env = "HOST_ROOT")]
+    pub host_root: Option<PathBuf>,
+    /// This node's name (required in a cluster).
+    #[arg(long, global = true, env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Read VolumePools from this YAML stream instead of the cluster (no publishing).
+    #[arg(long, global = true)]
+    pub pools_file: Option<PathBuf>,
+    /// Deadline of each statvfs; a mount that does not answer is Stuck.
+    #[arg(long, global = true, default_value = "2s", value_parser = duration)]
+    pub probe_timeout: Duration,
+    /// Probe threads kept for normal work.
+    #[arg(long, global = true, default_value_t = 4)]
+    pub probe_workers: usize,
+    /// Most probe threads at once, blocked ones included.
+    #[arg(long, global = true, default_value_t = 16)]
+    pub max_probe_threads: usize,
+    /// Listen address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9810")]
+    pub metrics_addr: String,
+    /// Full rescan period (mount changes are noticed at once anyway).
+    #[arg(long, default_value = "60s", value_parser = duration)]
+    pub resync: Duration,
+    /// Install the NFS client into the host (chrooted) when it is missing.
+    #[arg(long, env = "INSTALL_NFS_CLIENT")]
+    pub install_nfs_client: bool,
+    /// Deadline of each command of an NFS client install (--install-nfs-client).
+    #[arg(long, default_value = "10m", value_parser = duration)]
+    pub install_timeout: Duration,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Scan once and print the NodeVolumes status this node would publish.
+    Scan {
+        /// Output format.
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: output::Format,
+    },
+    /// Print the node's and every container's memlock/nofile/nproc limits, locked memory and
+    /// unmet requirements (Elasticsearch profile, volpool.io/require-* pod annotations), once.
+    /// Containers are named from the Pods on --node-name when a cluster answers. Exit status 1
+    /// when a requirement is not met.
+    Limits {
+        /// Output format.
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: output::Format,
+    },
+    /// Scrub one volume of the --pools-file pools by hand, as the daemon does for a request in
+    /// NodeVolumes spec.cleanups: found by its volume ID (as `scan` prints it), refused if no
+    /// entry has it. Exit status 0 Succeeded, 1 Failed, 2 Refused.
+    Scrub {
+        /// The volume's identity (`volumeID`).
+        #[arg(long)]
+        volume_id: String,
+        /// Wipe (delete a filesystem's contents), Discard or Zero (a block device).
+        #[arg(long, value_parser = cleanup::cli::parse_method)]
+        method: volpool_api::CleanupMethod,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: output::Format,
+    },
+    /// Check the NFS client prerequisites (and probe the NFS pools' servers), once.
+    CheckNfs {
+        /// Install the NFS client into the host root when it is missing.
+        #[arg(long)]
+        install: bool,
+        /// Deadline of each install command.
+        #[arg(long, default_value = "10m", value_parser = duration)]
+        install_timeout: Duration,
+        /// Deadline of each network step of a server probe.
+        #[arg(long, default_value = "5s", value_parser = duration)]
+        nfs_timeout: Duration,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: output::Format,
+    },
+}
+
+pub fn duration(text: &str) -> Result<Duration, String> {
+    volpool_api::units::parse_duration(text).map_err(|e| e.to_string())
+}
