@@ -184,3 +184,44 @@ fn fatal_errors_name_the_file_and_exit_non_zero() -> anyhow::Result<()> {
     assert!(err.contains("proc/1/mountinfo"), "{err}");
     Ok(())
 }
+
+/// The `fs` pool's entry `name`, as `volpool-agent scan` on `node` reports it.
+fn scan_one(node: &FakeNode, pools: &std::path::Path, name: &str) -> anyhow::Result<VolumeReport> {
+    let out = node
+        .command(AGENT)
+        .args(["scan", "--host-root", "/", "-o", "json", "--pools-file"])
+        .arg(pools)
+        .output()
+        .expect("agent runs");
+    check(&out, "volpool-agent scan")?;
+    let status: NodeVolumesStatus = serde_json::from_slice(&out.stdout).expect("json status");
+    Ok(find(&status, "fs", name).clone())
+}
+
+#[test]
+fn a_tmpfs_mounted_again_is_a_new_volume() -> anyhow::Result<()> {
+    let tmp = TempDir::new("volpool-remount")?;
+    let disks = tmp.join("disks");
+    std::fs::create_dir_all(disks.join("t")).expect("mkdir");
+    let pools = pools_file(&tmp, &disks, "1Mi", false)?;
+    let node = FakeNode::new()?;
+    let mount = format!("mount -t tmpfs -o size=8m t '{}/t'", disks.display());
+    node.sh(&mount)?;
+    let first = scan_one(&node, &pools, "t")?;
+    assert_eq!(
+        scan_one(&node, &pools, "t")?.volume_id,
+        first.volume_id,
+        "stable while mounted"
+    );
+
+    // The kernel hands the freed anonymous device number (and mount ID) to the next tmpfs, so
+    // the replacement looks like the old one unless its identity says when it was made.
+    node.sh(&format!("umount '{}/t'; {mount}", disks.display()))?;
+    let second = scan_one(&node, &pools, "t")?;
+    assert_eq!(second.state, VolumeState::Ready, "{second:?}");
+    assert_ne!(
+        second.volume_id, first.volume_id,
+        "a new tmpfs is a new volume"
+    );
+    Ok(())
+}

@@ -92,6 +92,14 @@ pub trait Host: Send + Sync {
     fn stat(&self, path: &Path) -> io::Result<FileInfo>;
     /// `statvfs`. May block forever on a dead mount: only probe workers call it.
     fn statvfs(&self, path: &Path) -> io::Result<FsUsage>;
+    /// When the file was created (`statx` birth time), in nanoseconds since the epoch; an
+    /// error where the filesystem does not record it. Never call it on a mount that can hang.
+    fn birth_time(&self, path: &Path) -> io::Result<u128> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("no birth time for {}", path.display()),
+        ))
+    }
 
     /// Read and parse the host mount table.
     fn mount_table(&self) -> Result<MountTable> {

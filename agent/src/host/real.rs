@@ -114,6 +114,14 @@ impl Host for RealHost {
         Err(io::Error::other("too many levels of symbolic links"))
     }
 
+    fn birth_time(&self, path: &Path) -> io::Result<u128> {
+        let created = std::fs::metadata(self.local(path))?.created()?;
+        created
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .map_err(io::Error::other)
+    }
+
     fn statvfs(&self, path: &Path) -> io::Result<FsUsage> {
         let st = statvfs(&self.local(path)).map_err(io::Error::from)?;
         let frsize = st.fragment_size() as u64;

@@ -4,7 +4,8 @@
 //! ```text
 //!  mounted filesystem: /dev/disk/by-uuid/* whose device is the mount's major:minor → uuid:<fs uuid>
 //!                      else the superblock of the mount source (ext2/3/4, XFS, btrfs) → uuid:<fs uuid>
-//!                      else (tmpfs, FUSE, …: no stable ID exists)      → dev:<fstype>:<major>:<minor>
+//!                      tmpfs: its root's birth time (ns)              → dev:tmpfs:<major>:<minor>:<btime>
+//!                      else (FUSE, …: no stable ID exists)            → dev:<fstype>:<major>:<minor>
 //!                      a bind mount of a sub-tree appends its root    → uuid:<fs uuid>:<root>
 //!  block device:       udev's ID_WWN / sysfs wwid                     → wwn:<id>
 //!                      udev's ID_SERIAL / sysfs serial                → serial:<id>
@@ -14,7 +15,11 @@
 //! ```
 //!
 //! The `dev:` fallback changes when the filesystem is mounted again, so such a volume comes
-//! back as a new one: right for tmpfs, whose contents are gone by then.
+//! back as a new one: right for tmpfs, whose contents are gone by then. The kernel hands a
+//! freed anonymous device number to the next mount, though, so a tmpfs mounted right after
+//! another would get the same numbers: the birth time of its root directory (set when the
+//! tmpfs is made, the same through bind mounts and agent restarts) tells them apart. Only
+//! tmpfs is asked, because a `stat` on a hung FUSE or NFS mount never returns.
 
 use std::path::{Path, PathBuf};
 
@@ -33,7 +38,16 @@ pub fn filesystem_id(host: &dyn Host, mount: &Mount) -> String {
     match uuid {
         Some(uuid) if mount.root == "/" => format!("uuid:{uuid}"),
         Some(uuid) => format!("uuid:{uuid}:{}", mount.root),
-        None => format!("dev:{}:{}:{}", mount.fs_type, mount.major, mount.minor),
+        None => {
+            let dev = format!("dev:{}:{}:{}", mount.fs_type, mount.major, mount.minor);
+            match mount.fs_type.as_str() {
+                "tmpfs" => match host.birth_time(Path::new(&mount.mount_point)) {
+                    Ok(btime) => format!("{dev}:{btime}"),
+                    Err(_) => dev,
+                },
+                _ => dev,
+            }
+        }
     }
 }
 
