@@ -7,26 +7,16 @@
 use std::path::Path;
 use std::process::Command;
 
-use volpool_api::{CleanupOutcome, CleanupResult, NodeVolumesStatus};
-use volpool_testkit::{FakeNode, Fs, LoopDevice, TempDir, check, pools_file};
+mod common;
 
-const AGENT: &str = env!("CARGO_BIN_EXE_volpool-agent");
+use common::{AGENT, find, scan};
+use volpool_api::{CleanupOutcome, CleanupResult};
+use volpool_testkit::{FakeNode, Fs, LoopDevice, TempDir, check, pools_file};
 
 /// The volume ID `scan` reports for entry `name` of pool `pool`.
 fn volume_id(node: &FakeNode, pools: &Path, pool: &str, name: &str) -> String {
-    let out = node
-        .command(AGENT)
-        .args(["scan", "--host-root", "/", "-o", "json", "--pools-file"])
-        .arg(pools)
-        .output()
-        .expect("agent runs");
-    check(&out, "volpool-agent scan").expect("scan succeeds");
-    let status: NodeVolumesStatus = serde_json::from_slice(&out.stdout).expect("json status");
-    let entry = status
-        .volumes
-        .iter()
-        .find(|v| v.pool == pool && v.path.ends_with(&format!("/{name}")))
-        .unwrap_or_else(|| panic!("no entry {pool}/{name} in {status:#?}"));
+    let status = scan(node, pools).expect("scan succeeds");
+    let entry = find(&status, pool, name);
     assert!(!entry.volume_id.is_empty(), "{entry:?}");
     entry.volume_id.clone()
 }

@@ -5,18 +5,11 @@
 
 use std::process::Command;
 
-use volpool_api::{NodeVolumesStatus, VolumeMode, VolumeReport, VolumeState};
+mod common;
+
+use common::{AGENT, find, scan};
+use volpool_api::{NodeVolumesStatus, VolumeMode, VolumeState};
 use volpool_testkit::{FakeNode, Fs, LoopDevice, TempDir, check, pools_file};
-
-const AGENT: &str = env!("CARGO_BIN_EXE_volpool-agent");
-
-fn find<'a>(status: &'a NodeVolumesStatus, pool: &str, name: &str) -> &'a VolumeReport {
-    status
-        .volumes
-        .iter()
-        .find(|v| v.pool == pool && v.path.ends_with(&format!("/{name}")))
-        .unwrap_or_else(|| panic!("no entry {pool}/{name} in {status:#?}"))
-}
 
 #[test]
 fn scan_reports_every_entry_with_its_state_and_real_capacity() -> anyhow::Result<()> {
@@ -185,19 +178,6 @@ fn fatal_errors_name_the_file_and_exit_non_zero() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The `fs` pool's entry `name`, as `volpool-agent scan` on `node` reports it.
-fn scan_one(node: &FakeNode, pools: &std::path::Path, name: &str) -> anyhow::Result<VolumeReport> {
-    let out = node
-        .command(AGENT)
-        .args(["scan", "--host-root", "/", "-o", "json", "--pools-file"])
-        .arg(pools)
-        .output()
-        .expect("agent runs");
-    check(&out, "volpool-agent scan")?;
-    let status: NodeVolumesStatus = serde_json::from_slice(&out.stdout).expect("json status");
-    Ok(find(&status, "fs", name).clone())
-}
-
 #[test]
 fn a_tmpfs_mounted_again_is_a_new_volume() -> anyhow::Result<()> {
     let tmp = TempDir::new("volpool-remount")?;
@@ -207,9 +187,10 @@ fn a_tmpfs_mounted_again_is_a_new_volume() -> anyhow::Result<()> {
     let node = FakeNode::new()?;
     let mount = format!("mount -t tmpfs -o size=8m t '{}/t'", disks.display());
     node.sh(&mount)?;
-    let first = scan_one(&node, &pools, "t")?;
+    let first = find(&scan(&node, &pools)?, "fs", "t").clone();
+    let again = scan(&node, &pools)?;
     assert_eq!(
-        scan_one(&node, &pools, "t")?.volume_id,
+        find(&again, "fs", "t").volume_id,
         first.volume_id,
         "stable while mounted"
     );
@@ -217,7 +198,8 @@ fn a_tmpfs_mounted_again_is_a_new_volume() -> anyhow::Result<()> {
     // The kernel hands the freed anonymous device number (and mount ID) to the next tmpfs, so
     // the replacement looks like the old one unless its identity says when it was made.
     node.sh(&format!("umount '{}/t'; {mount}", disks.display()))?;
-    let second = scan_one(&node, &pools, "t")?;
+    let status = scan(&node, &pools)?;
+    let second = find(&status, "fs", "t");
     assert_eq!(second.state, VolumeState::Ready, "{second:?}");
     assert_ne!(
         second.volume_id, first.volume_id,
