@@ -468,11 +468,17 @@ fn values_breaking_the_schema_are_refused_naming_the_value() -> anyhow::Result<(
         ),
         ("pools:\n- name: p\n", "/pools/0"),
     ];
-    for (values, named) in cases {
+    for (index, (values, named)) in cases.iter().enumerate() {
         let path = std::env::temp_dir().join(format!("{}.yaml", unique("helm-bad-values")));
         std::fs::write(&path, values)?;
         let file = path.to_str().context("temp path is not UTF-8")?;
-        for command in ["template", "lint"] {
+        // NB: lint validates the same way; once is enough to show it refuses too.
+        let commands: &[&str] = if index == 0 {
+            &["template", "lint"]
+        } else {
+            &["template"]
+        };
+        for &command in commands {
             let args: Vec<&str> = match command {
                 "template" => vec!["template", "volpool", CHART, "-f", file],
                 _ => vec!["lint", CHART, "-f", file],
@@ -855,5 +861,178 @@ async fn a_packaged_chart_installs() -> anyhow::Result<()> {
         &release.namespace,
     )?;
     std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// A control plane of its own with one real node (kubelet, containerd, kube-proxy:
+/// `tests/cluster/up --nodes 1`) and the `:dev` images of this workspace loaded into it;
+/// brought down on drop. Its own, because the agents of a release listen on every node's port
+/// 9810: no other installation may share its nodes.
+struct NodeCluster {
+    dir: PathBuf,
+    kubeconfig: String,
+}
+
+impl NodeCluster {
+    fn up() -> anyhow::Result<Self> {
+        let images = run_script(
+            Command::new("flock")
+                .arg(std::env::temp_dir().join("volpool-build-local.lock"))
+                .arg(repo_root().join("deploy/images/build-local"))
+                .arg("volpool"),
+        )?;
+        let dir = std::env::temp_dir().join(unique("volpool-helm-nodes"));
+        let mut cluster = Self {
+            dir,
+            kubeconfig: String::new(),
+        };
+        let up = run_script(cluster.script("tests/cluster/up").args(["--nodes", "1"]))?;
+        cluster.kubeconfig = up
+            .lines()
+            .filter_map(|l| l.strip_prefix("export KUBECONFIG="))
+            .next_back()
+            .context("tests/cluster/up printed no KUBECONFIG")?
+            .trim()
+            .to_string();
+        let tarballs = images.lines().filter_map(|l| l.split_whitespace().nth(1));
+        run_script(cluster.script("tests/cluster/node-load").args(tarballs))?;
+        Ok(cluster)
+    }
+
+    fn script(&self, path: &str) -> Command {
+        let mut command = Command::new(repo_root().join(path));
+        command
+            .env("VOLPOOL_CLUSTER_DIR", &self.dir)
+            .current_dir(repo_root());
+        command
+    }
+
+    fn helm(&self, args: &[&str]) -> anyhow::Result<String> {
+        helm_ok(&[&["--kubeconfig", self.kubeconfig.as_str()], args].concat())
+    }
+
+    fn get(&self, args: &[&str]) -> anyhow::Result<Value> {
+        let mut command = Command::new(kubectl_path());
+        command.args(["--kubeconfig", &self.kubeconfig, "get", "-o", "json"]);
+        Ok(serde_json::from_str(&run_script(command.args(args))?)?)
+    }
+}
+
+impl Drop for NodeCluster {
+    fn drop(&mut self) {
+        let _ = self.script("tests/cluster/down").output();
+        let _ = std::fs::remove_file(self.dir.with_extension("lock"));
+    }
+}
+
+/// Run a command to its end; its stdout, or an error with its stderr.
+fn run_script(command: &mut Command) -> anyhow::Result<String> {
+    let output = command
+        .output()
+        .with_context(|| format!("failed to run {command:?}"))?;
+    ensure!(
+        output.status.success(),
+        "{command:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+fn condition(object: &Value, kind: &str) -> bool {
+    items(&object["status"]["conditions"])
+        .iter()
+        .any(|c| c["type"] == kind && c["status"] == "True")
+}
+
+/// Every container of the release's pods runs with `RUST_LOG=<level>` and is ready.
+fn pods_log_at(cluster: &NodeCluster, namespace: &str, level: &str) -> anyhow::Result<bool> {
+    let pods = cluster.get(&["pods", "-n", namespace])?;
+    let pods: Vec<&Value> = items(&pods["items"])
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .collect();
+    Ok(pods.len() == 3
+        && pods.iter().all(|pod| {
+            let ready = condition(pod, "Ready");
+            let level_set = items(&pod["spec"]["containers"][0]["env"])
+                .iter()
+                .any(|e| e["name"] == "RUST_LOG" && e["value"] == level);
+            ready && level_set
+        }))
+}
+
+#[tokio::test]
+async fn on_a_real_node_the_release_runs_makes_pvs_rolls_and_leaves_them() -> anyhow::Result<()> {
+    let cluster = NodeCluster::up()?;
+    let pool = unique("helm-disks");
+    let disk = format!("/mnt/{pool}/vol1");
+    run_script(cluster.script("tests/cluster/node-exec").args([
+        "node-1",
+        "--",
+        "sh",
+        "-c",
+        &format!("mkdir -p {disk} && mount -t tmpfs -o size=2g volpool-helm {disk}"),
+    ]))?;
+    let values = std::env::temp_dir().join(format!("{pool}.values.yaml"));
+    let dev = json!({"tag": "dev", "pullPolicy": "Never"});
+    let given = json!({
+        "agent": {"image": dev},
+        "controller": {"image": dev},
+        "pools": [{"name": pool, "local": {"discoveryDir": format!("/mnt/{pool}")}}],
+    });
+    std::fs::write(&values, serde_yaml::to_string(&given)?)?;
+    let values = values.to_str().context("temp path is not UTF-8")?;
+    let namespace = "volpool-system";
+    let release = ["-n", namespace, "-f", values, "--wait", "--timeout", "3m"];
+
+    // Install as the README says: the agent Ready on the node, the controller Available with
+    // a leader, and the pool's disk a PV.
+    cluster.helm(
+        &[
+            &["install", "volpool", CHART, "--create-namespace"],
+            &release[..],
+        ]
+        .concat(),
+    )?;
+    let deployment = cluster.get(&["deployment", "volpool-controller", "-n", namespace])?;
+    assert!(
+        condition(&deployment, "Available"),
+        "{}",
+        deployment["status"]
+    );
+    let agents = cluster.get(&["daemonset", "volpool-agent", "-n", namespace])?;
+    assert_eq!(agents["status"]["numberReady"], 1, "{}", agents["status"]);
+    let lease = cluster.get(&["lease", "volpool-controller", "-n", namespace])?;
+    let holder = text(&lease["spec"]["holderIdentity"]);
+    assert!(
+        holder.starts_with("volpool-controller-"),
+        "Lease holder {holder:?}"
+    );
+    let selector = format!("volpool.io/pool={pool}");
+    let pvs = || async {
+        let list = cluster.get(&["pv", "-l", &selector])?;
+        Ok((!items(&list["items"]).is_empty()).then_some(()))
+    };
+    wait_for("a PV of the pool's disk", Duration::from_secs(60), pvs).await?;
+
+    // Upgrade the log level: the pods roll, and all of them run with the new value.
+    let debug = ["--set", "agent.logLevel=debug,controller.logLevel=debug"];
+    cluster.helm(&[&["upgrade", "volpool", CHART], &release[..], &debug[..]].concat())?;
+    wait_for(
+        "every pod rolled to RUST_LOG=debug",
+        Duration::from_secs(120),
+        || async { Ok(pods_log_at(&cluster, namespace, "debug")?.then_some(())) },
+    )
+    .await?;
+
+    // Uninstall: the workloads go, the PV and the CRDs stay, as the README says.
+    cluster.helm(&["uninstall", "volpool", "-n", namespace, "--wait"])?;
+    for kind in ["daemonset", "deployment", "volumepool"] {
+        let left = cluster.get(&[kind, "-A", "-l", "app.kubernetes.io/instance=volpool"])?;
+        assert!(items(&left["items"]).is_empty(), "{kind} left: {left}");
+    }
+    let pvs = cluster.get(&["pv", "-l", &selector])?;
+    assert_eq!(items(&pvs["items"]).len(), 1, "the pool's PV must stay");
+    cluster.get(&["crd", "volumepools.volpool.io", "nodevolumes.volpool.io"])?;
     Ok(())
 }
