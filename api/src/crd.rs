@@ -4,11 +4,16 @@
 //! `oneOf: [{required: [local]}, {required: [nfs]}]`, which a 1.20 apiserver enforces, so a
 //! pool with both sources or none is refused at `kubectl apply` time. Rules 1.20 cannot express
 //! (quantities, durations, mode/cleanup pairs) are in [`crate::VolumePool::validate`].
+//!
+//! Every map (`labels`, a selector's `matchLabels`) is `nullable`: a 1.20 apiserver's
+//! server-side apply stores a map the applier stopped setting as `null`, and refuses the
+//! apply unless the schema allows it. Serde reads that `null` as an empty map.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray,
 };
 use kube::CustomResourceExt;
+use serde::{Deserialize, Deserializer};
 
 use crate::{NodeVolumes, VolumePool};
 
@@ -30,6 +35,7 @@ pub fn volume_pool() -> CustomResourceDefinition {
                     prop.nullable = None;
                 }
             }
+            nullable_maps(spec);
             spec.one_of = Some(
                 ["local", "nfs"]
                     .iter()
@@ -42,6 +48,28 @@ pub fn volume_pool() -> CustomResourceDefinition {
         }
     }
     crd
+}
+
+/// Mark every map in a schema `nullable` (see the module docs).
+fn nullable_maps(schema: &mut JSONSchemaProps) {
+    if schema.additional_properties.is_some() {
+        schema.nullable = Some(true);
+    }
+    for prop in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        nullable_maps(prop);
+    }
+    if let Some(JSONSchemaPropsOrArray::Schema(items)) = schema.items.as_mut() {
+        nullable_maps(items);
+    }
+}
+
+/// Read an explicit `null` as the type's default, as if the field were absent.
+pub(crate) fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// The NodeVolumes CRD.
@@ -108,6 +136,15 @@ mod tests {
                 "deploy/crds/{name} is stale: run `cargo run -p volpool-api --bin crdgen` and commit the result"
             );
         }
+    }
+
+    #[test]
+    fn a_null_map_reads_as_empty() {
+        let pool: crate::VolumePoolSpec = serde_json::from_value(serde_json::json!({
+            "storageClassName": "c", "labels": null, "local": {"discoveryDir": "/d"},
+        }))
+        .expect("null labels read");
+        assert!(pool.labels.is_empty());
     }
 
     #[test]

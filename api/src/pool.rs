@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-use crate::units::{parse_bytes, parse_duration};
+use crate::{crd::null_as_default as nulls, units::parse_bytes, units::parse_duration};
 
 /// A pool of ready PersistentVolumes made from node disks (`local`) or an NFS export (`nfs`).
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -46,7 +46,8 @@ pub struct VolumePoolSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<LabelSelector>,
     /// Extra labels put on every PV.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, deserialize_with = "nulls")]
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     /// How long a Released PV waits before it is scrubbed (an undo window), e.g. `10m`.
     #[serde(default = "zero_duration")]
