@@ -12,6 +12,7 @@ pub mod controller;
 pub mod deploy;
 pub mod disks;
 pub mod nfs;
+pub mod nodes;
 pub mod prometheus;
 
 pub use volpool_testkit::{repo_root, wait_for};

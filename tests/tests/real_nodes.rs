@@ -1,0 +1,454 @@
+//! volpool on real nodes: kubelet 1.20.2, containerd and runc, kube-proxy
+//! (`tests/cluster/up --nodes 2`), installed with `kubectl apply -k deploy/overlays/dev/` from
+//! images built without a registry. Pods write to volpool's volumes for real.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use k8s_openapi::api::core::v1::{PersistentVolume, Pod};
+use kube::Api;
+use kube::api::ListParams;
+use serde_json::Value;
+use volpool_e2e::deploy::kubectl_path;
+use volpool_e2e::nodes::{self, BUSYBOX, Disk, NODES, kubectl};
+use volpool_e2e::{repo_root, unique, wait_for};
+
+const POD_TIMEOUT: Duration = Duration::from_secs(90);
+
+// ---------------------------------------------------------------- without a cluster
+
+/// What a Dockerfile's last stage installs and runs.
+#[derive(Debug, PartialEq)]
+struct Runtime {
+    base: String,
+    packages: Vec<String>,
+    binary: String,
+    user: String,
+    entrypoint: Vec<String>,
+}
+
+fn dockerfile_runtime(text: &str) -> anyhow::Result<Runtime> {
+    let stage = text
+        .rsplit_once("\nFROM ")
+        .map(|(_, s)| s)
+        .context("no FROM")?;
+    let base = stage.lines().next().unwrap_or_default().trim().to_owned();
+    let packages = stage
+        .split_once("--no-install-recommends")
+        .map(|(_, rest)| {
+            rest.split(['\n', '&'])
+                .next()
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter(|word| *word != "\\")
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let line = |keyword: &str| {
+        stage
+            .lines()
+            .find_map(|l| l.strip_prefix(keyword))
+            .map(|v| v.trim().to_owned())
+    };
+    let binary = line("COPY ")
+        .and_then(|copy| copy.split_whitespace().last().map(str::to_owned))
+        .context("no COPY")?;
+    let entrypoint = serde_json::from_str(&line("ENTRYPOINT ").context("no ENTRYPOINT")?)?;
+    Ok(Runtime {
+        base,
+        packages,
+        binary,
+        user: line("USER ").unwrap_or_default(),
+        entrypoint,
+    })
+}
+
+#[test]
+fn images_match_the_dockerfiles() -> anyhow::Result<()> {
+    let out = Command::new(repo_root().join("deploy/images/build-local"))
+        .arg("spec")
+        .output()?;
+    ensure!(out.status.success(), "build-local spec failed");
+    let spec: BTreeMap<String, Value> = serde_json::from_slice(&out.stdout)?;
+    for (image, local) in &spec {
+        let path = repo_root().join(format!("deploy/images/{image}.Dockerfile"));
+        let docker = dockerfile_runtime(&std::fs::read_to_string(&path)?)?;
+        let local = Runtime {
+            base: local["base"].as_str().unwrap_or_default().into(),
+            packages: serde_json::from_value(local["packages"].clone())?,
+            binary: local["binary"].as_str().unwrap_or_default().into(),
+            user: local["user"].as_str().unwrap_or_default().into(),
+            entrypoint: serde_json::from_value(local["entrypoint"].clone())?,
+        };
+        // NB: the Dockerfile's base is the slim variant of the same release.
+        ensure!(
+            docker.base.starts_with(&local.base),
+            "{image}: Dockerfile base {} is not {}",
+            docker.base,
+            local.base
+        );
+        let docker = Runtime {
+            base: local.base.clone(),
+            ..docker
+        };
+        ensure!(
+            docker == local,
+            "{image}: {} and deploy/images/build-local differ:\n{docker:?}\n{local:?}",
+            path.display()
+        );
+    }
+    ensure!(spec.len() == 2, "build-local builds {:?}", spec.keys());
+    Ok(())
+}
+
+fn kustomize(dir: &str) -> anyhow::Result<String> {
+    let out = Command::new(kubectl_path())
+        .args(["kustomize", dir])
+        .current_dir(repo_root())
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "kubectl kustomize {dir}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+#[test]
+fn dev_overlay_is_deploy_with_dev_images_never_pulled() -> anyhow::Result<()> {
+    let base = kustomize("deploy/")?;
+    let dev = kustomize("deploy/overlays/dev/")?;
+    let expected = base
+        .replace(
+            "image: volpool-agent:0.1.0\n",
+            "image: volpool-agent:dev\n        imagePullPolicy: Never\n",
+        )
+        .replace(
+            "image: volpool-controller:0.1.0\n",
+            "image: volpool-controller:dev\n        imagePullPolicy: Never\n",
+        );
+    ensure!(expected != base, "deploy/ no longer names the 0.1.0 images");
+    ensure!(
+        dev == expected,
+        "deploy/overlays/dev/ renders more than deploy/ with the :dev images; a file added to \
+         deploy/kustomization.yaml must also be in a base the overlay uses"
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------- on real nodes
+
+/// A StorageClass and a local VolumePool of that name over `/mnt/<pool>` on every node.
+fn local_pool(pool: &str) -> anyhow::Result<String> {
+    nodes::apply(&format!(
+        "apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {{name: {pool}}}
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: WaitForFirstConsumer
+reclaimPolicy: Delete
+---
+apiVersion: volpool.io/v1alpha1
+kind: VolumePool
+metadata: {{name: {pool}}}
+spec:
+  storageClassName: {pool}
+  reclaimPolicy: Delete
+  local: {{discoveryDir: /mnt/{pool}, minCapacity: 1Gi}}
+"
+    ))?;
+    Ok(format!("/mnt/{pool}"))
+}
+
+fn namespace(name: &str) -> anyhow::Result<()> {
+    nodes::apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}}}\n"
+    ))
+}
+
+fn claim(ns: &str, name: &str, class: &str) -> anyhow::Result<()> {
+    nodes::apply(&format!(
+        "apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  storageClassName: {class}
+  accessModes: [ReadWriteOnce]
+  resources: {{requests: {{storage: 1Gi}}}}
+"
+    ))
+}
+
+/// A busybox pod with the claim at /data that runs `script`, then sleeps.
+fn writer_pod(ns: &str, name: &str, claim: &str, script: &str) -> anyhow::Result<()> {
+    nodes::apply(&format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: {ns}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: {BUSYBOX}
+    imagePullPolicy: Never
+    command: [sh, -c, '{script}; exec sleep 3600']
+    volumeMounts: [{{name: data, mountPath: /data}}]
+  volumes: [{{name: data, persistentVolumeClaim: {{claimName: {claim}}}}}]
+"
+    ))
+}
+
+/// Wait until the pod runs; returns its node.
+async fn running(ns: &str, name: &str) -> anyhow::Result<String> {
+    let pods: Api<Pod> = Api::namespaced(nodes::client().await?, ns);
+    wait_for(&format!("pod {ns}/{name} Running"), POD_TIMEOUT, || async {
+        let pod = pods.get(name).await?;
+        let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
+        Ok((phase.as_deref() == Some("Running"))
+            .then(|| pod.spec.and_then(|s| s.node_name))
+            .flatten())
+    })
+    .await
+}
+
+async fn delete_pod(ns: &str, name: &str) -> anyhow::Result<()> {
+    kubectl(&["-n", ns, "delete", "pod", name, "--wait=false"])?;
+    let pods: Api<Pod> = Api::namespaced(nodes::client().await?, ns);
+    wait_for(&format!("pod {ns}/{name} gone"), POD_TIMEOUT, || async {
+        Ok(pods.get_opt(name).await?.is_none().then_some(()))
+    })
+    .await
+}
+
+fn exec(ns: &str, pod: &str, script: &str) -> anyhow::Result<String> {
+    kubectl(&["-n", ns, "exec", pod, "--", "sh", "-c", script])
+}
+
+/// Wait for the pool's PV of a disk (`<pool>-<node>-<disk>-…`) to be in `phase`.
+async fn pv_of(pool: &str, node: &str, disk: &str, phase: &str) -> anyhow::Result<String> {
+    let pvs: Api<PersistentVolume> = Api::all(nodes::client().await?);
+    let prefix = format!("{pool}-{node}-{disk}-");
+    wait_for(
+        &format!("a PV {prefix}… {phase}"),
+        Duration::from_secs(60),
+        || async {
+            let list = pvs
+                .list(&ListParams::default().labels(&format!("{}={pool}", volpool_api::LABEL_POOL)))
+                .await?;
+            Ok(list.items.into_iter().find_map(|pv| {
+                let name = pv.metadata.name?;
+                let now = pv.status.and_then(|s| s.phase);
+                (name.starts_with(&prefix) && now.as_deref() == Some(phase)).then_some(name)
+            }))
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn volpool_installs_on_every_node_and_reaches_the_apiserver_through_its_service()
+-> anyhow::Result<()> {
+    nodes::install().await?;
+    let client = nodes::client().await?;
+    let agents = nodes::agents_ready(&client).await?;
+    let mut on: Vec<String> = agents
+        .iter()
+        .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+        .collect();
+    on.sort();
+    ensure!(on == NODES, "agent pods on {on:?}, not on every node");
+    let leader = nodes::controller_leader(&client).await?;
+    ensure!(leader.starts_with("volpool-controller-"), "leader {leader}");
+
+    // In-cluster config: the kubelet-mounted token and the `kubernetes` Service (kube-proxy's
+    // rules in the node's network namespace lead to the apiserver); no kubeconfig anywhere.
+    for agent in &agents {
+        let name = agent.metadata.name.as_deref().unwrap_or_default();
+        let env = kubectl(&["-n", "volpool-system", "exec", name, "--", "env"])?;
+        ensure!(
+            env.contains("KUBERNETES_SERVICE_HOST=10.0.0.1\n") && !env.contains("KUBECONFIG="),
+            "{name}: not in-cluster config:\n{env}"
+        );
+        let token = kubectl(&[
+            "-n",
+            "volpool-system",
+            "exec",
+            name,
+            "--",
+            "cat",
+            "/var/run/secrets/kubernetes.io/serviceaccount/token",
+        ])?;
+        ensure!(token.len() > 100, "{name}: no ServiceAccount token mounted");
+    }
+    // What the agents could only have written through the apiserver: their nodes' reports.
+    for node in NODES {
+        let report = kubectl(&[
+            "get",
+            "nodevolumes",
+            node,
+            "-o",
+            "jsonpath={.status.agentVersion}",
+        ])?;
+        ensure!(
+            !report.is_empty(),
+            "no NodeVolumes status from the agent on {node}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_pod_writes_to_a_disk_mounted_on_its_node_and_the_next_pod_reads_it() -> anyhow::Result<()>
+{
+    nodes::install().await?;
+    let pool = unique("rn-write");
+    let dir = local_pool(&pool)?;
+    let node = NODES[0];
+    // Mounted after the agent pod started: HostToContainer brings it into the agent's /host.
+    let disk = Disk::mount(node, &dir, "d1", "2G")?;
+    pv_of(&pool, node, "d1", "Available").await?;
+
+    let ns = pool.clone();
+    namespace(&ns)?;
+    claim(&ns, "data", &pool)?;
+    writer_pod(&ns, "first", "data", "echo written-by-first >> /data/note")?;
+    let on = running(&ns, "first").await?;
+    ensure!(
+        on == node,
+        "the pod runs on {on}, not on the disk's node {node}"
+    );
+    wait_for("the note on the node's disk", POD_TIMEOUT, || async {
+        Ok(disk.read("note").ok().filter(|n| n == "written-by-first\n"))
+    })
+    .await?;
+
+    delete_pod(&ns, "first").await?;
+    writer_pod(
+        &ns,
+        "second",
+        "data",
+        "echo written-by-second >> /data/note",
+    )?;
+    running(&ns, "second").await?;
+    let note = wait_for("the second pod's line", POD_TIMEOUT, || async {
+        let note = exec(&ns, "second", "cat /data/note")?;
+        Ok(note.contains("second").then_some(note))
+    })
+    .await?;
+    ensure!(
+        note == "written-by-first\nwritten-by-second\n",
+        "the second pod sees {note:?}"
+    );
+    kubectl(&["delete", "namespace", &ns, "--wait=false"])?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_statefulset_gets_a_volume_on_each_node() -> anyhow::Result<()> {
+    nodes::install().await?;
+    let pool = unique("rn-sts");
+    let dir = local_pool(&pool)?;
+    let disks = NODES
+        .iter()
+        .map(|node| Disk::mount(node, &dir, "d1", "2G"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let ns = pool.clone();
+    namespace(&ns)?;
+    nodes::apply(&format!(
+        "apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: app, namespace: {ns}}}
+spec:
+  serviceName: app
+  replicas: 2
+  podManagementPolicy: Parallel
+  selector: {{matchLabels: {{app: app}}}}
+  template:
+    metadata: {{labels: {{app: app}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      affinity:
+        podAntiAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+          - {{topologyKey: kubernetes.io/hostname, labelSelector: {{matchLabels: {{app: app}}}}}}
+      containers:
+      - name: app
+        image: {BUSYBOX}
+        imagePullPolicy: Never
+        command: [sh, -c, 'hostname > /data/who; exec sleep 3600']
+        volumeMounts: [{{name: data, mountPath: /data}}]
+  volumeClaimTemplates:
+  - metadata: {{name: data}}
+    spec:
+      storageClassName: {pool}
+      accessModes: [ReadWriteOnce]
+      resources: {{requests: {{storage: 1Gi}}}}
+"
+    ))?;
+    let mut placed = BTreeMap::new();
+    for pod in ["app-0", "app-1"] {
+        placed.insert(running(&ns, pod).await?, pod);
+    }
+    ensure!(placed.len() == 2, "both replicas on one node: {placed:?}");
+    for disk in &disks {
+        let pod = placed[&disk.node];
+        let who = wait_for(
+            &format!("{pod}'s file on {}", disk.node),
+            POD_TIMEOUT,
+            || async { Ok(disk.read("who").ok()) },
+        )
+        .await?;
+        ensure!(
+            who.trim() == pod,
+            "{}'s disk has {who:?}, not {pod}",
+            disk.node
+        );
+    }
+    kubectl(&["delete", "namespace", &ns, "--wait=false"])?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_released_claim_is_scrubbed_before_a_new_claim_gets_the_volume() -> anyhow::Result<()> {
+    nodes::install().await?;
+    let pool = unique("rn-scrub");
+    let dir = local_pool(&pool)?;
+    let node = NODES[1];
+    let disk = Disk::mount(node, &dir, "d1", "2G")?;
+    pv_of(&pool, node, "d1", "Available").await?;
+    let ns = pool.clone();
+    namespace(&ns)?;
+    claim(&ns, "old", &pool)?;
+    writer_pod(&ns, "old", "old", "echo secret > /data/secret")?;
+    running(&ns, "old").await?;
+    wait_for("the secret on the disk", POD_TIMEOUT, || async {
+        Ok(disk.read("secret").ok())
+    })
+    .await?;
+
+    delete_pod(&ns, "old").await?;
+    kubectl(&["-n", &ns, "delete", "pvc", "old", "--wait=false"])?;
+    // The agent pod (not the test) scrubs the released volume and the PV is offered again.
+    let pvs: Api<PersistentVolume> = Api::all(nodes::client().await?);
+    let pv = pv_of(&pool, node, "d1", "Available").await?;
+    ensure!(
+        pvs.get(&pv).await?.spec.and_then(|s| s.claim_ref).is_none(),
+        "{pv} still names the old claim"
+    );
+    ensure!(
+        disk.list()? == ["lost+found"],
+        "the scrubbed disk has {:?}",
+        disk.list()?
+    );
+
+    claim(&ns, "new", &pool)?;
+    writer_pod(&ns, "new", "new", "true")?;
+    running(&ns, "new").await?;
+    let seen = exec(&ns, "new", "ls -A /data")?;
+    ensure!(seen == "lost+found\n", "the new claim's pod sees {seen:?}");
+    kubectl(&["delete", "namespace", &ns, "--wait=false"])?;
+    Ok(())
+}
