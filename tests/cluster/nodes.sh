@@ -253,8 +253,10 @@ nodeStatusUpdateFrequency: 2s
 # The pause image cannot be pulled again: never collect images.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-# The machine's disk is shared with everything else: evict only when it is really full.
-evictionHard: {memory.available: 50Mi, nodefs.available: 1%, nodefs.inodesFree: 1%, imagefs.available: 1%}
+# The machine's disk is shared with everything else on it and may be nearly full: no disk
+# pressure, no evictions, and (under pressure the kubelet deletes unused images) the pause
+# image stays. Only memory is watched.
+evictionHard: {memory.available: 50Mi}
 serializeImagePulls: false
 EOF
     cat >"$dir/kube-proxy.yaml" <<EOF
