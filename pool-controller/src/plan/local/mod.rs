@@ -20,13 +20,13 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::PersistentVolume;
 use k8s_openapi::jiff::Timestamp;
 use volpool_api::units::parse_duration;
-use volpool_api::{CleanupMethod, CleanupRequest, NodeVolumes, VolumePool};
+use volpool_api::{CleanupMethod, CleanupRequest, LABEL_POOL, NodeVolumes, VolumePool};
 
 use self::desired::{Desired, desired};
 use self::pv::{Health, LocalPv};
 use super::events::{Notice, about_pv};
 use super::pv::{Phase, phase};
-use super::select::name_of;
+use super::select::{matches, name_of};
 use super::status::{self, Counted, Problem};
 use super::{Change, Input, NodeInfo, Plan, World};
 
@@ -100,7 +100,7 @@ pub(super) fn plan(input: &Input) -> Plan {
         .filter_map(|r| Some((r.metadata.name.as_deref()?, r.as_ref())))
         .collect();
     let mut out = Output::default();
-    let mut planned: HashSet<&str> = HashSet::new();
+    let mut planned: HashMap<&str, &VolumePool> = HashMap::new();
     for pool in input.pools.iter().filter(|p| p.spec.local.is_some()) {
         let name = name_of(pool);
         let refused = input.refused.get(name);
@@ -119,12 +119,12 @@ pub(super) fn plan(input: &Input) -> Plan {
                 out.statuses.extend(status::write_if_changed(pool, status));
             }
             None => {
-                planned.insert(name);
+                planned.insert(name, pool);
                 plan_pool(&input, &mut out);
             }
         }
     }
-    let cleanups = cleanup_changes(world, &reports, &planned, &mut out.cleanups);
+    let cleanups = cleanup_changes(world, &nodes, &reports, &planned, &mut out.cleanups);
     let mut changes = out.deletes;
     changes.extend(out.applies);
     changes.extend(cleanups);
@@ -137,13 +137,16 @@ pub(super) fn plan(input: &Input) -> Plan {
     }
 }
 
-/// The scrub requests each node should hold: those planned now, plus the requests for PVs of
-/// pools not planned this pass (invalid, deleted, NFS), which stay as they are: bad input never
-/// cancels a scrub nor starts one.
+/// The scrub requests each node should hold: those planned now, plus the requests of pools
+/// not planned this pass (invalid, deleted, NFS, or left to another controller by
+/// `--pool-selector`), which stay as they are: bad input never cancels a scrub nor starts one.
+/// A request's pool is its PV's label or, once the PV is gone, the pool the node reports the
+/// volume in; a request with neither is dropped only on a node one of the planned pools covers.
 fn cleanup_changes(
     world: &World,
+    nodes: &HashMap<&str, &NodeInfo>,
     reports: &BTreeMap<&str, &NodeVolumes>,
-    planned: &HashSet<&str>,
+    planned: &HashMap<&str, &VolumePool>,
     wanted_by_node: &mut HashMap<String, Vec<CleanupRequest>>,
 ) -> Vec<Change> {
     let existing: HashMap<&str, &PersistentVolume> = world
@@ -154,11 +157,24 @@ fn cleanup_changes(
     let mut changes = Vec::new();
     for (node, report) in reports {
         let mut wanted = wanted_by_node.remove(*node).unwrap_or_default();
+        let labels = nodes.get(node).and_then(|n| n.labels.as_ref());
+        let covered = planned
+            .values()
+            .any(|p| matches(p.spec.node_selector.as_ref(), labels));
+        let reported = report.status.iter().flat_map(|s| &s.volumes);
         for request in &report.spec.cleanups {
-            let pool = existing
-                .get(request.persistent_volume.as_str())
-                .and_then(|pv| pv.metadata.labels.as_ref()?.get(volpool_api::LABEL_POOL));
-            if pool.is_some_and(|p| !planned.contains(p.as_str())) {
+            let pool = match existing.get(request.persistent_volume.as_str()) {
+                Some(pv) => pv.metadata.labels.as_ref().and_then(|l| l.get(LABEL_POOL)),
+                None => reported
+                    .clone()
+                    .find(|v| v.volume_id == request.volume_id)
+                    .map(|v| &v.pool),
+            };
+            let ours = match pool {
+                Some(pool) => planned.contains_key(pool.as_str()),
+                None => covered,
+            };
+            if !ours {
                 wanted.push(request.clone());
             }
         }

@@ -156,3 +156,46 @@ fn scrub_requests_of_other_pools_are_kept() {
             .any(|c| matches!(c, Change::SetCleanups { .. }))
     );
 }
+
+#[test]
+fn requests_whose_pv_is_gone_are_dropped_only_by_the_controller_of_their_pool() {
+    // A controller started with --pool-selector sees one pool, `fast`, on node n1 only.
+    let mut on_n1 = vol("/mnt/disks/s1", "uuid:s1", GIB);
+    on_n1.pool = "slow".into();
+    let mut w = world(
+        vec![pool(
+            "  nodeSelector: {matchLabels: {kubernetes.io/hostname: n1}}\n",
+        )],
+        vec![
+            report("n1", vec![vol("/mnt/disks/vol1", "uuid:1", GIB), on_n1]),
+            report("n2", vec![]),
+        ],
+        &["n1", "n2"],
+    );
+    converge(&mut w);
+    let request = |id: &str, pv: &str| CleanupRequest {
+        volume_id: id.into(),
+        persistent_volume: pv.into(),
+        pv_uid: format!("uid-{pv}"),
+        method: CleanupMethod::Wipe,
+    };
+    // Requests another controller made, whose PVs it has just deleted after their scrub.
+    let slow_n1 = request("uuid:s1", "slow-n1-s1");
+    let gone_fast = request("uuid:1", "fast-n1-old");
+    Arc::make_mut(&mut w.reports[0]).spec.cleanups = vec![slow_n1.clone(), gone_fast];
+    Arc::make_mut(&mut w.reports[1]).spec.cleanups = vec![request("uuid:9", "slow-n2-x")];
+    let plan1 = plan(&w);
+    let cleanups: Vec<_> = plan1
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::SetCleanups { node, cleanups, .. } => Some((node.as_str(), cleanups)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        cleanups,
+        [("n1", &vec![slow_n1])],
+        "n1 keeps the other pool's request and loses its own pool's; n2, outside the pool, is left alone"
+    );
+}
