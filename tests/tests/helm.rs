@@ -592,6 +592,8 @@ impl Release {
         format!("{}-volpool", self.name)
     }
 
+    /// Values files are written as JSON (valid YAML): serde_yaml writes the string "yes"
+    /// unquoted, which Helm's YAML 1.1 reader takes for a boolean.
     fn write_values(&self, pools: &Value, log_level: &str) -> anyhow::Result<()> {
         let values = json!({
             "agent": {"logLevel": log_level},
@@ -599,7 +601,7 @@ impl Release {
             "pools": pools,
             "monitoring": {"dashboards": {"enabled": true}},
         });
-        std::fs::write(&self.values, serde_yaml::to_string(&values)?)?;
+        std::fs::write(&self.values, serde_json::to_string(&values)?)?;
         Ok(())
     }
 
@@ -810,6 +812,93 @@ async fn install_upgrade_rollback_and_uninstall_a_release() -> anyhow::Result<()
     Ok(())
 }
 
+/// Every value set (tests/helm/every-value.yaml), made fit for a shared cluster: names of this
+/// release, no default StorageClass (other tests' claims would get it), no Prometheus operator
+/// kinds (this cluster lacks their CRDs).
+fn every_value_for(release: &Release) -> anyhow::Result<Value> {
+    let mut values: Value = serde_yaml::from_str(&read("tests/helm/every-value.yaml"))?;
+    values["fullnameOverride"] = json!(release.prefix());
+    for pool in values["pools"].as_array_mut().into_iter().flatten() {
+        pool["name"] = json!(format!("{}-{}", release.name, text(&pool["name"])));
+        if pool.get("storageClassName").is_some() {
+            pool["storageClassName"] = json!(format!("{}-class", text(&pool["name"])));
+        }
+        pool["storageClass"]["isDefaultClass"] = json!(false);
+    }
+    let monitoring = &mut values["monitoring"];
+    monitoring["podMonitor"]["enabled"] = json!(false);
+    monitoring["prometheusRule"]["enabled"] = json!(false);
+    monitoring["dashboards"]["namespace"] = json!(release.namespace);
+    Ok(values)
+}
+
+/// Whether `actual` holds every field of `expected` (objects may have more fields).
+fn holds(actual: &Value, expected: &Value) -> bool {
+    match (actual, expected) {
+        (Value::Object(actual), Value::Object(expected)) => expected
+            .iter()
+            .all(|(k, v)| actual.get(k).is_some_and(|a| holds(a, v))),
+        _ => actual == expected,
+    }
+}
+
+#[tokio::test]
+async fn every_value_installs_on_the_1_20_apiserver() -> anyhow::Result<()> {
+    // NB: Helm v4 applies server-side, and the 1.20 apiserver refuses a list item that lacks a
+    // key of its list (a port without protocol): this proves every list the values fill.
+    let release = Release::new();
+    let values = every_value_for(&release)?;
+    std::fs::write(&release.values, serde_json::to_string(&values)?)?;
+    let (name, namespace) = (release.name.as_str(), release.namespace.as_str());
+    helm_live(&[
+        "install",
+        name,
+        CHART,
+        "-n",
+        namespace,
+        "--create-namespace",
+        "-f",
+        release.values(),
+    ])?;
+    let objects = release.manifest()?;
+    for kind in [
+        "DaemonSet",
+        "Deployment",
+        "VolumePool",
+        "StorageClass",
+        "ConfigMap",
+    ] {
+        assert!(
+            objects.iter().any(|o| o["kind"] == kind),
+            "no {kind} in the release"
+        );
+    }
+    for object in &objects {
+        let live = live(object)?.with_context(|| format!("{:?} was not created", key(object)))?;
+        if object["kind"] == "VolumePool" {
+            // NB: the apiserver adds the CRD's defaults; everything the chart set must be there.
+            assert!(
+                holds(&live["spec"], &object["spec"]),
+                "{:?}: {}",
+                key(object),
+                live["spec"]
+            );
+        }
+    }
+    let controller = live_named(
+        "Deployment",
+        &format!("{}-controller", release.prefix()),
+        namespace,
+    )?;
+    let pod = &controller["spec"]["template"]["spec"];
+    assert_eq!(pod["tolerations"], values["controller"]["tolerations"]);
+    assert_eq!(
+        container(&controller)["volumeMounts"],
+        values["controller"]["extraVolumeMounts"]
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_packaged_chart_installs() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(unique("helm-package"));
@@ -980,7 +1069,7 @@ async fn on_a_real_node_the_release_runs_makes_pvs_rolls_and_leaves_them() -> an
         "controller": {"image": dev},
         "pools": [{"name": pool, "local": {"discoveryDir": format!("/mnt/{pool}")}}],
     });
-    std::fs::write(&values, serde_yaml::to_string(&given)?)?;
+    std::fs::write(&values, serde_json::to_string(&given)?)?;
     let values = values.to_str().context("temp path is not UTF-8")?;
     let namespace = "volpool-system";
     let release = ["-n", namespace, "-f", values, "--wait", "--timeout", "3m"];
@@ -1034,5 +1123,49 @@ async fn on_a_real_node_the_release_runs_makes_pvs_rolls_and_leaves_them() -> an
     let pvs = cluster.get(&["pv", "-l", &selector])?;
     assert_eq!(items(&pvs["items"]).len(), 1, "the pool's PV must stay");
     cluster.get(&["crd", "volumepools.volpool.io", "nodevolumes.volpool.io"])?;
+
+    // The README's commands that remove what uninstall leaves, run as written.
+    for command in readme_commands("To remove those too")? {
+        let (program, args) = command.split_first().context("empty README command")?;
+        ensure!(
+            program == "kubectl",
+            "README command {command:?} is not kubectl"
+        );
+        let mut kubectl = Command::new(kubectl_path());
+        run_script(
+            kubectl
+                .args(["--kubeconfig", &cluster.kubeconfig])
+                .args(args),
+        )?;
+    }
+    let pvs = cluster.get(&["pv", "-l", "volpool.io/pool"])?;
+    assert!(items(&pvs["items"]).is_empty(), "PVs left: {pvs}");
+    let crds = cluster.get(&["crd"])?;
+    let left = items(&crds["items"])
+        .iter()
+        .any(|c| text(&c["metadata"]["name"]).ends_with(".volpool.io"));
+    assert!(!left, "volpool CRDs left");
+    let nodes = cluster.get(&["nodes", "-l", "volpool.io/nfs-client"])?;
+    assert!(items(&nodes["items"]).is_empty(), "nfs-client labels left");
     Ok(())
+}
+
+/// The commands of the first `sh` block of README.md after the line holding `after`, one per
+/// line, comments dropped.
+fn readme_commands(after: &str) -> anyhow::Result<Vec<Vec<String>>> {
+    let readme = read("README.md");
+    let start = readme
+        .find(after)
+        .context("README.md lacks the paragraph")?;
+    let block = readme[start..]
+        .split("```sh\n")
+        .nth(1)
+        .context("no sh block after it")?;
+    let block = block.split("```").next().unwrap_or_default();
+    Ok(block
+        .lines()
+        .map(|line| line.split('#').next().unwrap_or_default().trim())
+        .filter(|line| !line.is_empty())
+        .map(|line| line.split_whitespace().map(str::to_string).collect())
+        .collect())
 }
