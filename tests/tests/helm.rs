@@ -609,6 +609,19 @@ impl Release {
         self.values.to_str().unwrap_or_default()
     }
 
+    /// Install the chart with the values file into a new namespace; every object of the
+    /// release must exist afterwards. Returns them as Helm stored them.
+    fn install(&self) -> anyhow::Result<Vec<Value>> {
+        let (name, namespace) = (self.name.as_str(), self.namespace.as_str());
+        let args = ["-n", namespace, "--create-namespace", "-f", self.values()];
+        helm_live(&[&["install", name, CHART], &args[..]].concat())?;
+        let objects = self.manifest()?;
+        for object in &objects {
+            live(object)?.with_context(|| format!("{:?} was not created", key(object)))?;
+        }
+        Ok(objects)
+    }
+
     /// The objects of the release's current revision, as Helm stored them.
     fn manifest(&self) -> anyhow::Result<Vec<Value>> {
         parse_stream(&helm_live(&[
@@ -685,22 +698,9 @@ async fn install_upgrade_rollback_and_uninstall_a_release() -> anyhow::Result<()
     let release = Release::new();
     release.write_values(&pools(&release.name, 1), "info")?;
     let (name, namespace) = (release.name.as_str(), release.namespace.as_str());
-    helm_live(&[
-        "install",
-        name,
-        CHART,
-        "-n",
-        namespace,
-        "--create-namespace",
-        "-f",
-        release.values(),
-    ])?;
 
     // Install: every object of the release exists, the CRDs too.
-    let objects = release.manifest()?;
-    for object in &objects {
-        live(object)?.with_context(|| format!("{:?} was not created", key(object)))?;
-    }
+    let objects = release.install()?;
     for crd in ["volumepools.volpool.io", "nodevolumes.volpool.io"] {
         kubectl_ok(&["get", "customresourcedefinition", crd])?;
     }
@@ -849,18 +849,8 @@ async fn every_value_installs_on_the_1_20_apiserver() -> anyhow::Result<()> {
     let release = Release::new();
     let values = every_value_for(&release)?;
     std::fs::write(&release.values, serde_json::to_string(&values)?)?;
-    let (name, namespace) = (release.name.as_str(), release.namespace.as_str());
-    helm_live(&[
-        "install",
-        name,
-        CHART,
-        "-n",
-        namespace,
-        "--create-namespace",
-        "-f",
-        release.values(),
-    ])?;
-    let objects = release.manifest()?;
+    let objects = release.install()?;
+    let namespace = release.namespace.as_str();
     for kind in [
         "DaemonSet",
         "Deployment",
@@ -873,17 +863,11 @@ async fn every_value_installs_on_the_1_20_apiserver() -> anyhow::Result<()> {
             "no {kind} in the release"
         );
     }
-    for object in &objects {
-        let live = live(object)?.with_context(|| format!("{:?} was not created", key(object)))?;
-        if object["kind"] == "VolumePool" {
-            // NB: the apiserver adds the CRD's defaults; everything the chart set must be there.
-            assert!(
-                holds(&live["spec"], &object["spec"]),
-                "{:?}: {}",
-                key(object),
-                live["spec"]
-            );
-        }
+    for pool in objects.iter().filter(|o| o["kind"] == "VolumePool") {
+        let live = live(pool)?.context("the pool is gone")?;
+        // NB: the apiserver adds the CRD's defaults; everything the chart set must be there.
+        let spec = (&live["spec"], &pool["spec"]);
+        assert!(holds(spec.0, spec.1), "{:?}: {}", key(pool), spec.0);
     }
     let controller = live_named(
         "Deployment",
