@@ -21,9 +21,10 @@ crds:
 	cargo run -q -p volpool-api --bin crdgen
 	charts/sync
 
-# The whole system on this machine: control plane, 3 fake nodes with a disk and an agent each,
-# the controller, an NFS server, the example pools, a StatefulSet, Prometheus with the alert
-# rules. Foreground: Ctrl-C stops it all. `make demo DETACH=1` returns and leaves it running.
+# The whole system on this machine: control plane, 3 real nodes (kubelet, containerd, kube-proxy)
+# with a disk each, volpool installed with deploy/overlays/dev/, the example local pool, a
+# StatefulSet writing to its volumes, Prometheus with the alert rules. Foreground: Ctrl-C stops
+# it all. `make demo DETACH=1` returns and leaves it running.
 demo:
 	VOLPOOL_DEMO_DETACH=$(DETACH) demo/up
 
