@@ -8,7 +8,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{Entry, ExportError, ExportFs, ExportResult, FailKind, Made, Space, check_name};
+use super::fs::{Entry, ExportError, ExportFs, ExportResult, FailKind, Made, Space, check_name};
 
 /// An export mounted at a path.
 pub struct Mounted {

@@ -20,7 +20,7 @@ use nfs3_client::{Nfs3Client, Nfs3ConnectionBuilder};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
-use super::{Entry, ExportError, ExportFs, ExportResult, FailKind, Made, Space, check_name};
+use super::fs::{Entry, ExportError, ExportFs, ExportResult, FailKind, Made, Space, check_name};
 
 type Client = Nfs3Client<TokioIo<TcpStream>>;
 

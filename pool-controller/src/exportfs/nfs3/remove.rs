@@ -14,7 +14,7 @@ use nfs3_client::nfs3_types::nfs3::{
 };
 
 use super::{Client, Conn, Nfs3, name, status_error};
-use crate::exportfs::{ExportError, ExportResult, FailKind};
+use crate::exportfs::fs::{ExportError, ExportResult, FailKind};
 
 /// Deepest directory nesting a removal follows.
 const MAX_DEPTH: u32 = 512;
