@@ -108,6 +108,36 @@ pub fn kubectl(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// kubectl against the real-node cluster whatever its exit status (for commands whose status
+/// carries a finding, like `volpool-agent limits`); its stdout.
+pub fn kubectl_stdout(args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new(kubectl_path())
+        .arg("--kubeconfig")
+        .arg(kubeconfig()?)
+        .args(args)
+        .output()
+        .context("failed to run kubectl")?;
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The agent pod on `node`.
+pub fn agent_on(node: &str) -> anyhow::Result<String> {
+    let name = kubectl(&[
+        "-n",
+        NAMESPACE,
+        "get",
+        "pods",
+        "-l",
+        &format!("app.kubernetes.io/name={AGENT}"),
+        "--field-selector",
+        &format!("spec.nodeName={node}"),
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ])?;
+    anyhow::ensure!(!name.is_empty(), "no agent pod on {node}");
+    Ok(name)
+}
+
 /// `kubectl apply -f -` of a manifest.
 pub fn apply(manifest: &str) -> anyhow::Result<()> {
     let mut child = Command::new(kubectl_path())

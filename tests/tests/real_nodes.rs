@@ -12,7 +12,7 @@ use kube::Api;
 use kube::api::ListParams;
 use serde_json::Value;
 use volpool_e2e::deploy::kubectl_path;
-use volpool_e2e::nodes::{self, BUSYBOX, Disk, NODES, kubectl};
+use volpool_e2e::nodes::{self, BUSYBOX, Disk, NODES, kubectl, kubectl_stdout};
 use volpool_e2e::{repo_root, unique, wait_for};
 
 const POD_TIMEOUT: Duration = Duration::from_secs(90);
@@ -467,6 +467,144 @@ async fn a_released_claim_is_scrubbed_before_a_new_claim_gets_the_volume() -> an
     running(&ns, "new").await?;
     let seen = exec(&ns, "new", "ls -A /data")?;
     ensure!(seen == "lost+found\n", "the new claim's pod sees {seen:?}");
+    kubectl(&["delete", "namespace", &ns, "--wait=false"])?;
+    Ok(())
+}
+
+/// soft and hard of one line of /proc/<pid>/limits ("unlimited" as None).
+fn proc_limit(limits: &str, line: &str) -> anyhow::Result<[Option<u64>; 2]> {
+    let rest = limits
+        .lines()
+        .find_map(|l| l.strip_prefix(line))
+        .with_context(|| format!("no {line:?} in {limits}"))?;
+    let mut words = rest.split_whitespace().map(|w| w.parse().ok());
+    Ok([words.next().flatten(), words.next().flatten()])
+}
+
+fn json_limit(value: &Value) -> [Option<u64>; 2] {
+    [value["soft"].as_u64(), value["hard"].as_u64()]
+}
+
+#[tokio::test]
+async fn the_agent_reads_every_real_containers_limits_and_names_an_unmet_requirement()
+-> anyhow::Result<()> {
+    nodes::install().await?;
+    let node = NODES[0];
+    let ns = unique("rn-limits");
+    namespace(&ns)?;
+    // Shaped like Elasticsearch: unlimited memlock and vm.max_map_count 262144. This machine
+    // caps memlock at 8 MiB and has vm.max_map_count 65530.
+    nodes::apply(&format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: es
+  namespace: {ns}
+  annotations: {{volpool.io/require-memlock: unlimited, volpool.io/require-max-map-count: '262144'}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - {{name: search, image: {BUSYBOX}, imagePullPolicy: Never, command: [sleep, '3600']}}
+"
+    ))?;
+    running(&ns, "es").await?;
+    let inside = exec(&ns, "es", "cat /proc/1/limits")?;
+
+    let client = nodes::client().await?;
+    let pods: Api<Pod> = Api::all(client.clone());
+    let on_node = pods
+        .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
+        .await?;
+    let agent = nodes::agent_on(node)?;
+    // Containers of the node by their runtime IDs, as the pods' statuses name them.
+    let mut expected = BTreeMap::new();
+    for pod in &on_node.items {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        for status in pod
+            .status
+            .iter()
+            .flat_map(|s| s.container_statuses.iter().flatten())
+        {
+            let running = status.state.as_ref().is_some_and(|s| s.running.is_some());
+            if let (true, Some(id)) = (running, &status.container_id) {
+                let id = id.strip_prefix("containerd://").unwrap_or(id).to_owned();
+                expected.insert(id, (uid.clone(), status.name.clone()));
+            }
+        }
+    }
+    ensure!(
+        expected.len() >= 2,
+        "running containers on {node}: {expected:?}"
+    );
+    let report: Value = serde_json::from_str(&kubectl_stdout(&[
+        "-n",
+        "volpool-system",
+        "exec",
+        &agent,
+        "--",
+        "volpool-agent",
+        "limits",
+        "--host-root",
+        "/host",
+        "-o",
+        "json",
+    ])?)?;
+    let containers = report["containers"].as_array().context("no containers")?;
+    for (id, (uid, name)) in &expected {
+        let found = containers
+            .iter()
+            .find(|c| c["containerID"] == id.as_str())
+            .with_context(|| format!("container {name} ({id}) not in the agent's report"))?;
+        ensure!(
+            found["podUID"] == uid.as_str() && found["container"] == name.as_str(),
+            "container {id}: the agent says pod {} container {}, the pod {uid} {name}",
+            found["podUID"],
+            found["container"]
+        );
+    }
+    let es = containers
+        .iter()
+        .find(|c| c["pod"] == "es" && c["container"] == "search")
+        .context("the es pod's container is not in the report")?;
+    for (resource, line) in [
+        ("memlock", "Max locked memory"),
+        ("nofile", "Max open files"),
+        ("nproc", "Max processes"),
+    ] {
+        ensure!(
+            json_limit(&es[resource]) == proc_limit(&inside, line)?,
+            "{resource}: the agent says {}, the container's /proc/1/limits {inside}",
+            es[resource]
+        );
+    }
+
+    // The pod's Events say what is wrong and how to fix it, once per requirement.
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client, &ns);
+    let notes = wait_for(
+        "RequirementNotMet Events on the es pod",
+        POD_TIMEOUT,
+        || async {
+            let list = events
+                .list(
+                    &ListParams::default()
+                        .fields("involvedObject.name=es,reason=RequirementNotMet"),
+                )
+                .await?;
+            let notes: Vec<String> = list.items.into_iter().filter_map(|e| e.message).collect();
+            Ok((notes.len() >= 2).then_some(notes))
+        },
+    )
+    .await?;
+    ensure!(
+        notes
+            .iter()
+            .any(|n| n.contains("memlock") && n.contains("LimitMEMLOCK=infinity"))
+            && notes
+                .iter()
+                .any(|n| n.contains("max_map_count") || n.contains("max-map-count")),
+        "the Events do not name the fixes: {notes:?}"
+    );
     kubectl(&["delete", "namespace", &ns, "--wait=false"])?;
     Ok(())
 }
