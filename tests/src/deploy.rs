@@ -92,8 +92,11 @@ pub fn apply_rbac() -> anyhow::Result<()> {
             &format!("--field-manager={FIELD_MANAGER}"),
             "-f",
             "deploy/namespace.yaml",
+            // NB: the files, not the directory, which holds a kustomization.yaml too.
             "-f",
-            "deploy/rbac/",
+            "deploy/rbac/agent.yaml",
+            "-f",
+            "deploy/rbac/controller.yaml",
         ])
         .current_dir(repo_root())
         .output()
