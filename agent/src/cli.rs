@@ -1,5 +1,5 @@
 //! The agent's command line: global flags, the daemon's flags (no subcommand) and the
-//! subcommands `scan`, `limits`, `scrub` and `check-nfs`. Parsed by `main`, which dispatches.
+//! subcommands `scan`, `limits`, `scrub`, `check-nfs` and `check-network`. Parsed by `main`, which dispatches.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -7,6 +7,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::cleanup;
+use crate::network;
 use crate::output;
 
 /// volpool node agent: discovers and measures the volumes of local pools on this node and
@@ -46,6 +47,11 @@ pub struct Cli {
     /// Deadline of each command of an NFS client install (--install-nfs-client).
     #[arg(long, default_value = "10m", value_parser = duration)]
     pub install_timeout: Duration,
+    #[command(flatten)]
+    pub network: network::cli::NetworkArgs,
+    /// How often the cluster network is checked (and the apiserver path chosen again).
+    #[arg(long, env = "NETWORK_INTERVAL", default_value = "30s", value_parser = duration)]
+    pub network_interval: Duration,
 }
 
 #[derive(Subcommand)]
@@ -75,6 +81,17 @@ pub enum Command {
         /// Wipe (delete a filesystem's contents), Discard or Zero (a block device).
         #[arg(long, value_parser = cleanup::cli::parse_method)]
         method: volpool_api::CleanupMethod,
+        /// Output format.
+        #[arg(long, short, value_enum, default_value = "table")]
+        output: output::Format,
+    },
+    /// Check the node's cluster network once: the kubernetes Service answers, kube-proxy
+    /// programmed it, a CNI config exists and the Node's podCIDR is inside its network. Exit
+    /// status 1 when a check is NonOK.
+    CheckNetwork {
+        /// The Node's podCIDR to check (default: read the Node when a cluster answers).
+        #[arg(long)]
+        pod_cidr: Option<String>,
         /// Output format.
         #[arg(long, short, value_enum, default_value = "table")]
         output: output::Format,

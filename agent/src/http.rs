@@ -53,9 +53,12 @@ async fn metrics_handler(State(state): State<Arc<AgentState>>) -> impl IntoRespo
         Ok(node_wide) => {
             let scan = state.scan_text();
             let limits = state.limits.text();
-            let mut text = String::with_capacity(scan.len() + limits.len() + node_wide.len());
+            let network = crate::network::metrics::render(state.network.get().as_ref());
+            let mut text =
+                String::with_capacity(scan.len() + limits.len() + network.len() + node_wide.len());
             text.push_str(&scan);
             text.push_str(&limits);
+            text.push_str(&network);
             text.push_str(&node_wide);
             (
                 StatusCode::OK,
@@ -72,11 +75,19 @@ async fn metrics_handler(State(state): State<Arc<AgentState>>) -> impl IntoRespo
 }
 
 async fn ready_handler(State(state): State<Arc<AgentState>>) -> impl IntoResponse {
+    // NB: the apiserver path is told either way: ready on the kubelet kubeconfig's path says
+    // so, and not ready for want of a publish says why the apiserver does not answer.
+    let note = state.network.get().map(|n| n.note).unwrap_or_default();
+    let note = if note.is_empty() {
+        note
+    } else {
+        format!(": {note}")
+    };
     match state.not_ready() {
-        None => (StatusCode::OK, "ready\n".to_string()),
+        None => (StatusCode::OK, format!("ready{note}\n")),
         Some(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {why}\n"),
+            format!("not ready: {why}{note}\n"),
         ),
     }
 }

@@ -12,6 +12,7 @@ mod host;
 mod http;
 mod limits;
 mod metrics;
+mod network;
 mod nfs;
 mod output;
 mod pools;
@@ -60,6 +61,14 @@ fn main() -> anyhow::Result<()> {
             },
             output,
         })?,
+        Some(Command::CheckNetwork { pod_cidr, output }) => {
+            network::cli::run(network::cli::CheckNetwork {
+                config: cli.network.config(&host_root),
+                node: cli.node_name.or_else(|| host::commands::hostname().ok()),
+                pod_cidr,
+                output,
+            })?
+        }
         Some(Command::Limits { output }) => limits::cli::run(limits::cli::Limits {
             host_root,
             node: cli.node_name,
@@ -101,6 +110,8 @@ fn main() -> anyhow::Result<()> {
                 ),
             };
             let config = run::RunConfig {
+                network: cli.network.config(&host_root),
+                network_interval: cli.network_interval,
                 host_root,
                 node,
                 pools_file: cli.pools_file,

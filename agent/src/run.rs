@@ -9,13 +9,15 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client};
+
+use crate::network::{self, apiserver::Paths, checks::NodeCidr};
 use tokio::sync::{Notify, watch};
 use volpool_api::{NodeVolumesStatus, VolumePool};
 
@@ -61,6 +63,10 @@ pub struct RunConfig {
     pub install_nfs_client: bool,
     /// Deadline of each install command (`--install-timeout`).
     pub install_timeout: Duration,
+    /// The network checks' configuration.
+    pub network: network::NetworkConfig,
+    /// How often the network checks run (`--network-interval`).
+    pub network_interval: Duration,
 }
 
 enum Pools {
@@ -97,6 +103,24 @@ impl Pools {
         let (all, labels) = self.snapshot();
         nfs::select(&all, labels.as_ref())
     }
+
+    /// This Node's `spec.podCIDR`, from the Node watch.
+    fn pod_cidr(&self) -> NodeCidr {
+        match self {
+            Pools::File(_) => NodeCidr::Unknown("standalone: no Node is read".into()),
+            Pools::Cluster { node, name, .. } => match node.get(&reflector::ObjectRef::new(name)) {
+                Some(n) => NodeCidr::Known {
+                    node: name.clone(),
+                    pod_cidr: n
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.pod_cidr.clone())
+                        .unwrap_or_default(),
+                },
+                None => NodeCidr::Unknown(format!("no Node {name}")),
+            },
+        }
+    }
 }
 
 /// Run until killed.
@@ -111,9 +135,12 @@ pub async fn run(config: RunConfig) -> Result<()> {
     if let Err(e) = watch_mounts(&host.mount_table_path(), rescan.clone()) {
         tracing::error!(error = %e, "mount changes are noticed only at each --resync");
     }
-    let cluster = match standalone {
-        true => None,
-        false => Some(Client::try_default().await.map_err(Error::ConnectCluster)?),
+    let (cluster, paths) = match standalone {
+        true => (None, None),
+        false => {
+            let (client, paths) = Paths::connect().await.map_err(Error::ConnectCluster)?;
+            (Some(client), Some(paths))
+        }
     };
     let ctx = Arc::new(Context {
         node: config.node.clone(),
@@ -124,6 +151,15 @@ pub async fn run(config: RunConfig) -> Result<()> {
         rescan,
     });
 
+    // NB: before the watches: when the Service does not answer, this loop finds the way around.
+    let pod_cidr = Arc::new(OnceLock::new());
+    let network_loop = network::daemon::NetworkLoop {
+        config: config.network.clone(),
+        interval: config.network_interval,
+        pod_cidr: pod_cidr.clone(),
+    };
+    tokio::spawn(network::daemon::run(ctx.clone(), network_loop, paths));
+
     let (desired_tx, desired_rx) = watch::channel(None);
     let cleanups = cleanup::daemon::Results::default();
     let pools = Arc::new(match (&config.pools_file, &ctx.cluster) {
@@ -132,6 +168,8 @@ pub async fn run(config: RunConfig) -> Result<()> {
         // NB: not reached: without a pools file there is a cluster.
         (None, None) => Pools::File(Vec::new()),
     });
+    let node_pools = pools.clone();
+    let _ = pod_cidr.set(Box::new(move || node_pools.pod_cidr()) as network::daemon::PodCidr);
     if let Some(client) = ctx.cluster.clone() {
         let current = pools.clone();
         let cleaner = cleanup::daemon::Cleaner {
@@ -236,6 +274,7 @@ async fn scan_once(
             let mut status = status_of(ctx.host.as_ref(), &scan);
             status.nfs_client = ctx.state.nfs.get();
             status.limits = ctx.state.limits.status();
+            status.network = ctx.state.network.get().map(|n| n.status);
             ctx.state.set_scan_text(metrics::render_scan(&scan));
             desired.send_if_modified(|old| {
                 status.cleanups = cleanups.list();

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use prometheus::Registry;
-use volpool_api::{NfsClientStatus, NodeLimits};
+use volpool_api::{NetworkStatus, NfsClientStatus, NodeLimits};
 
 /// The latest value of something a loop keeps up to date, and whether a new one changed it.
 pub struct Latest<T> {
@@ -71,6 +71,18 @@ impl LimitsState {
     }
 }
 
+/// One round of the network loop: what is published, whether the apiserver path in use
+/// answered (`None` standalone), and why the path is what it is (for `/readyz`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NetworkOutcome {
+    /// What goes into `NodeVolumes.status.network`.
+    pub status: NetworkStatus,
+    /// Whether the path in use answered (`None` standalone: no apiserver).
+    pub reachable: Option<bool>,
+    /// Why the path is what it is (empty on the Service path when it answers).
+    pub note: String,
+}
+
 /// What the scan loop and the publisher share with the HTTP handlers.
 #[derive(Default)]
 pub struct AgentState {
@@ -84,6 +96,8 @@ pub struct AgentState {
     pub nfs: NfsState,
     /// The latest limits (metrics text and `status.limits`).
     pub limits: LimitsState,
+    /// The latest network checks and apiserver path.
+    pub network: Latest<NetworkOutcome>,
 }
 
 impl AgentState {

@@ -12,12 +12,14 @@
 pub mod crd;
 pub mod events;
 pub mod names;
+pub mod network;
 pub mod node;
 pub mod pool;
 pub mod selector;
 pub mod units;
 
 pub use names::*;
+pub use network::*;
 pub use node::*;
 pub use pool::*;
 pub use selector::{optional_selector_matches, selector_matches};

@@ -20,6 +20,8 @@ use crate::pool::{CleanupMethod, VolumeMode};
     category = "volpool",
     printcolumn = r#"{"name":"Agent","type":"string","jsonPath":".status.agentVersion"}"#,
     printcolumn = r#"{"name":"NFS-Client","type":"boolean","jsonPath":".status.nfsClient.ready"}"#,
+    printcolumn = r#"{"name":"Network","type":"boolean","jsonPath":".status.network.ready"}"#,
+    printcolumn = r#"{"name":"API-Via","type":"string","jsonPath":".status.network.apiserverVia"}"#,
     printcolumn = r#"{"name":"Max-Map-Count","type":"integer","jsonPath":".status.limits.vmMaxMapCount"}"#,
     printcolumn = r#"{"name":"Runtime","type":"string","priority":1,"jsonPath":".status.limits.runtime.name"}"#,
     printcolumn = r#"{"name":"Swap","type":"boolean","priority":1,"jsonPath":".status.limits.swapEnabled"}"#,
@@ -75,6 +77,9 @@ pub struct NodeVolumesStatus {
     /// Limits that workloads such as Elasticsearch depend on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<NodeLimits>,
+    /// The cluster network as seen from the node, and how the agent reaches the apiserver.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::network::NetworkStatus>,
     /// Results of the scrubs asked for in `spec.cleanups`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cleanups: Vec<CleanupResult>,
