@@ -48,7 +48,7 @@ pub struct Cli {
     #[arg(long, default_value = "10m", value_parser = duration)]
     pub install_timeout: Duration,
     #[command(flatten)]
-    pub network: network::cli::NetworkArgs,
+    pub network: NetworkArgs,
     /// How often the cluster network is checked (and the apiserver path chosen again).
     #[arg(long, env = "NETWORK_INTERVAL", default_value = "30s", value_parser = duration)]
     pub network_interval: Duration,
@@ -115,4 +115,46 @@ pub enum Command {
 
 pub fn duration(text: &str) -> Result<Duration, String> {
     volpool_api::units::parse_duration(text).map_err(|e| e.to_string())
+}
+
+/// The network flags the daemon and `check-network` share.
+#[derive(clap::Args, Clone, Debug)]
+pub struct NetworkArgs {
+    /// The kubernetes Service's ClusterIP (default: KUBERNETES_SERVICE_HOST in a pod, else
+    /// the address kube-proxy's rules name).
+    #[arg(long, global = true, env = "VOLPOOL_SERVICE_IP")]
+    pub service_ip: Option<std::net::IpAddr>,
+    /// Host paths of the kubelet kubeconfig, tried in order (comma-separated); only its
+    /// server URL and CA are read.
+    #[arg(
+        long,
+        global = true,
+        env = "KUBELET_KUBECONFIG",
+        value_delimiter = ',',
+        default_values = network::kubeconfig::DEFAULT_PATHS
+    )]
+    pub kubelet_kubeconfig: Vec<String>,
+    /// Host paths of the CNI config directories, tried in order (comma-separated).
+    #[arg(long, global = true, env = "CNI_CONF_DIR", value_delimiter = ',', default_value = network::CNI_CONF_DIR)]
+    pub cni_conf_dir: Vec<std::path::PathBuf>,
+    /// kube-proxy's health endpoint on the node (`healthzBindAddress`), asked when its rules
+    /// are missing.
+    #[arg(long, global = true, default_value = "127.0.0.1:10256")]
+    pub kube_proxy_healthz: std::net::SocketAddr,
+    /// Deadline of each network step and of iptables-save.
+    #[arg(long, global = true, default_value = "3s", value_parser = duration)]
+    pub network_timeout: std::time::Duration,
+}
+
+impl NetworkArgs {
+    /// The checks' configuration for `host_root`.
+    pub fn config(&self, host_root: &std::path::Path) -> network::NetworkConfig {
+        let mut config = network::NetworkConfig::new(host_root);
+        config.service_ip = self.service_ip.or(config.service_ip);
+        config.kubelet_kubeconfigs = self.kubelet_kubeconfig.clone();
+        config.cni_dirs = self.cni_conf_dir.clone();
+        config.kube_proxy_healthz = self.kube_proxy_healthz;
+        config.deadline = self.network_timeout;
+        config
+    }
 }

@@ -163,83 +163,31 @@ pub fn pod_cidr(node: &NodeCidr, found: &CniFound) -> Check {
             "no CNI config to compare spec.podCIDR with (see the cni-config check)",
         );
     };
-    let (networks, source): (Vec<_>, String) = match &config.kind {
-        CniKind::Flannel {
-            network: Some(network),
-            source,
-        } => (vec![*network], format!("flannel's Network, from {source}")),
-        CniKind::Flannel {
-            network: None,
-            source,
-        } => {
-            return check(
-                POD_CIDR,
-                if pod_cidr.is_empty() {
-                    CheckStatus::NonOK
-                } else {
-                    CheckStatus::Unknown
-                },
-                format!(
-                    "flannel is the CNI ({}) but its network is not on the host ({source}): \
-                     flanneld has no lease{}",
-                    config.file,
-                    if pod_cidr.is_empty() {
-                        format!(
-                            ", and Node {node} has no spec.podCIDR, which flanneld needs \
-                             (\"pod cidr not assigned\"): create the cluster with kubeadm init \
-                             --pod-network-cidr=<flannel's Network, 10.244.0.0/16 by default> \
-                             (kube-controller-manager --allocate-node-cidrs --cluster-cidr)"
-                        )
-                    } else {
-                        format!(
-                            "; read the flannel pod's log on this node (spec.podCIDR is {pod_cidr})"
-                        )
-                    }
-                ),
-            );
-        }
-        CniKind::HostLocal {
-            use_pod_cidr: true, ..
-        } if pod_cidr.is_empty() => {
-            return check(
-                POD_CIDR,
-                CheckStatus::NonOK,
-                format!(
-                    "the CNI ({}) takes its range from the Node's podCIDR (usePodCidr), and \
-                     Node {node} has none: set --allocate-node-cidrs and --cluster-cidr on \
-                     kube-controller-manager (kubeadm init --pod-network-cidr)",
-                    config.file
-                ),
-            );
-        }
-        CniKind::HostLocal { plugin, ranges, .. } => (
-            ranges.clone(),
-            format!("the {plugin} host-local ranges in {}", config.file),
-        ),
-        CniKind::Other(types) => {
-            return check(
-                POD_CIDR,
-                CheckStatus::Unknown,
-                format!(
-                    "spec.podCIDR of Node {node} is {}; the CNI ({types}, {}) is not one this \
-                     check reads (flannel, bridge/host-local)",
-                    shown(pod_cidr),
-                    config.file
-                ),
-            );
-        }
+    let (networks, source) = match cni_network(node, pod_cidr, config) {
+        Ok(found) => found,
+        Err(result) => return result,
     };
+    let per_node = matches!(config.kind, CniKind::HostLocal { .. });
     let network: Vec<String> = networks.iter().map(ToString::to_string).collect();
     let network = network.join(", ");
+    let fix = if per_node {
+        "make them agree: let the CNI take its range from the Node (host-local \"usePodCidr\"), \
+         or give each Node the podCIDR its CNI range is in (kube-controller-manager \
+         --allocate-node-cidrs --cluster-cidr, kubeadm init --pod-network-cidr)"
+            .to_string()
+    } else {
+        format!(
+            "create the cluster with kubeadm init --pod-network-cidr={network} (or \
+             kube-controller-manager --allocate-node-cidrs --cluster-cidr={network}), or set the \
+             CNI's Network to the cluster's pod CIDR"
+        )
+    };
     if pod_cidr.is_empty() {
         return check(
             POD_CIDR,
             CheckStatus::NonOK,
             format!(
-                "Node {node} has no spec.podCIDR; the CNI network is {network} ({source}): \
-                 create the cluster with kubeadm init --pod-network-cidr={network} (or \
-                 kube-controller-manager --allocate-node-cidrs --cluster-cidr={network}), or \
-                 set the CNI's Network to the cluster's pod CIDR"
+                "Node {node} has no spec.podCIDR; the CNI network is {network} ({source}): {fix}"
             ),
         );
     }
@@ -261,18 +209,92 @@ pub fn pod_cidr(node: &NodeCidr, found: &CniFound) -> Check {
             CheckStatus::NonOK,
             format!(
                 "spec.podCIDR {cidr} of Node {node} is outside the CNI network {network} \
-                 ({source}): pods get addresses that routes and kube-proxy do not expect; \
-                 make the two agree: set the CNI's Network to the cluster's pod CIDR, or \
-                 create the cluster with kubeadm init --pod-network-cidr={network}"
+                 ({source}): pods get addresses that routes and kube-proxy do not expect; {fix}"
             ),
         ),
     }
 }
 
-fn shown(pod_cidr: &str) -> &str {
-    if pod_cidr.is_empty() {
-        "unset"
-    } else {
-        pod_cidr
+/// The networks the CNI config gives pods, and where they came from; or the check's result
+/// when the config alone decides it (flannel without a lease, usePodCidr, an unknown CNI).
+fn cni_network(
+    node: &str,
+    pod_cidr: &str,
+    config: &super::cni::CniConfig,
+) -> Result<(Vec<super::cidr::Cidr>, String), Check> {
+    match &config.kind {
+        CniKind::Flannel {
+            network: Some(network),
+            source,
+        } => Ok((vec![*network], format!("flannel's Network, from {source}"))),
+        CniKind::Flannel {
+            network: None,
+            source,
+        } if pod_cidr.is_empty() => Err(check(
+            POD_CIDR,
+            CheckStatus::NonOK,
+            format!(
+                "flannel is the CNI ({}) but its network is not on the host ({source}): \
+                 flanneld has no lease, and Node {node} has no spec.podCIDR, which flanneld \
+                 needs (\"pod cidr not assigned\"): create the cluster with kubeadm init \
+                 --pod-network-cidr=<flannel's Network, 10.244.0.0/16 by default> \
+                 (kube-controller-manager --allocate-node-cidrs --cluster-cidr)",
+                config.file
+            ),
+        )),
+        CniKind::Flannel {
+            network: None,
+            source,
+        } => Err(check(
+            POD_CIDR,
+            CheckStatus::Unknown,
+            format!(
+                "flannel is the CNI ({}) but its network is not on the host ({source}): \
+                 flanneld has no lease; read the flannel pod's log on this node (spec.podCIDR \
+                 is {pod_cidr})",
+                config.file
+            ),
+        )),
+        CniKind::HostLocal {
+            use_pod_cidr: true, ..
+        } if pod_cidr.is_empty() => Err(check(
+            POD_CIDR,
+            CheckStatus::NonOK,
+            format!(
+                "the CNI ({}) takes its range from the Node's podCIDR (usePodCidr), and Node \
+                 {node} has none: set --allocate-node-cidrs and --cluster-cidr on \
+                 kube-controller-manager (kubeadm init --pod-network-cidr)",
+                config.file
+            ),
+        )),
+        CniKind::HostLocal {
+            use_pod_cidr: true, ..
+        } => Err(check(
+            POD_CIDR,
+            CheckStatus::OK,
+            format!(
+                "the CNI ({}) takes its range from spec.podCIDR {pod_cidr} of Node {node} \
+                 (usePodCidr)",
+                config.file
+            ),
+        )),
+        CniKind::HostLocal { plugin, ranges, .. } => Ok((
+            ranges.clone(),
+            format!("the {plugin} host-local ranges in {}", config.file),
+        )),
+        CniKind::Other(types) => Err(check(
+            POD_CIDR,
+            CheckStatus::Unknown,
+            format!(
+                "spec.podCIDR of Node {node} is {}; the CNI ({types}, {}) is not one this check \
+                 reads (flannel, bridge/host-local)",
+                if pod_cidr.is_empty() {
+                    "unset"
+                } else {
+                    pod_cidr
+                },
+                config.file
+            ),
+        )),
     }
 }

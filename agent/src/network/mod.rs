@@ -51,6 +51,8 @@ pub struct NetworkConfig {
     pub kubelet_kubeconfigs: Vec<String>,
     /// Host paths of the CNI config directories, tried in order.
     pub cni_dirs: Vec<PathBuf>,
+    /// kube-proxy's health endpoint on the node, asked when its rules are missing.
+    pub kube_proxy_healthz: SocketAddr,
     /// Deadline of each network step and of `iptables-save`.
     pub deadline: Duration,
 }
@@ -69,6 +71,7 @@ impl NetworkConfig {
                 .map(ToString::to_string)
                 .collect(),
             cni_dirs: vec![PathBuf::from(CNI_CONF_DIR)],
+            kube_proxy_healthz: SocketAddr::from(([127, 0, 0, 1], 10256)),
             deadline: Duration::from_secs(3),
         }
     }
@@ -129,10 +132,19 @@ pub async fn evaluate(host: &dyn Host, config: &NetworkConfig, node: &NodeCidr) 
             .map_err(ToString::to_string)
     });
     let cni = cni::read(host, &config.cni_dirs);
+    let mut rules_check = checks::kube_proxy_rules(service, rules.unwrap_or(Err(String::new())));
+    if rules_check.status == CheckStatus::NonOK {
+        let healthz = config.kube_proxy_healthz;
+        rules_check.message.push_str(&match probe::http_status(healthz, "/healthz", config.deadline).await {
+            Ok(200) => format!("; kube-proxy's /healthz ({healthz}) answers 200: it runs, and puts the rules back at its next sync"),
+            Ok(code) => format!("; kube-proxy's /healthz ({healthz}) answers {code}: its rules are stale, read its log"),
+            Err(e) => format!("; kube-proxy's /healthz ({healthz}) does not answer ({e}): kube-proxy is not running on this node, or is stuck"),
+        });
+    }
     Evaluation {
         checks: vec![
             checks::kubernetes_service(service, &probe),
-            checks::kube_proxy_rules(service, rules.unwrap_or(Err(String::new()))),
+            rules_check,
             checks::cni_config(&cni),
             checks::pod_cidr(node, &cni),
         ],

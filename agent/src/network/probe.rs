@@ -49,6 +49,29 @@ pub async fn tls(addr: SocketAddr, deadline: Duration) -> Result<(), ProbeError>
     }
 }
 
+/// `GET <path>` over plain HTTP/1.0 within `deadline`: the status code (kube-proxy's
+/// `/healthz` answers 200, or 503 when its rules are stale).
+pub async fn http_status(addr: SocketAddr, path: &str, deadline: Duration) -> Result<u16, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream
+            .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await?;
+        let mut head = [0u8; 64];
+        let n = stream.read(&mut head).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&head[..n]).into_owned())
+    };
+    let head = tokio::time::timeout(deadline, exchange)
+        .await
+        .map_err(|_| format!("no answer within {deadline:?}"))?
+        .map_err(|e| e.to_string())?;
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("not an HTTP answer: {head:?}"))
+}
+
 fn client_config() -> Result<rustls::ClientConfig, ProbeError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     Ok(
