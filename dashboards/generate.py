@@ -372,6 +372,19 @@ def pools():
     )
 
 
+# A check's value: 1 OK, 0 not OK, -1 unknown (the NFS client and network checks).
+CHECK_MAPPINGS = [
+    {
+        "type": "value",
+        "options": {
+            "-1": {"text": "unknown", "color": "orange"},
+            "0": {"text": "not OK", "color": "red"},
+            "1": {"text": "OK", "color": "green"},
+        },
+    }
+]
+
+
 def nodes():
     l = Layout()
     v = f"{C},{N},{P}"
@@ -457,16 +470,7 @@ def nodes():
             "Each prerequisite on each node (mount helper, kernel module, rpc.statd...): 1 = OK, 0 = not OK, -1 = unknown. `kubectl get nodevolumes <node> -o yaml` has the messages.",
             [(f"max by (node, check) (volpool_nfs_client_check{{{C},{N}}})", "table")],
             thresholds=steps("orange", (0, "red"), (1, "green")),
-            mappings=[
-                {
-                    "type": "value",
-                    "options": {
-                        "-1": {"text": "unknown", "color": "orange"},
-                        "0": {"text": "not OK", "color": "red"},
-                        "1": {"text": "OK", "color": "green"},
-                    },
-                }
-            ],
+            mappings=CHECK_MAPPINGS,
         ),
         8,
         8,
@@ -498,16 +502,7 @@ def nodes():
             "Each node's view of the cluster network: kubernetes-service (the Service answers), kube-proxy-rules (kube-proxy programmed it), cni-config, pod-cidr (spec.podCIDR inside the CNI network). 1 = OK, 0 = not OK, -1 = unknown. `volpool-agent check-network` or `kubectl get nodevolumes <node> -o yaml` has the messages and the fix.",
             [(f"max by (node, check) (volpool_network_check{{{C},{N}}})", "table")],
             thresholds=steps("orange", (0, "red"), (1, "green")),
-            mappings=[
-                {
-                    "type": "value",
-                    "options": {
-                        "-1": {"text": "unknown", "color": "orange"},
-                        "0": {"text": "not OK", "color": "red"},
-                        "1": {"text": "OK", "color": "green"},
-                    },
-                }
-            ],
+            mappings=CHECK_MAPPINGS,
         ),
         8,
         8,

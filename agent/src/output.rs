@@ -38,6 +38,19 @@ pub fn encode<T: Serialize>(
     }
 }
 
+/// A table of checks: name, status and message, one row each.
+pub fn checks_table(checks: &[volpool_api::Check]) -> String {
+    let mut rows = vec![["CHECK", "STATUS", "MESSAGE"].map(String::from).to_vec()];
+    for c in checks {
+        rows.push(vec![
+            c.name.clone(),
+            format!("{:?}", c.status),
+            c.message.clone(),
+        ]);
+    }
+    columns(&rows)
+}
+
 /// Lay `rows` out in columns two spaces apart; the first row is the header.
 pub fn columns(rows: &[Vec<String>]) -> String {
     let n = rows.first().map_or(0, Vec::len);

@@ -16,7 +16,7 @@ use super::apiserver::Paths;
 use super::checks::{self, NodeCidr};
 use super::{NetworkConfig, evaluate, kubelet_apiserver};
 use crate::host::RealHost;
-use crate::output::{Format, columns};
+use crate::output::{Format, checks_table};
 
 /// What `check-network` was asked to do.
 pub struct CheckNetwork {
@@ -124,15 +124,7 @@ async fn node_cidr(
 }
 
 fn table(report: &Report) -> String {
-    let mut rows = vec![["CHECK", "STATUS", "MESSAGE"].map(String::from).to_vec()];
-    for c in &report.status.checks {
-        rows.push(vec![
-            c.name.clone(),
-            format!("{:?}", c.status),
-            c.message.clone(),
-        ]);
-    }
-    let mut out = columns(&rows);
+    let mut out = checks_table(&report.status.checks);
     let via = match report.status.apiserver_via.as_str() {
         "" => "none answers",
         via => via,

@@ -17,7 +17,7 @@ use super::error::NfsError;
 use super::install::{self, StepOutput};
 use super::{NfsConfig, evaluate, missing, select};
 use crate::host::RealHost;
-use crate::output::{Format, columns};
+use crate::output::{Format, checks_table, columns};
 use crate::pools::read_pools_file;
 
 /// What `check-nfs` was asked to do.
@@ -108,15 +108,7 @@ fn table(report: &Report) -> String {
     if let Some(e) = &report.install_error {
         out.push_str(&format!("install failed: {e}\n"));
     }
-    let mut rows = vec![["CHECK", "STATUS", "MESSAGE"].map(String::from).to_vec()];
-    for c in &report.status.checks {
-        rows.push(vec![
-            c.name.clone(),
-            format!("{:?}", c.status),
-            c.message.clone(),
-        ]);
-    }
-    out.push_str(&columns(&rows));
+    out.push_str(&checks_table(&report.status.checks));
     if !report.status.servers.is_empty() {
         let mut rows = vec![
             ["POOL", "SERVER", "REACHABLE", "EXPORTS", "MESSAGE"]
