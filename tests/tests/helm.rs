@@ -1046,7 +1046,8 @@ async fn on_a_real_node_the_release_runs_makes_pvs_rolls_and_leaves_them() -> an
         "-c",
         &format!("mkdir -p {disk} && mount -t tmpfs -o size=2g volpool-helm {disk}"),
     ]))?;
-    let values = std::env::temp_dir().join(format!("{pool}.values.yaml"));
+    // NB: in the cluster dir, which `down` removes.
+    let values = cluster.dir.join("values.json");
     let dev = json!({"tag": "dev", "pullPolicy": "Never"});
     let given = json!({
         "agent": {"image": dev},
