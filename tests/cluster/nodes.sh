@@ -113,13 +113,14 @@ release_sysctls() {
 
 sysctl_user_id() { echo "$CLUSTER_DIR" | md5sum | cut -c1-16; }
 
-# A user whose cluster dir has no running node any more (killed, machine rebooted) is gone.
+# A user whose cluster dir is gone (removed by hand, machine rebooted) is gone. NB: not "has no
+# running node": a cluster registers before its first node starts.
 prune_sysctl_users() {
     local f dir
     for f in "$NODES_SHARED"/sysctl-users/*; do
         [[ -e $f ]] || continue
         dir=$(<"$f")
-        compgen -G "$dir/nodes/*/init.pid" >/dev/null || rm -f "$f"
+        [[ -e $dir/$MARKER ]] || rm -f "$f"
     done
 }
 
