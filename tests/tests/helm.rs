@@ -431,6 +431,37 @@ fn every_value_shows_in_the_rendered_objects() -> anyhow::Result<()> {
     Ok(())
 }
 
+fn keys(node: &Value) -> BTreeSet<String> {
+    node["properties"]
+        .as_object()
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn pool_values_have_every_field_of_the_volume_pool_crd() -> anyhow::Result<()> {
+    let crd: Value = serde_yaml::from_str(&read("deploy/crds/volumepools.volpool.io.yaml"))?;
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let schema: Value = serde_json::from_str(&read("charts/volpool/values.schema.json"))?;
+    let pool = &schema["properties"]["pools"]["items"];
+    let mut expected = keys(spec);
+    expected.extend(["name".to_string(), "storageClass".to_string()]);
+    assert_eq!(
+        keys(pool),
+        expected,
+        "pools[] fields differ from the CRD's spec"
+    );
+    for kind in ["local", "nfs"] {
+        let (chart, crd) = (&pool["properties"][kind], &spec["properties"][kind]);
+        assert_eq!(
+            keys(chart),
+            keys(crd),
+            "pools[].{kind} fields differ from the CRD's"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn values_breaking_the_schema_are_refused_naming_the_value() -> anyhow::Result<()> {
     let cases: &[(&str, &str)] = &[
