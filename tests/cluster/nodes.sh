@@ -12,7 +12,8 @@
 # Killing a node's PID 1 kills everything in its PID namespace (containerd, shims, containers,
 # kubelet) and with the last process its mounts and network namespace go too.
 
-NODE_PACKAGES=(containerd runc containernetworking-plugins iptables conntrack socat busybox-static gcc libc6-dev)
+NODE_PACKAGES=(containerd runc containernetworking-plugins iptables conntrack socat busybox-static gcc libc6-dev
+    debootstrap)
 NODE_NET_PREFIX=10.253
 POD_NET_PREFIX=10.244
 # The kubelet sets these machine-wide sysctls (it has no warn-only mode); `up` records them

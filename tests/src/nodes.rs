@@ -308,3 +308,91 @@ impl Drop for Disk {
         );
     }
 }
+
+/// nfs-ganesha and rpcbind (`tests/nfs/serve`) in a node's network namespace, exporting
+/// directories of the cluster dir on the node's address, so pods and agents on every node
+/// reach it over the node bridge. Stopped (its process group) when dropped.
+pub struct NfsServer {
+    /// The node's address: the server to put in a pool.
+    pub address: String,
+    /// The exported directories.
+    pub exports: Vec<String>,
+    process: std::process::Child,
+}
+
+impl NfsServer {
+    /// Export `count` fresh directories from `node`; wait until mountd and nfs are registered.
+    pub async fn start(node: &str, count: usize) -> anyhow::Result<NfsServer> {
+        use std::os::unix::process::CommandExt;
+        let address = kubectl(&[
+            "get",
+            "node",
+            node,
+            "-o",
+            "jsonpath={.status.addresses[?(@.type==\"InternalIP\")].address}",
+        ])?;
+        let state = cluster_dir().join(format!("nodes/{node}/nfs"));
+        let _ = std::fs::remove_dir_all(&state);
+        std::fs::create_dir_all(state.join("recov"))?;
+        let mut conf = format!(
+            "NFS_CORE_PARAM {{ Bind_addr = {address}; NFS_Port = 2049; MNT_Port = 20048;\n  \
+             Enable_NLM = false; Enable_RQUOTA = false; Protocols = 3, 4; }}\n\
+             NFSV4 {{ RecoveryBackend = fs; RecoveryRoot = {}; Graceless = true; UseGetpwnam = true; }}\n\
+             NFS_KRB5 {{ Active_krb5 = false; }}\n",
+            state.join("recov").display()
+        );
+        let mut exports = Vec::new();
+        for id in 1..=count {
+            let dir = state.join(format!("export{id}"));
+            std::fs::create_dir_all(&dir)?;
+            let dir = dir.display().to_string();
+            conf.push_str(&format!(
+                "EXPORT {{ Export_Id = {id}; Path = {dir}; Pseudo = {dir}; Access_Type = RW;\n  \
+                 Squash = No_Root_Squash; SecType = sys; Protocols = 3, 4; Transports = TCP; \
+                 FSAL {{ Name = VFS; }} }}\n"
+            ));
+            exports.push(dir);
+        }
+        std::fs::write(state.join("ganesha.conf"), conf)?;
+        let log = std::fs::File::create(state.join("serve.log"))?;
+        // NB: its own process group, so dropping it stops rpcbind and ganesha too; its own mount
+        // namespace inside the node for the /run it mounts.
+        let process = Command::new(repo_root().join("tests/cluster/node-exec"))
+            .args([node, "--", "unshare", "--mount", "--propagation", "private"])
+            .arg(repo_root().join("tests/nfs/serve"))
+            .arg(&state)
+            .env("VOLPOOL_CLUSTER_DIR", cluster_dir())
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .spawn()?;
+        let server = NfsServer {
+            address,
+            exports,
+            process,
+        };
+        let probe = format!("rpcinfo -p {}", server.address);
+        wait_for("the node's NFS server", Duration::from_secs(60), || async {
+            let list = node_exec(node, &probe)?;
+            Ok((list.contains("mountd") && list.contains("nfs")).then_some(()))
+        })
+        .await?;
+        Ok(server)
+    }
+}
+
+impl Drop for NfsServer {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.process.id());
+        for signal in ["-TERM", "-KILL"] {
+            let _ = Command::new("kill").args([signal, "--", &group]).status();
+            for _ in 0..50 {
+                if self.process.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}

@@ -12,7 +12,7 @@ use kube::Api;
 use kube::api::ListParams;
 use serde_json::Value;
 use volpool_e2e::deploy::kubectl_path;
-use volpool_e2e::nodes::{self, BUSYBOX, Disk, NODES, kubectl, kubectl_stdout};
+use volpool_e2e::nodes::{self, BUSYBOX, Disk, NODES, NfsServer, kubectl, kubectl_stdout};
 use volpool_e2e::{repo_root, unique, wait_for};
 
 const POD_TIMEOUT: Duration = Duration::from_secs(90);
@@ -188,13 +188,17 @@ fn namespace(name: &str) -> anyhow::Result<()> {
 }
 
 fn claim(ns: &str, name: &str, class: &str) -> anyhow::Result<()> {
+    claim_with(ns, name, class, "ReadWriteOnce")
+}
+
+fn claim_with(ns: &str, name: &str, class: &str, mode: &str) -> anyhow::Result<()> {
     nodes::apply(&format!(
         "apiVersion: v1
 kind: PersistentVolumeClaim
 metadata: {{name: {name}, namespace: {ns}}}
 spec:
   storageClassName: {class}
-  accessModes: [ReadWriteOnce]
+  accessModes: [{mode}]
   resources: {{requests: {{storage: 1Gi}}}}
 "
     ))
@@ -606,5 +610,136 @@ spec:
         "the Events do not name the fixes: {notes:?}"
     );
     kubectl(&["delete", "namespace", &ns, "--wait=false"])?;
+    Ok(())
+}
+
+fn nfs_pool(pool: &str, server: &NfsServer, export: &str, affinity: bool) -> anyhow::Result<()> {
+    let address = &server.address;
+    nodes::apply(&format!(
+        "apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {{name: {pool}}}
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: Immediate
+---
+apiVersion: volpool.io/v1alpha1
+kind: VolumePool
+metadata: {{name: {pool}}}
+spec:
+  storageClassName: {pool}
+  accessModes: [ReadWriteMany]
+  mountOptions: [nfsvers=3, hard]
+  nfs: {{server: {address}, path: {export}, volumeSize: 1Gi, minAvailable: 1, maxVolumes: 2,
+        nfsClientAffinity: {affinity}}}
+"
+    ))
+}
+
+/// The reasons and messages of the Events about `name` in `ns`.
+async fn events_of(ns: &str, name: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(nodes::client().await?, ns);
+    let list = events
+        .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
+        .await?;
+    Ok(list
+        .items
+        .into_iter()
+        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect())
+}
+
+/// This kernel has no NFS client: the agents find that out, and volpool keeps pods that need
+/// one off such nodes (nfsClientAffinity: true); without the affinity, the kubelet's mount fails
+/// as the node's report said it would.
+#[tokio::test]
+async fn nfs_volumes_and_nodes_without_an_nfs_client() -> anyhow::Result<()> {
+    nodes::install().await?;
+    let server = NfsServer::start(NODES[1], 2).await?;
+    let ns = unique("rn-nfs");
+    namespace(&ns)?;
+    let kept = format!("{ns}-affinity");
+    let loose = format!("{ns}-loose");
+    nfs_pool(&kept, &server, &server.exports[0], true)?;
+    nfs_pool(&loose, &server, &server.exports[1], false)?;
+
+    // The agents' reports name the cause before any pod tries.
+    let client = nodes::client().await?;
+    let reports: Api<volpool_api::NodeVolumes> = Api::all(client.clone());
+    for node in NODES {
+        let cause = wait_for(
+            &format!("{node}'s report of its NFS client"),
+            POD_TIMEOUT,
+            || async {
+                let report = reports.get(node).await?;
+                let nfs = report.status.and_then(|s| s.nfs_client);
+                Ok(nfs.filter(|n| !n.ready).map(|n| {
+                    n.checks
+                        .into_iter()
+                        .map(|c| c.message)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                }))
+            },
+        )
+        .await?;
+        ensure!(cause.contains("no NFS client"), "{node}: {cause}");
+        let label = kubectl(&["get", "node", node, "-o", "jsonpath={.metadata.labels}"])?;
+        ensure!(
+            label.contains("\"volpool.io/nfs-client\":\"missing\""),
+            "{node} is not labelled nfs-client=missing: {label}"
+        );
+    }
+
+    for (pool, pod) in [(&kept, "kept-off"), (&loose, "mounts")] {
+        claim_with(&ns, pod, pool, "ReadWriteMany")?;
+        writer_pod(&ns, pod, pod, "true")?;
+    }
+    // nfsClientAffinity: true: never scheduled, and the scheduler says why.
+    let why = wait_for(
+        "the kept-off pod's FailedScheduling",
+        POD_TIMEOUT,
+        || async {
+            Ok(events_of(&ns, "kept-off")
+                .await?
+                .into_iter()
+                .find(|(reason, _)| reason == "FailedScheduling")
+                .map(|(_, message)| message))
+        },
+    )
+    .await?;
+    ensure!(
+        why.contains("volume node affinity conflict"),
+        "the pod's FailedScheduling says {why:?}"
+    );
+    let degraded = kubectl(&[
+        "get",
+        "volumepool",
+        &kept,
+        "-o",
+        "jsonpath={.status.conditions}",
+    ])?;
+    ensure!(
+        degraded.contains("NoReadyNodes"),
+        "pool {kept} does not say no node can mount: {degraded}"
+    );
+    // nfsClientAffinity: false: scheduled, and the kubelet's mount fails.
+    let failed = wait_for("the mounts pod's FailedMount", POD_TIMEOUT, || async {
+        Ok(events_of(&ns, "mounts")
+            .await?
+            .into_iter()
+            .find(|(reason, _)| reason == "FailedMount")
+            .map(|(_, message)| message))
+    })
+    .await?;
+    ensure!(
+        failed.contains("mount.nfs: No such device"),
+        "the kubelet's FailedMount says {failed:?}"
+    );
+    let pods: Api<Pod> = Api::namespaced(client, &ns);
+    let phase = pods.get("kept-off").await?.status.and_then(|s| s.phase);
+    ensure!(phase.as_deref() == Some("Pending"), "kept-off is {phase:?}");
+    kubectl(&["delete", "namespace", &ns, "--wait=false"])?;
+    kubectl(&["delete", "volumepool", &kept, &loose])?;
     Ok(())
 }
