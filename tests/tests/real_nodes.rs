@@ -663,9 +663,10 @@ async fn nfs_volumes_and_nodes_without_an_nfs_client() -> anyhow::Result<()> {
     nfs_pool(&kept, &server, &server.exports[0], true)?;
     nfs_pool(&loose, &server, &server.exports[1], false)?;
 
-    // The agents' reports name the cause before any pod tries.
+    // The agents' reports name the causes before any pod tries.
     let client = nodes::client().await?;
     let reports: Api<volpool_api::NodeVolumes> = Api::all(client.clone());
+    let mut causes = BTreeMap::new();
     for node in NODES {
         let cause = wait_for(
             &format!("{node}'s report of its NFS client"),
@@ -676,6 +677,7 @@ async fn nfs_volumes_and_nodes_without_an_nfs_client() -> anyhow::Result<()> {
                 Ok(nfs.filter(|n| !n.ready).map(|n| {
                     n.checks
                         .into_iter()
+                        .filter(|c| c.status == volpool_api::CheckStatus::NonOK)
                         .map(|c| c.message)
                         .collect::<Vec<_>>()
                         .join("; ")
@@ -684,6 +686,7 @@ async fn nfs_volumes_and_nodes_without_an_nfs_client() -> anyhow::Result<()> {
         )
         .await?;
         ensure!(cause.contains("no NFS client"), "{node}: {cause}");
+        causes.insert(node.to_owned(), cause);
         let label = kubectl(&["get", "node", node, "-o", "jsonpath={.metadata.labels}"])?;
         ensure!(
             label.contains("\"volpool.io/nfs-client\":\"missing\""),
@@ -723,7 +726,8 @@ async fn nfs_volumes_and_nodes_without_an_nfs_client() -> anyhow::Result<()> {
         degraded.contains("NoReadyNodes"),
         "pool {kept} does not say no node can mount: {degraded}"
     );
-    // nfsClientAffinity: false: scheduled, and the kubelet's mount fails.
+    // nfsClientAffinity: false: scheduled, and the kubelet's mount fails for a reason the
+    // node's report gave (mount.nfs stops at the first missing piece: rpc.statd or the kernel).
     let failed = wait_for("the mounts pod's FailedMount", POD_TIMEOUT, || async {
         Ok(events_of(&ns, "mounts")
             .await?
@@ -732,11 +736,19 @@ async fn nfs_volumes_and_nodes_without_an_nfs_client() -> anyhow::Result<()> {
             .map(|(_, message)| message))
     })
     .await?;
-    ensure!(
-        failed.contains("mount.nfs: No such device"),
-        "the kubelet's FailedMount says {failed:?}"
-    );
     let pods: Api<Pod> = Api::namespaced(client, &ns);
+    let on = pods
+        .get("mounts")
+        .await?
+        .spec
+        .and_then(|s| s.node_name)
+        .unwrap_or_default();
+    let cause = causes.get(&on).cloned().unwrap_or_default();
+    ensure!(
+        (failed.contains("mount.nfs: No such device") && cause.contains("no NFS client"))
+            || (failed.contains("rpc.statd is not running") && cause.contains("rpc.statd")),
+        "the kubelet's FailedMount on {on} says {failed:?}; the node's report said {cause:?}"
+    );
     let phase = pods.get("kept-off").await?.status.and_then(|s| s.phase);
     ensure!(phase.as_deref() == Some("Pending"), "kept-off is {phase:?}");
     kubectl(&["delete", "namespace", &ns, "--wait=false"])?;
