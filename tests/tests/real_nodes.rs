@@ -635,18 +635,20 @@ spec:
     ))
 }
 
-/// The reasons and messages of the Events about `name` in `ns`.
-async fn events_of(ns: &str, name: &str) -> anyhow::Result<Vec<(String, String)>> {
+/// Wait for the first Event about `name` in `ns` with `reason`; its message.
+async fn event_message(ns: &str, name: &str, reason: &str) -> anyhow::Result<String> {
     let events: Api<k8s_openapi::api::core::v1::Event> =
         Api::namespaced(nodes::client().await?, ns);
-    let list = events
-        .list(&ListParams::default().fields(&format!("involvedObject.name={name}")))
-        .await?;
-    Ok(list
-        .items
-        .into_iter()
-        .map(|e| (e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
-        .collect())
+    let fields = format!("involvedObject.name={name},reason={reason}");
+    wait_for(
+        &format!("a {reason} Event on {name}"),
+        POD_TIMEOUT,
+        || async {
+            let list = events.list(&ListParams::default().fields(&fields)).await?;
+            Ok(list.items.into_iter().find_map(|e| e.message))
+        },
+    )
+    .await
 }
 
 /// This kernel has no NFS client: the agents find that out, and volpool keeps pods that need
@@ -699,18 +701,7 @@ async fn nfs_volumes_and_nodes_without_an_nfs_client() -> anyhow::Result<()> {
         writer_pod(&ns, pod, pod, "true")?;
     }
     // nfsClientAffinity: true: never scheduled, and the scheduler says why.
-    let why = wait_for(
-        "the kept-off pod's FailedScheduling",
-        POD_TIMEOUT,
-        || async {
-            Ok(events_of(&ns, "kept-off")
-                .await?
-                .into_iter()
-                .find(|(reason, _)| reason == "FailedScheduling")
-                .map(|(_, message)| message))
-        },
-    )
-    .await?;
+    let why = event_message(&ns, "kept-off", "FailedScheduling").await?;
     ensure!(
         why.contains("volume node affinity conflict"),
         "the pod's FailedScheduling says {why:?}"
@@ -728,14 +719,7 @@ async fn nfs_volumes_and_nodes_without_an_nfs_client() -> anyhow::Result<()> {
     );
     // nfsClientAffinity: false: scheduled, and the kubelet's mount fails for a reason the
     // node's report gave (mount.nfs stops at the first missing piece: rpc.statd or the kernel).
-    let failed = wait_for("the mounts pod's FailedMount", POD_TIMEOUT, || async {
-        Ok(events_of(&ns, "mounts")
-            .await?
-            .into_iter()
-            .find(|(reason, _)| reason == "FailedMount")
-            .map(|(_, message)| message))
-    })
-    .await?;
+    let failed = event_message(&ns, "mounts", "FailedMount").await?;
     let pods: Api<Pod> = Api::namespaced(client, &ns);
     let on = pods
         .get("mounts")
