@@ -1,5 +1,5 @@
 //! `/metrics`: the latest [`Scan`] as Prometheus text, plus a collector for the small,
-//! node-wide families (build info, NFS client). A scrape reads cached data only; it never
+//! node-wide families (build info, NFS client, scrubs under way). A scrape reads cached data only; it never
 //! touches a mount.
 //!
 //! ```text
@@ -12,6 +12,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -92,6 +93,7 @@ struct NodeGauges {
     nfs_client_check: GaugeVec,
     nfs_client_ready: GaugeVec,
     nfs_server_reachable: GaugeVec,
+    cleanup_running: GaugeVec,
 }
 
 impl NodeGauges {
@@ -119,15 +121,21 @@ impl NodeGauges {
                 "1 when the NFS pool's server answered every probe step and exports the path.",
                 &["pool", "server"],
             )?,
+            cleanup_running: gauge(
+                "volpool_cleanup_running_seconds",
+                "How long each scrub under way has been running (a hung mount keeps it growing).",
+                &["persistentvolume", "volume_id"],
+            )?,
         })
     }
 
-    fn all(&self) -> [&GaugeVec; 4] {
+    fn all(&self) -> [&GaugeVec; 5] {
         [
             &self.build_info,
             &self.nfs_client_check,
             &self.nfs_client_ready,
             &self.nfs_server_reachable,
+            &self.cleanup_running,
         ]
     }
 
@@ -155,6 +163,13 @@ impl NodeGauges {
                     .with_label_values(&[s.pool.as_str(), s.server.as_str()])
                     .set(f64::from(u8::from(s.reachable)));
             }
+        }
+        let now = SystemTime::now();
+        for scrub in state.scrubs.list() {
+            let age = now.duration_since(scrub.since).unwrap_or_default();
+            self.cleanup_running
+                .with_label_values(&[scrub.persistent_volume.as_str(), scrub.volume_id.as_str()])
+                .set(age.as_secs_f64());
         }
     }
 }

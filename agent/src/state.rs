@@ -1,16 +1,21 @@
 //! What the daemon's loops share with the HTTP handlers and the publisher: the latest scan's
-//! metrics text, readiness, the latest NFS client status and limits. A leaf: the loops write
-//! here, `/metrics`, `/readyz` and the scan loop read; nothing here imports them.
+//! metrics text, readiness, the latest NFS client status, limits and network checks, the
+//! scrubs under way. A leaf: the loops write here, `/metrics`, `/readyz` and the scan loop read; nothing here
+//! imports them.
 //!
 //! ```text
 //!  scan loop ──set_scan_text──►┐
-//!  NFS loop ──nfs.set──────────┼─► AgentState ─► GET /metrics, GET /readyz, status.{nfsClient,limits}
-//!  limits loop ──limits.set────┤
+//!  NFS loop ──nfs.set──────────┤
+//!  limits loop ──limits.set────┼─► AgentState ─► GET /metrics, GET /readyz, status.{nfsClient,limits}
+//!  network loop ──network.set──┤
+//!  cleanup loop ──scrubs───────┤
 //!  publisher ──set_published──►┘
 //! ```
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::SystemTime;
 
 use prometheus::Registry;
 use volpool_api::{NetworkStatus, NfsClientStatus, NodeLimits};
@@ -83,6 +88,46 @@ pub struct NetworkOutcome {
     pub note: String,
 }
 
+/// A scrub under way: its PV, its volume and when it started.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunningScrub {
+    /// The released PV's name.
+    pub persistent_volume: String,
+    /// The volume being scrubbed.
+    pub volume_id: String,
+    /// When the scrub started.
+    pub since: SystemTime,
+}
+
+/// The scrubs under way, by PV UID, until their thread returns (which a hung mount may
+/// never let happen).
+#[derive(Default)]
+pub struct RunningScrubs(Mutex<BTreeMap<String, RunningScrub>>);
+
+impl RunningScrubs {
+    /// Record a scrub starting.
+    pub fn start(&self, pv_uid: &str, scrub: RunningScrub) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pv_uid.to_string(), scrub);
+    }
+
+    /// Record a scrub ending.
+    pub fn finish(&self, pv_uid: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(pv_uid);
+    }
+
+    /// Every scrub under way.
+    pub fn list(&self) -> Vec<RunningScrub> {
+        let scrubs = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        scrubs.values().cloned().collect()
+    }
+}
+
 /// What the scan loop and the publisher share with the HTTP handlers.
 #[derive(Default)]
 pub struct AgentState {
@@ -98,6 +143,8 @@ pub struct AgentState {
     pub limits: LimitsState,
     /// The latest network checks and apiserver path.
     pub network: Latest<NetworkOutcome>,
+    /// The scrubs under way.
+    pub scrubs: RunningScrubs,
 }
 
 impl AgentState {

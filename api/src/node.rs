@@ -241,7 +241,7 @@ pub struct CleanupResult {
     /// The PV UID from the request.
     #[serde(rename = "pvUID")]
     pub pv_uid: String,
-    /// Succeeded, Failed or Refused.
+    /// Running, Succeeded, Failed or Refused.
     pub result: CleanupOutcome,
     /// Why it failed or was refused.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -249,11 +249,16 @@ pub struct CleanupResult {
     /// RFC 3339 time the scrub ended.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub finished_at: String,
+    /// RFC 3339 time the scrub started, so a scrub that hangs shows its age.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub started_at: String,
 }
 
 /// Result of a scrub.
 #[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum CleanupOutcome {
+    /// The scrub is under way (since `startedAt`); it may be stuck on a hung mount.
+    Running,
     /// The volume is clean.
     Succeeded,
     /// The scrub started but did not finish; the message says why.

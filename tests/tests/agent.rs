@@ -1,19 +1,25 @@
 //! volpool-agent against the real v1.20.2 control plane, each agent on its own fake node (a
 //! private mount + pid namespace): it publishes NodeVolumes owned by its Node, follows mounts
-//! and unmounts at once, writes nothing while nothing changes, and waits out a missing Node.
+//! and unmounts at once, writes nothing while nothing changes, waits out a missing Node, and
+//! reports a scrub stuck on a hung mount as Running, with its age.
 
+use std::process::Stdio;
 use std::time::{Duration, Instant};
+
+use k8s_openapi::jiff::Timestamp;
 
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 use volpool_api::{
-    FIELD_MANAGER_AGENT, LABEL_HOSTNAME, NodeVolumes, VolumePool, VolumeReport, VolumeState,
+    CleanupOutcome, FIELD_MANAGER_AGENT, FIELD_MANAGER_CONTROLLER, LABEL_HOSTNAME, NodeVolumes,
+    VolumePool, VolumeReport, VolumeState,
 };
 use volpool_e2e::agent::{AgentNode, ApiRelay};
 use volpool_e2e::{FIELD_MANAGER, apply_crds, client, create_node, unique, wait_for};
-use volpool_testkit::{FakeNode, TempDir, free_port, http_get};
+use volpool_testkit::metrics::sample;
+use volpool_testkit::{FakeNode, Reaper, TempDir, cargo_binary, free_port, http_get};
 
 /// Generous deadline for "noticed within 2 s": the figure itself is measured, not asserted.
 const CHANGE_DEADLINE: Duration = Duration::from_secs(15);
@@ -338,6 +344,99 @@ async fn agent_rides_out_an_apiserver_outage() -> anyhow::Result<()> {
     )
     .await?;
     assert!(agent.try_wait()?.is_none());
+
+    drop(fake);
+    Api::<Node>::all(client.clone())
+        .delete(&node_name, &DeleteParams::default())
+        .await?;
+    Api::<VolumePool>::all(client)
+        .delete(&pool, &DeleteParams::default())
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_scrub_stuck_on_a_hung_mount_is_reported_running_with_its_age() -> anyhow::Result<()> {
+    let client = client().await?;
+    apply_crds(&client).await?;
+    let node_name = unique("stuck-scrub");
+    create_node(&client, &node_name).await?;
+    let tmp = TempDir::new("volpool-e2e-stuck-scrub")?;
+    let disks = tmp.join("disks");
+    std::fs::create_dir_all(disks.join("hung"))?;
+    let pool = unique("stuck-pool");
+    apply_pool(&client, &pool, &node_name, &disks).await?;
+    let fake = FakeNode::new()?;
+    let mut reaper = Reaper::default();
+    let hangfs = fake
+        .command(cargo_binary("volpool-testkit", "hangfs")?)
+        .arg(disks.join("hung"))
+        .stdout(Stdio::null())
+        .spawn()?;
+    reaper.0.push(hangfs);
+    let port = free_port()?;
+    let _agent = fake
+        .spawn_agent(&node_name, port, &["--probe-timeout", "1s"])
+        .await?;
+    let api: Api<NodeVolumes> = Api::all(client.clone());
+    let hung = wait_entry(
+        &api,
+        &node_name,
+        &disks.join("hung"),
+        "the hung mount reported Stuck",
+        START_DEADLINE,
+        |v| v.state == VolumeState::Stuck,
+    )
+    .await?;
+
+    // A request made before the mount hung (the controller asks nothing of a Stuck volume):
+    // the wipe waits forever for the volume's directory listing.
+    let request = json!({
+        "apiVersion": "volpool.io/v1alpha1", "kind": "NodeVolumes",
+        "metadata": {"name": node_name},
+        "spec": {"cleanups": [{
+            "volumeID": hung.volume_id, "persistentVolume": "pv-stuck",
+            "pvUID": "uid-stuck", "method": "Wipe",
+        }]},
+    });
+    let params = PatchParams::apply(FIELD_MANAGER_CONTROLLER);
+    api.patch(&node_name, &params, &Patch::Apply(&request))
+        .await?;
+    let running = wait_for("the scrub reported Running", CHANGE_DEADLINE, || async {
+        let status = api.get(&node_name).await?.status.unwrap_or_default();
+        Ok(status
+            .cleanups
+            .into_iter()
+            .find(|c| c.pv_uid == "uid-stuck" && c.result == CleanupOutcome::Running))
+    })
+    .await?;
+    let started: Timestamp = running.started_at.parse()?;
+    assert!(started <= Timestamp::now(), "{running:?}");
+
+    // Its age grows in /metrics for as long as the mount hangs; the status stays Running.
+    let age = || {
+        let text = http_get(port, "/metrics").map(|r| r.1).unwrap_or_default();
+        sample(
+            &text,
+            "volpool_cleanup_running_seconds",
+            &["persistentvolume=\"pv-stuck\""],
+        )
+    };
+    let first = wait_for("the running scrub in /metrics", CHANGE_DEADLINE, || async {
+        Ok(age())
+    })
+    .await?;
+    wait_for("its age to grow by 3 s", CHANGE_DEADLINE, || async {
+        Ok(age().filter(|a| *a >= first + 3.0))
+    })
+    .await?;
+    let status = api.get(&node_name).await?.status.unwrap_or_default();
+    let result = status.cleanups.iter().find(|c| c.pv_uid == "uid-stuck");
+    assert_eq!(
+        result.map(|r| r.result),
+        Some(CleanupOutcome::Running),
+        "{status:?}"
+    );
 
     drop(fake);
     Api::<Node>::all(client.clone())

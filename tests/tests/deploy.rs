@@ -487,6 +487,7 @@ fn alert_rules_say_what_to_do_and_query_known_metrics() -> anyhow::Result<()> {
         "VolpoolPoolBelowMinAvailable",
         "VolpoolVolumeUnhealthy",
         "VolpoolVolumeProbeStuck",
+        "VolpoolScrubStuck",
         "VolpoolVolumeFillingUp",
         "VolpoolNFSClientMissing",
         "VolpoolWorkloadRequirementNotMet",

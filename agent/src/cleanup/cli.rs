@@ -58,6 +58,8 @@ pub fn run(args: Scrub) -> Result<(String, i32)> {
         CleanupOutcome::Succeeded => 0,
         CleanupOutcome::Failed => 1,
         CleanupOutcome::Refused => 2,
+        // NB: not reached: perform returns when the scrub has ended.
+        CleanupOutcome::Running => 3,
     };
     let text = encode(&result, args.output, table)
         .map_err(|(format, reason)| Error::EncodeReport { format, reason })?;

@@ -9,6 +9,8 @@
 //!     └─► desired status.cleanups (watch) ─► publisher (server-side apply, only on change)
 //! ```
 //!
+//! A scrub is reported `Running` (with `startedAt`) as soon as it starts, and counted in
+//! `/metrics` until its thread returns, so one stuck on a hung mount is seen with its age.
 //! A result stays while its request does, so a request is never performed twice. On start,
 //! the `Succeeded` results already in the API are taken over before anything is published (a
 //! restarted agent does not scrub again a volume the controller may be handing out afresh);
@@ -17,6 +19,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
 
 use futures::StreamExt;
 use kube::runtime::WatchStreamExt;
@@ -27,6 +30,7 @@ use volpool_api::{CleanupOutcome, CleanupRequest, CleanupResult, NodeVolumes, No
 
 use crate::context::Context;
 use crate::pools::LocalPool;
+use crate::state::RunningScrub;
 
 /// The pools selected for this node now.
 pub type CurrentPools = Arc<dyn Fn() -> Vec<LocalPool> + Send + Sync>;
@@ -162,15 +166,20 @@ pub async fn run(ctx: Arc<Context>, client: Client, cleaner: Cleaner) {
                     cleaner.results.ready.send_replace(true);
                 }
             }
-            Some(result) = done_rx.recv() => {
+            Some(mut result) = done_rx.recv() => {
                 running.remove(&result.pv_uid);
+                ctx.state.scrubs.finish(&result.pv_uid);
                 tracing::info!(
                     volume_id = %result.volume_id, pv_uid = %result.pv_uid,
                     result = ?result.result, message = %result.message, "scrub finished"
                 );
                 // NB: a request withdrawn while its scrub ran gets no result.
                 if requests.iter().any(|r| r.pv_uid == result.pv_uid) {
-                    cleaner.results.lock().insert(result.pv_uid.clone(), result);
+                    let mut results = cleaner.results.lock();
+                    if let Some(reported) = results.get(&result.pv_uid) {
+                        result.started_at = reported.started_at.clone();
+                    }
+                    results.insert(result.pv_uid.clone(), result);
                 }
             }
         }
@@ -183,6 +192,20 @@ pub async fn run(ctx: Arc<Context>, client: Client, cleaner: Cleaner) {
         }
         for request in todo.start {
             running.insert(request.pv_uid.clone());
+            // NB: reported Running at once, so a scrub stuck on a hung mount shows its age.
+            let started = super::running(&request, super::now());
+            cleaner
+                .results
+                .lock()
+                .insert(request.pv_uid.clone(), started);
+            ctx.state.scrubs.start(
+                &request.pv_uid,
+                RunningScrub {
+                    persistent_volume: request.persistent_volume.clone(),
+                    volume_id: request.volume_id.clone(),
+                    since: SystemTime::now(),
+                },
+            );
             tracing::info!(
                 volume_id = %request.volume_id, pv = %request.persistent_volume,
                 method = ?request.method, "scrub started"
@@ -229,6 +252,7 @@ mod tests {
             result: outcome,
             message: String::new(),
             finished_at: "2026-11-25T23:00:00Z".into(),
+            started_at: String::new(),
         }
     }
 

@@ -62,6 +62,7 @@ pub fn perform<S: ScrubHost>(
     pools: &[LocalPool],
     request: &CleanupRequest,
 ) -> CleanupResult {
+    let started_at = now();
     let outcome = scrub(host, writes, pools, request);
     let (result, message) = match outcome {
         Outcome::Succeeded(m) => (CleanupOutcome::Succeeded, m),
@@ -69,15 +70,30 @@ pub fn perform<S: ScrubHost>(
         Outcome::Refused(m) => (CleanupOutcome::Refused, m),
     };
     CleanupResult {
-        volume_id: request.volume_id.clone(),
-        pv_uid: request.pv_uid.clone(),
         result,
         message,
-        finished_at: Timestamp::now()
-            .round(Unit::Millisecond)
-            .unwrap_or_else(|_| Timestamp::now())
-            .to_string(),
+        finished_at: now(),
+        started_at,
+        ..running(request, String::new())
     }
+}
+
+/// The result reported while the scrub of `request`, started at `started_at`, runs.
+pub fn running(request: &CleanupRequest, started_at: String) -> CleanupResult {
+    CleanupResult {
+        volume_id: request.volume_id.clone(),
+        pv_uid: request.pv_uid.clone(),
+        result: CleanupOutcome::Running,
+        message: String::new(),
+        finished_at: String::new(),
+        started_at,
+    }
+}
+
+/// Now, as RFC 3339 to the millisecond.
+pub fn now() -> String {
+    let now = Timestamp::now();
+    now.round(Unit::Millisecond).unwrap_or(now).to_string()
 }
 
 fn scrub<S: ScrubHost>(

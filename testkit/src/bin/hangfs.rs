@@ -1,21 +1,18 @@
 //! `hangfs <mountpoint>`: a FUSE filesystem of one directory that answers `getattr` and never
-//! answers `statfs`: a hung mount, for tests of what the agent does with one. It serves until
+//! answers `statfs` nor `readdir`: a hung mount, for tests of what the agent does with one
+//! (a scan's statvfs, a scrub listing the volume). It serves until
 //! killed; run it inside a `FakeNode` so the mount goes with the node.
 
 use std::time::{Duration, SystemTime};
 
-use fuser::{Errno, FileAttr, FileType, INodeNo, ReplyAttr, ReplyStatfs, Request};
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, INodeNo, ReplyAttr, ReplyDirectory, ReplyStatfs, Request,
+};
 
 struct HangFs;
 
 impl fuser::Filesystem for HangFs {
-    fn getattr(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: Option<fuser::FileHandle>,
-        reply: ReplyAttr,
-    ) {
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         if ino != INodeNo::ROOT {
             return reply.error(Errno::ENOENT);
         }
@@ -42,6 +39,17 @@ impl fuser::Filesystem for HangFs {
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         // NB: dropping a reply answers EIO; forgetting it leaves the caller waiting forever.
+        std::mem::forget(reply);
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _off: u64,
+        reply: ReplyDirectory,
+    ) {
         std::mem::forget(reply);
     }
 }

@@ -126,6 +126,7 @@ impl Pass<'_, '_> {
                 );
                 return;
             }
+            Some(r) if r.result == CleanupOutcome::Running => {}
             Some(r) => {
                 want.cleanup_failed = true;
                 if !current.cleanup_failed {

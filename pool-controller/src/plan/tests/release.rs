@@ -37,6 +37,7 @@ fn released_with_delete_is_scrubbed_by_the_agent_then_recreated() {
         result: CleanupOutcome::Succeeded,
         message: String::new(),
         finished_at: "2026-01-01T12:00:30Z".into(),
+        started_at: String::new(),
     }];
     let plan2 = plan(&w);
     let deleted = plan2.changes.iter().find_map(|c| match c {
@@ -118,6 +119,7 @@ fn a_failed_scrub_keeps_the_pv_and_warns_once() {
         result: CleanupOutcome::Refused,
         message: "identity mismatch".into(),
         finished_at: String::new(),
+        started_at: String::new(),
     }];
     let plan1 = plan(&w);
     assert!(events(&plan1).contains(&("CleanupFailed", Some("PersistentVolume"))));
@@ -137,6 +139,28 @@ fn a_failed_scrub_keeps_the_pv_and_warns_once() {
             .iter()
             .any(|c| c.reason == "CleanupFailed")
     );
+}
+
+#[test]
+fn a_running_scrub_is_waited_for_not_failed() {
+    let mut w = two_disks();
+    converge(&mut w);
+    set_phase(&mut w, &pv1(), "Released", true);
+    converge(&mut w);
+    Arc::make_mut(&mut w.reports[0])
+        .status
+        .as_mut()
+        .expect("s")
+        .cleanups = vec![CleanupResult {
+        volume_id: "uuid:1".into(),
+        pv_uid: format!("uid-{}", pv1()),
+        result: CleanupOutcome::Running,
+        message: String::new(),
+        finished_at: String::new(),
+        started_at: "2026-01-01T11:00:00Z".into(),
+    }];
+    assert!(plan(&w).changes.is_empty(), "{:#?}", plan(&w).changes);
+    assert_eq!(w.pools[0].status.as_ref().expect("s").volumes.cleaning, 1);
 }
 
 #[test]
