@@ -1,7 +1,7 @@
 //! What the daemon's loops share with the HTTP handlers and the publisher: the latest scan's
 //! metrics text, readiness, the latest NFS client status, limits and network checks, the
-//! scrubs under way. A leaf: the loops write here, `/metrics`, `/readyz` and the scan loop read; nothing here
-//! imports them.
+//! scrubs under way. A leaf: the loops write here, `/metrics`, `/readyz` and the scan loop
+//! read; nothing here imports them.
 //!
 //! ```text
 //!  scan loop ──set_scan_text──►┐
