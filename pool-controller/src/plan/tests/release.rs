@@ -27,18 +27,12 @@ fn released_with_delete_is_scrubbed_by_the_agent_then_recreated() {
         "nothing deleted before the agent reports"
     );
     // The agent reports success.
-    Arc::make_mut(&mut w.reports[0])
-        .status
-        .as_mut()
-        .expect("s")
-        .cleanups = vec![CleanupResult {
-        volume_id: "uuid:1".into(),
-        pv_uid: uid.clone(),
-        result: CleanupOutcome::Succeeded,
-        message: String::new(),
-        finished_at: "2026-01-01T12:00:30Z".into(),
-        started_at: String::new(),
-    }];
+    report_scrub(
+        &mut w,
+        CleanupOutcome::Succeeded,
+        "",
+        "2026-01-01T12:00:30Z",
+    );
     let plan2 = plan(&w);
     let deleted = plan2.changes.iter().find_map(|c| match c {
         Change::DeletePv {
@@ -103,24 +97,26 @@ fn the_release_grace_period_is_an_undo_window() {
     assert_eq!(w.reports[0].spec.cleanups.len(), 1);
 }
 
+/// Play the agent of n1: report how the scrub of `pv1` went.
+fn report_scrub(w: &mut World, result: CleanupOutcome, message: &str, finished_at: &str) {
+    let status = Arc::make_mut(&mut w.reports[0]).status.as_mut().expect("s");
+    status.cleanups = vec![CleanupResult {
+        volume_id: "uuid:1".into(),
+        pv_uid: format!("uid-{}", pv1()),
+        result,
+        message: message.into(),
+        finished_at: finished_at.into(),
+        started_at: "2026-01-01T12:00:01Z".into(),
+    }];
+}
+
 #[test]
 fn a_failed_scrub_keeps_the_pv_and_warns_once() {
     let mut w = two_disks();
     converge(&mut w);
     set_phase(&mut w, &pv1(), "Released", true);
     converge(&mut w);
-    Arc::make_mut(&mut w.reports[0])
-        .status
-        .as_mut()
-        .expect("s")
-        .cleanups = vec![CleanupResult {
-        volume_id: "uuid:1".into(),
-        pv_uid: format!("uid-{}", pv1()),
-        result: CleanupOutcome::Refused,
-        message: "identity mismatch".into(),
-        finished_at: String::new(),
-        started_at: String::new(),
-    }];
+    report_scrub(&mut w, CleanupOutcome::Refused, "identity mismatch", "");
     let plan1 = plan(&w);
     assert!(events(&plan1).contains(&("CleanupFailed", Some("PersistentVolume"))));
     assert!(
@@ -147,18 +143,7 @@ fn a_running_scrub_is_waited_for_not_failed() {
     converge(&mut w);
     set_phase(&mut w, &pv1(), "Released", true);
     converge(&mut w);
-    Arc::make_mut(&mut w.reports[0])
-        .status
-        .as_mut()
-        .expect("s")
-        .cleanups = vec![CleanupResult {
-        volume_id: "uuid:1".into(),
-        pv_uid: format!("uid-{}", pv1()),
-        result: CleanupOutcome::Running,
-        message: String::new(),
-        finished_at: String::new(),
-        started_at: "2026-01-01T11:00:00Z".into(),
-    }];
+    report_scrub(&mut w, CleanupOutcome::Running, "", "");
     assert!(plan(&w).changes.is_empty(), "{:#?}", plan(&w).changes);
     assert_eq!(w.pools[0].status.as_ref().expect("s").volumes.cleaning, 1);
 }
