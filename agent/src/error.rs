@@ -98,6 +98,14 @@ pub enum Error {
     /// The task serving HTTP died (it panicked or was cancelled).
     #[error("the http server task failed: {0}")]
     ServeHttpTask(#[source] tokio::task::JoinError),
+    /// A signal handler could not be installed.
+    #[error("failed to install the {signal} handler: {source}")]
+    InstallSignalHandler {
+        /// The signal.
+        signal: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -114,6 +122,7 @@ impl Error {
             Error::ServeHttp { .. } | Error::ServeHttpTask(_) | Error::RenderMetrics(_) => "http",
             Error::EncodeReport { .. } => "output",
             Error::ScanTask(_) => "scan",
+            Error::InstallSignalHandler { .. } => "signal_handler",
         }
     }
 }

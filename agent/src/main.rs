@@ -122,7 +122,10 @@ fn main() -> anyhow::Result<()> {
                 install_timeout: cli.install_timeout,
             };
             let runtime = tokio::runtime::Runtime::new()?;
-            return Ok(runtime.block_on(run::run(config))?);
+            let result = runtime.block_on(run::run_until_stopped(config));
+            // NB: a scrub or probe thread stuck on a hung mount must not hold the exit up.
+            runtime.shutdown_background();
+            return Ok(result?);
         }
     };
     print!("{text}");

@@ -18,6 +18,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client};
 
 use crate::network::{self, apiserver::Paths, checks::NodeCidr};
+use tokio::signal::unix::SignalKind;
 use tokio::sync::{Notify, watch};
 use volpool_api::{NodeVolumesStatus, VolumePool};
 
@@ -123,8 +124,27 @@ impl Pools {
     }
 }
 
-/// Run until killed.
-pub async fn run(config: RunConfig) -> Result<()> {
+/// Run until SIGTERM or SIGINT. NB: the handlers are what make the agent stop when it is PID 1
+/// of its pid namespace (a container without `hostPID`): the kernel drops a signal that PID 1
+/// has no handler for.
+pub async fn run_until_stopped(config: RunConfig) -> Result<()> {
+    let handler = |kind: SignalKind, signal: &'static str| {
+        tokio::signal::unix::signal(kind)
+            .map_err(|source| Error::InstallSignalHandler { signal, source })
+    };
+    let mut term = handler(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = handler(SignalKind::interrupt(), "SIGINT")?;
+    let signal = tokio::select! {
+        result = run(config) => return result,
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal, "stopping");
+    Ok(())
+}
+
+/// Run until the process ends.
+async fn run(config: RunConfig) -> Result<()> {
     let standalone = config.pools_file.is_some();
     let state = AgentState::new(!standalone);
     let addr = config.metrics_addr.clone();
