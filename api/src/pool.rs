@@ -36,7 +36,9 @@ pub struct VolumePoolSpec {
     /// Reclaim policy written into each PV.
     #[serde(default)]
     pub reclaim_policy: ReclaimPolicy,
-    /// Access modes of each PV; empty means ReadWriteOnce for local, ReadWriteMany for nfs.
+    /// Access modes of each PV; empty means [ReadWriteOnce] for local, [ReadWriteOnce,
+    /// ReadOnlyMany, ReadWriteMany] for nfs (all that NFS can do, so a claim asking any of them
+    /// fits).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub access_modes: Vec<AccessMode>,
     /// Mount options copied into each PV.
@@ -392,10 +394,14 @@ impl VolumePool {
         }
     }
 
-    /// Access modes to write into PVs: the spec's, else RWO for local and RWX for nfs.
+    /// Access modes to write into PVs: the spec's, else RWO for local and RWO, ROX, RWX for nfs.
     pub fn effective_access_modes(&self) -> Vec<AccessMode> {
         match (&self.spec.access_modes[..], &self.spec.nfs) {
-            ([], Some(_)) => vec![AccessMode::ReadWriteMany],
+            ([], Some(_)) => vec![
+                AccessMode::ReadWriteOnce,
+                AccessMode::ReadOnlyMany,
+                AccessMode::ReadWriteMany,
+            ],
             ([], None) => vec![AccessMode::ReadWriteOnce],
             (modes, _) => modes.to_vec(),
         }
@@ -436,11 +442,18 @@ mod tests {
     }
 
     #[test]
-    fn nfs_defaults_to_rwx() {
+    fn nfs_defaults_to_every_access_mode() {
         let p = pool(
             "metadata: {name: shared}\nspec:\n  storageClassName: nfs\n  nfs: {server: nfs.example.com, path: /var/nfs}\n",
         );
-        assert_eq!(p.effective_access_modes(), vec![AccessMode::ReadWriteMany]);
+        assert_eq!(
+            p.effective_access_modes(),
+            vec![
+                AccessMode::ReadWriteOnce,
+                AccessMode::ReadOnlyMany,
+                AccessMode::ReadWriteMany
+            ]
+        );
         let nfs = p.spec.nfs.as_ref().expect("nfs");
         assert_eq!((nfs.min_available, nfs.max_volumes), (3, 100));
         assert_eq!(nfs.access, NfsAccess::NFSv3);

@@ -160,7 +160,14 @@ async fn upkeep(test: &str, export: &Path, nfs: Value) -> anyhow::Result<()> {
         assert_eq!(mode & 0o7777, 0o777, "{dir} has mode {mode:o}");
     }
     let spec0 = pvs[0].spec.clone().unwrap_or_default();
-    assert_eq!(spec0.access_modes, Some(vec!["ReadWriteMany".to_string()]));
+    assert_eq!(
+        spec0.access_modes,
+        Some(
+            ["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany"]
+                .map(String::from)
+                .to_vec()
+        )
+    );
     assert_eq!(spec0.storage_class_name.as_deref(), Some(test));
     wait_for("the export size metric", LONG, || async {
         let size = controller

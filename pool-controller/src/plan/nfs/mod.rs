@@ -250,9 +250,15 @@ impl Pool<'_> {
                 }
             }
             Phase::Bound => {
+                // NB: a claim bound to the PV got what it asked for; the pool's access modes
+                // (or their default) may change only what is offered next.
                 let want = NfsPv {
                     capacity_bytes: current.capacity_bytes,
                     missing: !present,
+                    fields: PoolFields {
+                        access_modes: current.fields.access_modes.clone(),
+                        ..want_base.fields
+                    },
                     ..want_base
                 };
                 if want.missing && !current.missing {

@@ -148,7 +148,8 @@ fn a_new_pool_gets_min_available_directories_each_before_its_pv_then_idles() {
     assert!(nfs.path.starts_with("/export/pv-"), "{}", nfs.path);
     assert_eq!(
         spec.access_modes.as_deref(),
-        Some(&["ReadWriteMany".to_string()][..])
+        Some(&["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany"].map(String::from)[..]),
+        "an NFS pool offers every mode NFS can do"
     );
     assert_eq!(
         spec.mount_options.as_deref(),
@@ -441,4 +442,40 @@ fn an_available_pv_whose_directory_vanished_is_deleted_a_bound_one_labelled() {
         .find(|p| p.metadata.name.as_ref() == Some(&names[1]))
         .expect("kept");
     assert_eq!(label(bound, "volpool.io/health"), Some("missing"));
+}
+
+#[test]
+fn new_default_access_modes_reach_available_pvs_and_leave_bound_ones() {
+    let (mut world, mut export) = start(nfs_pool(", minAvailable: 2", ""));
+    pass(&mut world, &mut export);
+    // PVs made when the default was ReadWriteMany only.
+    for pv in &mut world.pvs {
+        let spec = Arc::make_mut(pv).spec.as_mut().expect("spec");
+        spec.access_modes = Some(vec!["ReadWriteMany".into()]);
+    }
+    let names: Vec<String> = world
+        .pvs
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    set_phase(&mut world, &names[0], "Bound", true);
+    pass(&mut world, &mut export);
+    let modes = |world: &World, name: &str| {
+        world
+            .pvs
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(name))
+            .and_then(|p| p.spec.as_ref()?.access_modes.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        modes(&world, &names[0]),
+        ["ReadWriteMany"],
+        "the Bound PV is left alone"
+    );
+    assert_eq!(
+        modes(&world, &names[1]),
+        ["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany"],
+        "the Available PV offers the new default"
+    );
 }
