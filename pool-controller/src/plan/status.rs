@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use volpool_api::{CapacityBytes, VolumeCounts, VolumePool, VolumePoolStatus};
 
-use super::Change;
+use super::change::Change;
 use super::pv::Phase;
 use super::select::{Refusal, name_of};
 

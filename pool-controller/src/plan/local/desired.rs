@@ -7,14 +7,28 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use volpool_api::{NodeVolumesStatus, VolumePool, VolumeReport, VolumeState, local_pv_name};
+use k8s_openapi::api::core::v1::PersistentVolume;
+use k8s_openapi::jiff::Timestamp;
 
-use super::PoolInput;
+use volpool_api::{
+    NodeVolumes, NodeVolumesStatus, VolumePool, VolumeReport, VolumeState, local_pv_name,
+};
+
 use super::pv::LocalPv;
-use crate::plan::NodeInfo;
 use crate::plan::pv::PoolFields;
 use crate::plan::select::{matches, name_of};
 use crate::plan::status::Problem;
+use crate::plan::world::NodeInfo;
+
+/// What one pool's planning looks at.
+pub struct PoolInput<'a> {
+    pub pool: &'a VolumePool,
+    pub observed: &'a [&'a PersistentVolume],
+    pub nodes: &'a HashMap<&'a str, &'a NodeInfo>,
+    pub reports: &'a BTreeMap<&'a str, &'a NodeVolumes>,
+    pub storage_classes: Option<&'a BTreeSet<String>>,
+    pub now: Timestamp,
+}
 
 /// The PVs the reports offer a pool.
 pub struct Desired<'a> {

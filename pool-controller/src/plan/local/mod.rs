@@ -14,31 +14,21 @@ mod desired;
 pub mod pv;
 mod release;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::PersistentVolume;
-use k8s_openapi::jiff::Timestamp;
 use volpool_api::units::parse_duration;
 use volpool_api::{CleanupMethod, CleanupRequest, LABEL_POOL, NodeVolumes, VolumePool};
 
-use self::desired::{Desired, desired};
+use self::desired::{Desired, PoolInput, desired};
 use self::pv::{Health, LocalPv};
+use super::change::{Change, Plan};
 use super::events::{Notice, about_pv};
 use super::pv::{Phase, phase};
 use super::select::{matches, name_of};
 use super::status::{self, Counted, Problem};
-use super::{Change, Input, NodeInfo, Plan, World};
-
-/// What one pool's planning looks at.
-struct PoolInput<'a> {
-    pool: &'a VolumePool,
-    observed: &'a [&'a PersistentVolume],
-    nodes: &'a HashMap<&'a str, &'a NodeInfo>,
-    reports: &'a BTreeMap<&'a str, &'a NodeVolumes>,
-    storage_classes: Option<&'a BTreeSet<String>>,
-    now: Timestamp,
-}
+use super::world::{Input, NodeInfo, World};
 
 /// Accumulated output of every local pool.
 #[derive(Default)]

@@ -1,9 +1,8 @@
 //! The export as the plan sees it: what the executor read before planning ([`ExportView`]),
-//! the directory work it is asked for ([`ExportOp`]), and the names of the directories.
+//! and the names of the directories (the work the plan asks for is `change::ExportOp`).
 //!
 //! ```text
 //!  executor ──► ExportView {dirs, space, unreachable, denied} ──► plan
-//!  plan ──► ExportOp {MakeDir | Remove | Rename, then: [Change]} ──► executor
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,8 +10,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::PersistentVolume;
 use k8s_openapi::jiff::Timestamp;
 use volpool_api::ExportSpace;
-
-use crate::plan::Change;
 
 /// Prefix of every directory the controller carves.
 pub const DIR_PREFIX: &str = "pv-";
@@ -41,41 +38,6 @@ pub struct SeenDir {
     pub uid: u32,
     /// Whether it holds nothing; read only for directories without a PV.
     pub empty: Option<bool>,
-}
-
-/// Directory work for the executor; `then` is applied only after it succeeded.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ExportOp {
-    /// The pool whose export it is.
-    pub pool: String,
-    /// What to do.
-    pub op: Op,
-    /// Writes that must wait for the operation.
-    pub then: Vec<Change>,
-}
-
-/// One directory operation under a pool's root.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Op {
-    /// Make the directory (or take the one there) and set its mode.
-    MakeDir {
-        /// Directory name.
-        dir: String,
-        /// Mode bits.
-        mode: u32,
-    },
-    /// Remove the directory and its contents.
-    Remove {
-        /// Directory name.
-        dir: String,
-    },
-    /// Rename the directory.
-    Rename {
-        /// Directory name.
-        from: String,
-        /// New name.
-        to: String,
-    },
 }
 
 /// The directory a PV of volpool's owns, if it is an NFS PV.

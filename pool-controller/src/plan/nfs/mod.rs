@@ -14,7 +14,7 @@
 //! While the export is unreachable, no PV is created or deleted. A directory without a PV (a
 //! crash between MKDIR and the PV create) is adopted when empty, reported when not.
 
-mod export;
+pub mod export;
 pub mod pv;
 mod status;
 
@@ -26,13 +26,15 @@ use volpool_api::units::{parse_bytes, parse_duration};
 use volpool_api::{NfsSource, OnRelease, ReclaimPolicy, VolumePool, nfs_pv_name};
 
 use self::export::new_dir;
-pub use self::export::{ExportOp, ExportView, Op, SeenDir, archive_name, is_pool_dir, pv_dir};
+pub use self::export::{ExportView, SeenDir, archive_name, is_pool_dir, pv_dir};
 use self::pv::NfsPv;
+use super::change::{Change, Plan};
+pub use super::change::{ExportOp, Op};
 use super::events::about_pv;
 use super::pv::{Phase, PoolFields, phase, released_since};
 use super::select::name_of;
 use super::status::{self as pool_status, Counted, Problem, write_if_changed};
-use super::{Change, Input, Plan, World};
+use super::world::{Input, World};
 
 /// Valid NFS pools of the world, by name.
 pub fn nfs_pools(world: &World) -> Vec<&VolumePool> {

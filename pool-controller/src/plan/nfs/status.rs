@@ -8,9 +8,9 @@ use volpool_api::units::parse_bytes;
 use volpool_api::{ExportSpace, NfsSource, VolumePool, VolumePoolStatus};
 
 use super::ExportView;
-use crate::plan::World;
 use crate::plan::select::{matches, name_of};
 use crate::plan::status::{self, Counted, Problem};
+use crate::plan::world::World;
 
 /// The status the pool should have.
 pub fn status(

@@ -1,12 +1,19 @@
 //! Every lifecycle rule of a local pool, on plain data.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
 use super::*;
+use k8s_openapi::api::core::v1::PersistentVolume;
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::jiff::Timestamp;
 use volpool_api::{
     CleanupMethod, CleanupOutcome, CleanupResult, NodeVolumesSpec, NodeVolumesStatus, VolumeMode,
     VolumeReport, VolumeState,
 };
+use volpool_api::{CleanupRequest, NodeVolumes, VolumePool};
 
 const GIB: u64 = 1 << 30;
 

@@ -1,0 +1,68 @@
+//! What the plan looks at: a snapshot of the cluster ([`World`]), and the per-pass index each
+//! kind of pool is planned from ([`Input`]).
+//!
+//! ```text
+//!  stores + exports read ──► World ──► Input {pools sorted, refusals, PVs by pool} ──► local, nfs
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::PersistentVolume;
+use k8s_openapi::jiff::Timestamp;
+use volpool_api::{NodeVolumes, VolumePool};
+
+use super::nfs::export::ExportView;
+use super::select::Refusal;
+
+/// A Node as the plan needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Node name.
+    pub name: String,
+    /// Node UID.
+    pub uid: String,
+    /// Node labels; `None` when unknown (offline mode), which matches every selector.
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+/// Everything `plan` looks at: a snapshot of the reflector stores and the time.
+#[derive(Clone, Debug)]
+pub struct World {
+    /// Every VolumePool.
+    pub pools: Vec<Arc<VolumePool>>,
+    /// Every NodeVolumes report.
+    pub reports: Vec<Arc<NodeVolumes>>,
+    /// Every Node.
+    pub nodes: Vec<NodeInfo>,
+    /// PVs labelled `app.kubernetes.io/managed-by=volpool`.
+    pub pvs: Vec<Arc<PersistentVolume>>,
+    /// Names of existing StorageClasses; `None` when unknown (offline mode).
+    pub storage_classes: Option<BTreeSet<String>>,
+    /// What the executor read from each NFS pool's export before planning; a pool missing
+    /// here is planned as unreachable (nothing created or deleted).
+    pub exports: BTreeMap<String, ExportView>,
+    /// The time the plan is made at.
+    pub now: Timestamp,
+}
+
+/// What each kind's planning starts from.
+pub struct Input<'a> {
+    pub world: &'a World,
+    /// Every pool, sorted by name.
+    pub pools: Vec<&'a VolumePool>,
+    /// Pools refused this pass (invalid, overlapping), by name.
+    pub refused: HashMap<String, Refusal>,
+    /// Observed PVs by their pool label.
+    pub by_pool: HashMap<&'a str, Vec<&'a PersistentVolume>>,
+}
+
+impl Input<'_> {
+    /// The observed PVs of a pool.
+    pub fn observed(&self, pool: &str) -> &[&PersistentVolume] {
+        self.by_pool
+            .get(pool)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+}
