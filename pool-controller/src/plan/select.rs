@@ -1,9 +1,9 @@
 //! Small pure checks on pool specs: which pools are refused (invalid, or discovery dirs that
-//! overlap), and does a node match a pool's `nodeSelector`.
+//! overlap). Whether a node matches a pool's `nodeSelector` is
+//! `volpool_api::optional_selector_matches`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use volpool_api::VolumePool;
 
 /// Why a pool is not planned at all.
@@ -60,19 +60,6 @@ pub fn name_of(pool: &VolumePool) -> &str {
     pool.metadata.name.as_deref().unwrap_or_default()
 }
 
-/// Whether `labels` match `selector` (`matchLabels` and `matchExpressions` with In, NotIn,
-/// Exists, DoesNotExist). `None` labels mean "unknown" (offline mode) and always match; an
-/// unknown operator never matches, so a typo offers no node rather than every node.
-pub fn matches(
-    selector: Option<&LabelSelector>,
-    labels: Option<&BTreeMap<String, String>>,
-) -> bool {
-    let (Some(selector), Some(labels)) = (selector, labels) else {
-        return true;
-    };
-    volpool_api::selector_matches(selector, labels)
-}
-
 /// Whether one discovery dir is the other or lies inside it (`/mnt/disks` and
 /// `/mnt/disks/ssd` overlap; `/mnt/disks` and `/mnt/disks2` do not).
 pub fn dirs_overlap(a: &str, b: &str) -> bool {
@@ -90,7 +77,10 @@ pub fn dirs_overlap(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
+    use volpool_api::optional_selector_matches as matches;
 
     #[test]
     fn selectors() {

@@ -16,7 +16,9 @@ use volpool_api::{
 
 use super::pv::LocalPv;
 use crate::plan::pv::PoolFields;
-use crate::plan::select::{matches, name_of};
+use volpool_api::optional_selector_matches;
+
+use crate::plan::select::name_of;
 use crate::plan::status::Problem;
 use crate::plan::world::NodeInfo;
 
@@ -102,7 +104,8 @@ fn reporting_node<'a>(
         ));
         return None;
     }
-    matches(input.pool.spec.node_selector.as_ref(), node.labels.as_ref()).then_some(node)
+    optional_selector_matches(input.pool.spec.node_selector.as_ref(), node.labels.as_ref())
+        .then_some(node)
 }
 
 fn desired_pv(pool: &VolumePool, node: &NodeInfo, volume: &VolumeReport) -> LocalPv {

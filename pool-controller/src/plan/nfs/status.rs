@@ -8,7 +8,9 @@ use volpool_api::units::parse_bytes;
 use volpool_api::{ExportSpace, NfsSource, VolumePool, VolumePoolStatus};
 
 use super::ExportView;
-use crate::plan::select::{matches, name_of};
+use volpool_api::optional_selector_matches;
+
+use crate::plan::select::name_of;
 use crate::plan::status::{self, Counted, Problem};
 use crate::plan::world::World;
 
@@ -78,7 +80,7 @@ pub fn ready_nodes(world: &World, pool: &VolumePool) -> u32 {
             .is_none_or(|s| s.reachable);
         if client.ready
             && reaches
-            && matches(pool.spec.node_selector.as_ref(), node.labels.as_ref())
+            && optional_selector_matches(pool.spec.node_selector.as_ref(), node.labels.as_ref())
         {
             ready += 1;
         }
