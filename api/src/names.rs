@@ -39,6 +39,9 @@ pub const ANNOTATION_REQUIRE_NOFILE: &str = "volpool.io/require-nofile";
 pub const ANNOTATION_REQUIRE_NPROC: &str = "volpool.io/require-nproc";
 /// See [`ANNOTATION_REQUIRE_MEMLOCK`].
 pub const ANNOTATION_REQUIRE_MAX_MAP_COUNT: &str = "volpool.io/require-max-map-count";
+/// PV annotation: the controller made this PV for the claim in its `spec.claimRef`
+/// (`<namespace>/<name>`), as a dynamic provisioner does.
+pub const ANNOTATION_PRE_BOUND: &str = "volpool.io/pre-bound";
 /// Server-side apply field manager of the agent.
 pub const FIELD_MANAGER_AGENT: &str = "volpool-agent";
 /// Server-side apply field manager of the controller.

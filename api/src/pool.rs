@@ -249,6 +249,9 @@ pub struct VolumePoolStatus {
     /// so the status does not churn).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub export: Option<ExportSpace>,
+    /// Claims of the pool's StorageClass.
+    #[serde(default)]
+    pub claims: ClaimCounts,
     /// `Ready` and `Degraded`, with a reason and a message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
@@ -264,6 +267,18 @@ pub struct ExportSpace {
     /// Bytes available to the controller's user.
     #[serde(default)]
     pub available_bytes: u64,
+}
+
+/// Claims of a pool's StorageClass by phase.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub struct ClaimCounts {
+    /// Waiting for a volume (each has a `NoMatchingVolume` Event saying why, when volpool
+    /// knows).
+    #[serde(default)]
+    pub pending: u32,
+    /// Bound to a PV.
+    #[serde(default)]
+    pub bound: u32,
 }
 
 /// PV counts by phase.

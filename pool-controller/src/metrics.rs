@@ -1,9 +1,11 @@
 //! Controller metrics (prefix `volpool_`), as listed in `docs/architecture.md` ("Metrics"):
 //! pool volumes and bytes by phase, leadership, pass duration, errors by category, API writes by
-//! verb and resource, and scrub durations. `volpool_pool_info{pool,storage_class}` and
+//! verb and resource, scrub durations, Pending claims by pool and claims' time from creation to
+//! Bound. `volpool_pool_info{pool,storage_class}` and
 //! `volpool_pool_min_available{pool}` let the alert rules join claims to pools and see the
 //! watermark. Label values are always bounded names, never error texts.
 
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts,
     Registry, TextEncoder,
@@ -22,6 +24,8 @@ pub struct Metrics {
     pool_capacity: GaugeVec,
     pool_info: GaugeVec,
     pool_min_available: GaugeVec,
+    pool_claims_pending: GaugeVec,
+    claim_bind: HistogramVec,
     export_size: GaugeVec,
     export_available: GaugeVec,
     leader: Gauge,
@@ -59,6 +63,21 @@ impl Metrics {
                     "volpool_pool_min_available",
                     "Available PVs an NFS pool keeps (spec.nfs.minAvailable)",
                 ),
+                &["pool"],
+            )?,
+            pool_claims_pending: GaugeVec::new(
+                Opts::new(
+                    "volpool_pool_claims_pending",
+                    "Pending claims of a pool's StorageClass",
+                ),
+                &["pool"],
+            )?,
+            claim_bind: HistogramVec::new(
+                HistogramOpts::new(
+                    "volpool_claim_bind_seconds",
+                    "From a claim's creation to Bound, as the controller observes it",
+                )
+                .buckets(vec![1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0]),
                 &["pool"],
             )?,
             export_size: GaugeVec::new(
@@ -107,39 +126,24 @@ impl Metrics {
             )?,
             registry,
         };
-        metrics
-            .registry
-            .register(Box::new(metrics.pool_volumes.clone()))?;
-        metrics
-            .registry
-            .register(Box::new(metrics.pool_capacity.clone()))?;
-        metrics
-            .registry
-            .register(Box::new(metrics.pool_info.clone()))?;
-        metrics
-            .registry
-            .register(Box::new(metrics.pool_min_available.clone()))?;
-        metrics
-            .registry
-            .register(Box::new(metrics.export_size.clone()))?;
-        metrics
-            .registry
-            .register(Box::new(metrics.export_available.clone()))?;
-        metrics
-            .registry
-            .register(Box::new(metrics.leader.clone()))?;
-        metrics
-            .registry
-            .register(Box::new(metrics.reconcile.clone()))?;
-        metrics
-            .registry
-            .register(Box::new(metrics.errors.clone()))?;
-        metrics
-            .registry
-            .register(Box::new(metrics.writes.clone()))?;
-        metrics
-            .registry
-            .register(Box::new(metrics.cleanup.clone()))?;
+        let collectors: Vec<Box<dyn Collector>> = vec![
+            Box::new(metrics.pool_volumes.clone()),
+            Box::new(metrics.pool_capacity.clone()),
+            Box::new(metrics.pool_info.clone()),
+            Box::new(metrics.pool_min_available.clone()),
+            Box::new(metrics.pool_claims_pending.clone()),
+            Box::new(metrics.export_size.clone()),
+            Box::new(metrics.export_available.clone()),
+            Box::new(metrics.leader.clone()),
+            Box::new(metrics.reconcile.clone()),
+            Box::new(metrics.errors.clone()),
+            Box::new(metrics.writes.clone()),
+            Box::new(metrics.cleanup.clone()),
+            Box::new(metrics.claim_bind.clone()),
+        ];
+        for collector in collectors {
+            metrics.registry.register(collector)?;
+        }
         Ok(metrics)
     }
 
@@ -165,6 +169,11 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// Record a claim seen Bound, `seconds` after its creation.
+    pub fn claim_bound(&self, pool: &str, seconds: f64) {
+        self.claim_bind.with_label_values(&[pool]).observe(seconds);
+    }
+
     /// Set leadership.
     pub fn set_leader(&self, leader: bool) {
         self.leader.set(if leader { 1.0 } else { 0.0 });
@@ -176,6 +185,7 @@ impl Metrics {
         self.pool_capacity.reset();
         self.pool_info.reset();
         self.pool_min_available.reset();
+        self.pool_claims_pending.reset();
         for pool in pools {
             let Some(name) = pool.metadata.name.as_deref() else {
                 continue;
@@ -191,6 +201,9 @@ impl Metrics {
             let Some(status) = pool.status.as_ref() else {
                 continue;
             };
+            self.pool_claims_pending
+                .with_label_values(&[name])
+                .set(f64::from(status.claims.pending));
             let v = &status.volumes;
             for (phase, n) in [
                 ("available", v.available),

@@ -13,7 +13,7 @@
 //! can be planned as they are. Only local pools are planned: an NFS pool's plan needs its
 //! export, which is not read offline.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -87,6 +87,9 @@ fn render(pools: &Path, reports: &Path, pvs: Option<&Path>, format: Format) -> R
             None => vec![],
         },
         storage_classes: None,
+        claims: Vec::new(),
+        claims_in_use: BTreeSet::new(),
+        explained: BTreeMap::new(),
         exports: BTreeMap::new(),
         now: Timestamp::now(),
     };

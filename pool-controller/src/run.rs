@@ -8,6 +8,7 @@
 //!
 //! A pass that finds nothing to do writes nothing, so an idle cluster costs no API writes.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -23,7 +24,7 @@ use crate::exportfs::{self, Exports};
 use crate::http::{self, Health};
 use crate::lease::{self, LeaseConfig};
 use crate::metrics::Metrics;
-use crate::plan::plan;
+use crate::plan::{claims, plan};
 use crate::world::Stores;
 
 /// How the controller runs.
@@ -86,6 +87,8 @@ pub async fn run(client: Client, options: Options) -> Result<()> {
         options.concurrency,
     );
     let mut exports = Exports::default();
+    let mut explained = BTreeMap::new();
+    let mut binding = claims::Binding::default();
     let mut wake = options.resync;
     loop {
         tokio::select! {
@@ -103,14 +106,25 @@ pub async fn run(client: Client, options: Options) -> Result<()> {
             continue;
         }
         let started = Instant::now();
-        let mut world = stores.snapshot(Timestamp::now());
+        let now = Timestamp::now();
+        let mut world = stores.snapshot(now);
         metrics.set_pools(world.pools.iter().map(AsRef::as_ref));
+        for (pool, seconds) in binding.observe(&world) {
+            metrics.claim_bound(&pool, seconds);
+        }
+        // NB: what older passes told the claims, so a claim hears each reason once per
+        // EXPLAIN_EVERY rather than once per pass.
+        explained.retain(|_, at: &mut Timestamp| {
+            Duration::try_from(now.duration_since(*at)).is_ok_and(|d| d < claims::EXPLAIN_EVERY)
+        });
+        world.explained = explained.clone();
         // NFS pools: read the exports (no write) so the plan sees them; then make or remove
         // directories; a PV change that needs a directory waits for it.
         world.exports = exportfs::observe(&world, &mut exports).await;
         metrics.set_exports(&world.exports);
         let plan = plan(&world);
         drop(world);
+        explained.extend(plan.explained.iter().map(|key| (key.clone(), now)));
         let mut changes = plan.changes;
         let export_ops = plan.ops.len();
         let executed = exportfs::execute(&mut exports, plan.ops).await;

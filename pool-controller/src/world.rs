@@ -1,5 +1,6 @@
 //! The reflector stores the plan reads: VolumePools, NodeVolumes, Nodes (metadata only),
-//! StorageClasses and the PVs labelled `app.kubernetes.io/managed-by=volpool`.
+//! StorageClasses, the PVs labelled `app.kubernetes.io/managed-by=volpool`, claims, and the
+//! Pending pods (only which claims they use).
 //!
 //! ```text
 //!  apiserver ══watch══► reflector ──► Store ──snapshot()──► World ──► plan
@@ -15,7 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, PersistentVolume};
+use k8s_openapi::api::core::v1::{
+    Node, PersistentVolume, PersistentVolumeClaim, Pod, PodSpec, Volume,
+};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::jiff::Timestamp;
 use kube::core::PartialObjectMeta;
@@ -28,7 +31,8 @@ use volpool_api::{LABEL_MANAGED_BY, MANAGED_BY, NodeVolumes, VolumePool};
 
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::plan::{NodeInfo, World};
+use crate::plan::claims::NO_PROVISIONER;
+use crate::plan::{ClassInfo, NodeInfo, World};
 
 /// Read handles on every store.
 #[derive(Clone)]
@@ -37,7 +41,9 @@ pub struct Stores {
     reports: Store<NodeVolumes>,
     nodes: Store<PartialObjectMeta<Node>>,
     pvs: Store<PersistentVolume>,
-    classes: Store<PartialObjectMeta<StorageClass>>,
+    classes: Store<StorageClass>,
+    claims: Store<PersistentVolumeClaim>,
+    pending_pods: Store<Pod>,
 }
 
 /// An object a pass wrote (or deleted: `resource_version` is `None`).
@@ -138,11 +144,34 @@ impl Stores {
                 metrics.clone(),
             ),
             classes: spawn(
-                watcher(
-                    Api::<PartialObjectMeta<StorageClass>>::all(client.clone()),
-                    all(),
-                ),
+                watcher(Api::all(client.clone()), all()),
                 "StorageClass",
+                notify.clone(),
+                metrics.clone(),
+            ),
+            claims: spawn(
+                watcher(Api::all(client.clone()), all()),
+                "PersistentVolumeClaim",
+                notify.clone(),
+                metrics.clone(),
+            ),
+            // NB: only Pending pods, and of those only the volumes: a claim of a
+            // WaitForFirstConsumer class is explained once a pod waits for it.
+            pending_pods: spawn(
+                watcher(
+                    Api::<Pod>::all(client.clone()),
+                    all().fields("status.phase=Pending"),
+                )
+                .modify(|pod: &mut Pod| {
+                    let volumes = pod.spec.take().map(|s| s.volumes).unwrap_or_default();
+                    pod.spec = Some(PodSpec {
+                        volumes,
+                        containers: Vec::new(),
+                        ..Default::default()
+                    });
+                    pod.status = None;
+                }),
+                "Pod",
                 notify,
                 metrics,
             ),
@@ -157,14 +186,66 @@ impl Stores {
             self.nodes.wait_until_ready(),
             self.pvs.wait_until_ready(),
             self.classes.wait_until_ready(),
+            self.claims.wait_until_ready(),
+            self.pending_pods.wait_until_ready(),
         );
     }
 
-    /// Everything the plan needs, as of now, but the exports (read by `exportfs::observe`).
-    /// No API call.
+    /// Everything the plan needs, as of now, but the exports (read by `exportfs::observe`) and
+    /// what the loop remembers (`explained`). No API call.
     pub fn snapshot(&self, now: Timestamp) -> World {
+        let pools = self.pools.state();
+        let classes: BTreeMap<String, ClassInfo> = self
+            .classes
+            .state()
+            .iter()
+            .filter_map(|c| {
+                let info = ClassInfo {
+                    provisioner: c.provisioner.clone(),
+                    wait_for_consumer: c.volume_binding_mode.as_deref()
+                        == Some("WaitForFirstConsumer"),
+                };
+                Some((c.metadata.name.clone()?, info))
+            })
+            .collect();
+        let served: BTreeSet<&str> = pools
+            .iter()
+            .map(|p| p.spec.storage_class_name.as_str())
+            .chain(
+                classes
+                    .iter()
+                    .filter(|(_, c)| c.provisioner == NO_PROVISIONER)
+                    .map(|(name, _)| name.as_str()),
+            )
+            .collect();
+        let claims = self
+            .claims
+            .state()
+            .into_iter()
+            .filter(|c| {
+                let class = c
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.storage_class_name.as_deref());
+                class.is_some_and(|class| served.contains(class))
+            })
+            .collect();
+        let claims_in_use = self
+            .pending_pods
+            .state()
+            .iter()
+            .flat_map(|pod| {
+                let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+                pod.spec
+                    .iter()
+                    .flat_map(|s| s.volumes.iter().flatten())
+                    .filter_map(|v: &Volume| v.persistent_volume_claim.as_ref())
+                    .map(move |c| (namespace.clone(), c.claim_name.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         World {
-            pools: self.pools.state(),
+            pools,
             reports: self.reports.state(),
             nodes: self
                 .nodes
@@ -177,13 +258,10 @@ impl Stores {
                 })
                 .collect(),
             pvs: self.pvs.state(),
-            storage_classes: Some(
-                self.classes
-                    .state()
-                    .iter()
-                    .filter_map(|c| c.metadata.name.clone())
-                    .collect::<BTreeSet<_>>(),
-            ),
+            storage_classes: Some(classes),
+            claims,
+            claims_in_use,
+            explained: BTreeMap::new(),
             exports: BTreeMap::new(),
             now,
         }

@@ -102,6 +102,8 @@ pub struct Plan {
     pub ops: Vec<ExportOp>,
     /// Plan again after this long even if nothing changes (a release grace period ends).
     pub wake_after: Option<Duration>,
+    /// (claim UID, reason key) of the claims told why they are Pending by this plan's Events.
+    pub explained: Vec<(String, String)>,
 }
 
 impl Plan {

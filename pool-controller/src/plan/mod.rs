@@ -20,6 +20,7 @@
 //! condition and no other change.
 
 mod change;
+pub mod claims;
 pub mod events;
 mod local;
 pub mod nfs;
@@ -42,7 +43,7 @@ pub use events::Notice;
 use local::pv::ANNOTATION_NODE_UID;
 #[cfg(test)]
 use pv::ANNOTATION_RELEASED_AT;
-pub use world::{Input, NodeInfo, World};
+pub use world::{ClassInfo, Input, NodeInfo, World};
 
 /// Decide what must change so the PVs match the pools, the nodes' reports and the exports.
 /// Pools of both kinds go through here; each pool is planned by its kind's rules.
@@ -65,8 +66,10 @@ pub fn plan(world: &World) -> Plan {
     let nfs = nfs::plan(&input);
     plan.changes.extend(nfs.changes);
     plan.ops = nfs.ops;
+    plan.explained.extend(nfs.explained);
     if let Some(after) = nfs.wake_after {
         plan.wake(after);
     }
+    claims::explain(world, claims::unserved(world, &input.pools), &mut plan);
     plan
 }

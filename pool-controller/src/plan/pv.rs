@@ -26,7 +26,8 @@ pub const ANNOTATION_VOLUME_ID: &str = "volpool.io/volume-id";
 /// PV annotation: when the controller first saw the PV Released (RFC 3339).
 pub const ANNOTATION_RELEASED_AT: &str = "volpool.io/released-at";
 
-fn access_mode_name(mode: AccessMode) -> &'static str {
+/// The Kubernetes name of an access mode.
+pub fn access_mode_name(mode: AccessMode) -> &'static str {
     match mode {
         AccessMode::ReadWriteOnce => "ReadWriteOnce",
         AccessMode::ReadOnlyMany => "ReadOnlyMany",
@@ -34,7 +35,8 @@ fn access_mode_name(mode: AccessMode) -> &'static str {
     }
 }
 
-fn access_mode_from(name: &str) -> Option<AccessMode> {
+/// The access mode of a Kubernetes name (`None` for an unknown one).
+pub fn access_mode_from(name: &str) -> Option<AccessMode> {
     [
         AccessMode::ReadWriteOnce,
         AccessMode::ReadOnlyMany,

@@ -7,11 +7,11 @@
 //!  Counted + problems + refusal ──► pool_status ──► VolumePoolStatus ──► write_if_changed ──► Change
 //! ```
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use volpool_api::{CapacityBytes, VolumeCounts, VolumePool, VolumePoolStatus};
+use volpool_api::{CapacityBytes, ClaimCounts, VolumeCounts, VolumePool, VolumePoolStatus};
 
 use super::change::Change;
 use super::pv::Phase;
@@ -24,6 +24,8 @@ pub struct Counted {
     pub volumes: VolumeCounts,
     /// Bytes by phase.
     pub capacity: CapacityBytes,
+    /// Claims of the pool's class.
+    pub claims: ClaimCounts,
 }
 
 impl Counted {
@@ -65,9 +67,12 @@ impl Problem {
     }
 
     /// The pool's StorageClass is not among `classes` (`None`: unknown, not checked).
-    pub fn missing_class(pool: &VolumePool, classes: Option<&BTreeSet<String>>) -> Option<Problem> {
+    pub fn missing_class<V>(
+        pool: &VolumePool,
+        classes: Option<&BTreeMap<String, V>>,
+    ) -> Option<Problem> {
         let classes = classes?;
-        (!classes.contains(&pool.spec.storage_class_name)).then(|| {
+        (!classes.contains_key(&pool.spec.storage_class_name)).then(|| {
             Problem::new(
                 "StorageClassNotFound",
                 format!(
@@ -161,6 +166,7 @@ pub fn pool_status(
         observed_generation: generation,
         volumes: counted.volumes.clone(),
         capacity_bytes: counted.capacity.clone(),
+        claims: counted.claims.clone(),
         nodes,
         export: None,
         conditions,

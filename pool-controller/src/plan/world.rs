@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::PersistentVolume;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::jiff::Timestamp;
 use volpool_api::{NodeVolumes, VolumePool};
 
@@ -26,6 +26,15 @@ pub struct NodeInfo {
     pub labels: Option<BTreeMap<String, String>>,
 }
 
+/// A StorageClass as the plan needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClassInfo {
+    /// `provisioner`.
+    pub provisioner: String,
+    /// `volumeBindingMode: WaitForFirstConsumer`: the scheduler picks the node and binds.
+    pub wait_for_consumer: bool,
+}
+
 /// Everything `plan` looks at: a snapshot of the reflector stores and the time.
 #[derive(Clone, Debug)]
 pub struct World {
@@ -37,8 +46,15 @@ pub struct World {
     pub nodes: Vec<NodeInfo>,
     /// PVs labelled `app.kubernetes.io/managed-by=volpool`.
     pub pvs: Vec<Arc<PersistentVolume>>,
-    /// Names of existing StorageClasses; `None` when unknown (offline mode).
-    pub storage_classes: Option<BTreeSet<String>>,
+    /// Existing StorageClasses by name; `None` when unknown (offline mode).
+    pub storage_classes: Option<BTreeMap<String, ClassInfo>>,
+    /// Claims of the classes volpool serves: those a pool names, and those whose StorageClass
+    /// has provisioner `kubernetes.io/no-provisioner`.
+    pub claims: Vec<Arc<PersistentVolumeClaim>>,
+    /// Claims (namespace, name) that a Pending pod uses.
+    pub claims_in_use: BTreeSet<(String, String)>,
+    /// When a claim (UID) was last told a reason (key) it is Pending.
+    pub explained: BTreeMap<(String, String), Timestamp>,
     /// What the executor read from each NFS pool's export before planning; a pool missing
     /// here is planned as unreachable (nothing created or deleted).
     pub exports: BTreeMap<String, ExportView>,

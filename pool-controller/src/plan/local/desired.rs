@@ -20,15 +20,16 @@ use volpool_api::optional_selector_matches;
 
 use crate::plan::select::name_of;
 use crate::plan::status::Problem;
-use crate::plan::world::NodeInfo;
+use crate::plan::world::{ClassInfo, NodeInfo, World};
 
 /// What one pool's planning looks at.
 pub struct PoolInput<'a> {
+    pub world: &'a World,
     pub pool: &'a VolumePool,
     pub observed: &'a [&'a PersistentVolume],
     pub nodes: &'a HashMap<&'a str, &'a NodeInfo>,
     pub reports: &'a BTreeMap<&'a str, &'a NodeVolumes>,
-    pub storage_classes: Option<&'a BTreeSet<String>>,
+    pub storage_classes: Option<&'a BTreeMap<String, ClassInfo>>,
     pub now: Timestamp,
 }
 

@@ -11,6 +11,7 @@
 //! ```
 
 mod desired;
+mod explain;
 pub mod pv;
 mod release;
 
@@ -19,14 +20,17 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::PersistentVolume;
 use volpool_api::units::parse_duration;
-use volpool_api::{CleanupMethod, CleanupRequest, LABEL_POOL, NodeVolumes, VolumePool};
+use volpool_api::{
+    CleanupMethod, CleanupRequest, LABEL_POOL, NodeVolumes, VolumePool, optional_selector_matches,
+};
 
 use self::desired::{Desired, PoolInput, desired};
 use self::pv::{Health, LocalPv};
 use super::change::{Change, Plan};
+use super::claims;
 use super::events::{Notice, about_pv};
 use super::pv::{Phase, phase};
-use super::select::{matches, name_of};
+use super::select::name_of;
 use super::status::{self, Counted, Problem};
 use super::world::{Input, NodeInfo, World};
 
@@ -95,6 +99,7 @@ pub(super) fn plan(input: &Input) -> Plan {
         let name = name_of(pool);
         let refused = input.refused.get(name);
         let input = PoolInput {
+            world,
             pool,
             observed: input.observed(name),
             nodes: &nodes,
@@ -115,16 +120,25 @@ pub(super) fn plan(input: &Input) -> Plan {
         }
     }
     let cleanups = cleanup_changes(world, &nodes, &reports, &planned, &mut out.cleanups);
+    let served: Vec<&VolumePool> = input
+        .pools
+        .iter()
+        .filter(|p| planned.contains_key(name_of(p)))
+        .copied()
+        .collect();
+    let stuck = explain::stuck_claims(input, &served);
     let mut changes = out.deletes;
     changes.extend(out.applies);
     changes.extend(cleanups);
     changes.extend(out.statuses);
     changes.extend(out.events.into_iter().map(Change::Event));
-    Plan {
+    let mut plan = Plan {
         changes,
-        ops: Vec::new(),
         wake_after: out.wake_after,
-    }
+        ..Plan::default()
+    };
+    claims::explain(world, stuck, &mut plan);
+    plan
 }
 
 /// The scrub requests each node should hold: those planned now, plus the requests of pools
@@ -150,7 +164,7 @@ fn cleanup_changes(
         let labels = nodes.get(node).and_then(|n| n.labels.as_ref());
         let covered = planned
             .values()
-            .any(|p| matches(p.spec.node_selector.as_ref(), labels));
+            .any(|p| optional_selector_matches(p.spec.node_selector.as_ref(), labels));
         let reported = report.status.iter().flat_map(|s| &s.volumes);
         for request in &report.spec.cleanups {
             let pool = match existing.get(request.persistent_volume.as_str()) {
@@ -351,7 +365,10 @@ fn available(pv: &PersistentVolume, current: &LocalPv, volume: &LocalPv, out: &m
 }
 
 fn count(input: &PoolInput, cleaning: &HashSet<String>) -> Counted {
-    let mut counted = Counted::default();
+    let mut counted = Counted {
+        claims: claims::counts(&input.world.claims, &input.pool.spec.storage_class_name),
+        ..Counted::default()
+    };
     for pv in input.observed {
         let Some(local) = LocalPv::from_pv(pv, &[]) else {
             continue;

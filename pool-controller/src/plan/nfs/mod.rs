@@ -16,9 +16,10 @@
 
 pub mod export;
 pub mod pv;
+mod serve;
 mod status;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::PersistentVolume;
@@ -30,6 +31,7 @@ pub use self::export::{ExportView, SeenDir, archive_name, is_pool_dir, pv_dir};
 use self::pv::NfsPv;
 use super::change::{Change, Plan};
 pub use super::change::{ExportOp, Op};
+use super::claims::{self, Offer, Stuck};
 use super::events::about_pv;
 use super::pv::{Phase, PoolFields, phase, released_since};
 use super::select::name_of;
@@ -58,7 +60,8 @@ pub(super) fn plan(input: &Input) -> Plan {
         let observed = input.observed(name);
         let (Some(nfs), None) = (&pool.spec.nfs, refused.get(name)) else {
             if let Some(refusal) = refused.get(name) {
-                let status = pool_status::refused(pool, &count(observed), refusal, world.now);
+                let status =
+                    pool_status::refused(pool, &count(world, pool, observed), refusal, world.now);
                 out.changes.extend(write_if_changed(pool, status));
             }
             continue;
@@ -96,11 +99,15 @@ fn fresh(pool: &VolumePool, nfs: &NfsSource, dir: &str) -> NfsPv {
         affinity: nfs.nfs_client_affinity,
         missing: false,
         released_at: None,
+        claim: None,
     }
 }
 
-fn count(observed: &[&PersistentVolume]) -> Counted {
-    let mut counted = Counted::default();
+fn count(world: &World, pool: &VolumePool, observed: &[&PersistentVolume]) -> Counted {
+    let mut counted = Counted {
+        claims: claims::counts(&world.claims, &pool.spec.storage_class_name),
+        ..Counted::default()
+    };
     for pv in observed {
         if let Some(v) = NfsPv::from_pv(pv, &[]) {
             counted.add(phase(pv), v.missing, false, v.capacity_bytes);
@@ -125,6 +132,10 @@ struct Seen {
     owned: BTreeSet<String>,
     /// PVs of the pool, not counting those deleted this pass.
     total: u32,
+    /// Available PVs whose directory is there, for the Pending claims.
+    offers: Vec<Offer>,
+    /// UIDs of the claims a PV of the pool is bound or pre-bound to.
+    claimed: HashSet<String>,
 }
 
 /// Events on a PV (and its claim) as changes.
@@ -154,10 +165,15 @@ impl Pool<'_> {
             Problem::missing_class(self.pool, self.world.storage_classes.as_ref())
                 .into_iter()
                 .collect();
-        let seen = self.observed_pvs(observed, out);
-        if self.view.unreachable.is_none() {
-            self.upkeep(&seen, &mut problems, out);
+        let mut seen = self.observed_pvs(observed, out);
+        seen.counted.claims =
+            claims::counts(&self.world.claims, &self.pool.spec.storage_class_name);
+        let mut stuck = Vec::new();
+        match &self.view.unreachable {
+            None => self.upkeep(&mut seen, &mut problems, &mut stuck, out),
+            Some(why) => self.unreachable(&seen, why, &mut stuck),
         }
+        claims::explain(self.world, stuck, out);
         let status = status::status(
             self.world,
             self.pool,
@@ -188,12 +204,20 @@ impl Pool<'_> {
             };
             seen.total += 1;
             seen.owned.insert(current.dir.clone());
+            if let Some(claim) = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()) {
+                seen.claimed.extend(claim.uid.clone());
+            }
             let phase = phase(pv);
             let cleaning = if self.view.unreachable.is_some() {
                 Some(false)
             } else {
                 self.observed_pv(pv, &current, uid, phase, out)
             };
+            let present = self.view.dirs.contains_key(&current.dir);
+            let unknown = self.view.unreachable.is_some();
+            if phase == Phase::Available && (present || unknown) && cleaning.is_some() {
+                seen.offers.push(offer(pv, &current));
+            }
             match cleaning {
                 Some(cleaning) => {
                     seen.counted
@@ -257,6 +281,7 @@ impl Pool<'_> {
                 let want = NfsPv {
                     capacity_bytes: current.capacity_bytes,
                     missing: !present,
+                    claim: self.keeps_claim(pv, current),
                     fields: PoolFields {
                         access_modes: current.fields.access_modes.clone(),
                         ..want_base.fields
@@ -373,18 +398,25 @@ impl Pool<'_> {
         }
     }
 
-    /// Keep `minAvailable` Available PVs within `maxVolumes`: adopt empty directories without
-    /// a PV first, then carve new ones; report directories with data and no PV.
-    fn upkeep(&self, seen: &Seen, problems: &mut Vec<Problem>, out: &mut Plan) {
+    /// Serve the Pending claims, then keep `minAvailable` Available PVs, all within
+    /// `maxVolumes`: adopt empty directories without a PV first, then carve new ones; report
+    /// directories with data and no PV.
+    fn upkeep(
+        &self,
+        seen: &mut Seen,
+        problems: &mut Vec<Problem>,
+        stuck: &mut Vec<Stuck>,
+        out: &mut Plan,
+    ) {
         let nfs = self.nfs;
-        let mut orphans: Vec<&String> = Vec::new();
+        let mut orphans: Vec<String> = Vec::new();
         let mut kept = Vec::new();
         for (dir, found) in &self.view.dirs {
             if seen.owned.contains(dir) {
                 continue;
             }
             match found.empty {
-                Some(true) => orphans.push(dir),
+                Some(true) => orphans.push(dir.clone()),
                 _ => kept.push(dir.as_str()),
             }
         }
@@ -397,10 +429,16 @@ impl Pool<'_> {
                 ),
             ));
         }
+        let mut taken: BTreeSet<String> = self.view.dirs.keys().cloned().collect();
+        taken.extend(seen.owned.iter().cloned());
+        let mut dirs = Dirs {
+            taken,
+            orphans: orphans.into_iter(),
+        };
+        let promised = self.serve_claims(seen, &mut dirs, stuck, out);
         let total = seen.total;
-        let want = nfs
-            .min_available
-            .saturating_sub(seen.counted.volumes.available);
+        let free = seen.counted.volumes.available.saturating_sub(promised);
+        let want = nfs.min_available.saturating_sub(free);
         let room = nfs.max_volumes.saturating_sub(total);
         if want > room {
             problems.push(Problem::new(
@@ -413,27 +451,55 @@ impl Pool<'_> {
                 ),
             ));
         }
-        let mut taken: BTreeSet<String> = self.view.dirs.keys().cloned().collect();
-        taken.extend(seen.owned.iter().cloned());
-        let mut orphans = orphans.into_iter();
-        let mode = nfs.dir_mode_bits().unwrap_or(0o777);
         for _ in 0..want.min(room) {
-            let dir = match orphans.next() {
-                Some(dir) => dir.clone(),
-                None => new_dir(self.name(), self.world.now, &taken),
-            };
-            taken.insert(dir.clone());
-            let pv = fresh(self.pool, nfs, &dir);
-            out.ops.push(ExportOp {
-                pool: self.name().into(),
-                op: Op::MakeDir { dir, mode },
-                then: vec![Change::ApplyNfsPv {
-                    pv,
-                    resource_version: None,
-                    reason: "keeping minAvailable".into(),
-                }],
-            });
+            let dir = self.next_dir(&mut dirs);
+            self.carve(fresh(self.pool, nfs, &dir), "keeping minAvailable", out);
         }
+    }
+
+    /// The next directory to give a PV: an empty one without a PV, else a new name.
+    fn next_dir(&self, dirs: &mut Dirs) -> String {
+        let dir = match dirs.orphans.next() {
+            Some(dir) => dir,
+            None => new_dir(self.name(), self.world.now, &dirs.taken),
+        };
+        dirs.taken.insert(dir.clone());
+        dir
+    }
+
+    /// Make the PV's directory, then (only if that worked) the PV.
+    fn carve(&self, pv: NfsPv, reason: &str, out: &mut Plan) {
+        let mode = self.nfs.dir_mode_bits().unwrap_or(0o777);
+        out.ops.push(ExportOp {
+            pool: self.name().into(),
+            op: Op::MakeDir {
+                dir: pv.dir.clone(),
+                mode,
+            },
+            then: vec![Change::ApplyNfsPv {
+                pv,
+                resource_version: None,
+                reason: reason.into(),
+            }],
+        });
+    }
+}
+
+/// Directory names of a pass: those taken, and the empty ones without a PV, to adopt first.
+struct Dirs {
+    taken: BTreeSet<String>,
+    orphans: std::vec::IntoIter<String>,
+}
+
+/// An Available NFS PV as a claim sees it.
+fn offer(pv: &PersistentVolume, current: &NfsPv) -> Offer {
+    Offer {
+        name: current.name.clone(),
+        capacity: current.capacity_bytes,
+        modes: current.fields.access_modes.clone(),
+        block: false,
+        labels: pv.metadata.labels.clone().unwrap_or_default(),
+        node: None,
     }
 }
 

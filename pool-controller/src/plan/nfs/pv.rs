@@ -5,8 +5,8 @@
 //!  PersistentVolume (observed) ──► NfsPv (what the controller once applied)
 //! ```
 
-use k8s_openapi::api::core::v1::{NFSVolumeSource, PersistentVolume};
-use volpool_api::{LABEL_HEALTH, LABEL_NFS_CLIENT, NFS_CLIENT_READY};
+use k8s_openapi::api::core::v1::{NFSVolumeSource, ObjectReference, PersistentVolume};
+use volpool_api::{ANNOTATION_PRE_BOUND, LABEL_HEALTH, LABEL_NFS_CLIENT, NFS_CLIENT_READY};
 
 use crate::plan::pv::{Base, Observed, PoolFields, affinity_in};
 
@@ -36,6 +36,20 @@ pub struct NfsPv {
     pub missing: bool,
     /// When the PV was first seen Released.
     pub released_at: Option<String>,
+    /// The claim the controller made the PV for (`spec.claimRef`, annotated
+    /// `volpool.io/pre-bound`); `None` for a PV made ahead of claims.
+    pub claim: Option<ClaimRef>,
+}
+
+/// The claim a PV is pre-bound to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimRef {
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// Its UID.
+    pub uid: String,
 }
 
 impl NfsPv {
@@ -67,6 +81,19 @@ impl NfsPv {
             labels.insert(LABEL_HEALTH.into(), HEALTH_MISSING.into());
         }
         let spec = pv.spec.get_or_insert_default();
+        if let Some(claim) = &self.claim {
+            spec.claim_ref = Some(ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("PersistentVolumeClaim".into()),
+                namespace: Some(claim.namespace.clone()),
+                name: Some(claim.name.clone()),
+                uid: Some(claim.uid.clone()),
+                ..Default::default()
+            });
+            let annotations = pv.metadata.annotations.get_or_insert_default();
+            let at = format!("{}/{}", claim.namespace, claim.name);
+            annotations.insert(ANNOTATION_PRE_BOUND.into(), at);
+        }
         spec.volume_mode = Some("Filesystem".into());
         spec.nfs = Some(NFSVolumeSource {
             server: self.server.clone(),
@@ -98,7 +125,18 @@ impl NfsPv {
                         .any(|e| e.key == LABEL_NFS_CLIENT)
                 })
             });
+        // NB: only a claimRef the controller wrote is its own; the binder's is left to it.
+        let claim = seen
+            .annotations
+            .filter(|a| a.contains_key(ANNOTATION_PRE_BOUND))
+            .and(seen.spec.claim_ref.as_ref())
+            .map(|c| ClaimRef {
+                namespace: c.namespace.clone().unwrap_or_default(),
+                name: c.name.clone().unwrap_or_default(),
+                uid: c.uid.clone().unwrap_or_default(),
+            });
         Some(NfsPv {
+            claim,
             server: nfs.server.clone(),
             export: if export.is_empty() {
                 "/".into()

@@ -96,7 +96,7 @@ fn overlapping_discovery_dirs_refuse_both_pools() {
 #[test]
 fn a_missing_storage_class_is_a_degraded_condition_not_a_blocker() {
     let mut w = two_disks();
-    w.storage_classes = Some(BTreeSet::new());
+    w.storage_classes = Some(BTreeMap::new());
     converge(&mut w);
     assert_eq!(w.pvs.len(), 2);
     let degraded = condition(&w.pools[0], "Degraded");

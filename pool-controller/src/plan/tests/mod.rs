@@ -69,9 +69,20 @@ fn world(pools: Vec<Arc<VolumePool>>, reports: Vec<Arc<NodeVolumes>>, nodes: &[&
         reports,
         nodes: nodes.iter().map(|n| node(n)).collect(),
         pvs: vec![],
-        storage_classes: Some(BTreeSet::from(["fast-disks".to_string()])),
+        storage_classes: Some(BTreeMap::from([("fast-disks".to_string(), class(false))])),
+        claims: Vec::new(),
+        claims_in_use: BTreeSet::new(),
+        explained: BTreeMap::new(),
         exports: BTreeMap::new(),
         now: now(),
+    }
+}
+
+/// A `kubernetes.io/no-provisioner` class; `wait` for WaitForFirstConsumer binding.
+fn class(wait: bool) -> ClassInfo {
+    ClassInfo {
+        provisioner: claims::NO_PROVISIONER.into(),
+        wait_for_consumer: wait,
     }
 }
 
