@@ -150,7 +150,7 @@ fn max_volumes_bounds_the_pvs_made_for_claims_and_the_rest_are_told() {
     for _ in 0..3 {
         assert!(told(&pass(&mut world, &mut export)).is_empty());
     }
-    world.now = world.now + Duration::from_secs(301);
+    world.now += Duration::from_secs(301);
     assert_eq!(told(&plan_nfs(&mut world, &export)).len(), 2);
 }
 

@@ -81,7 +81,7 @@ fn world(pools: Vec<Arc<VolumePool>>, reports: Vec<Arc<NodeVolumes>>, nodes: &[&
 /// A `kubernetes.io/no-provisioner` class; `wait` for WaitForFirstConsumer binding.
 fn class(wait: bool) -> ClassInfo {
     ClassInfo {
-        provisioner: claims::NO_PROVISIONER.into(),
+        provisioner: crate::plan::claims::NO_PROVISIONER.into(),
         wait_for_consumer: wait,
     }
 }
@@ -447,6 +447,7 @@ fn another_disk_at_the_same_path_is_a_new_pv_and_the_old_one_is_never_scrubbed()
 }
 
 mod bad_input;
+mod claims;
 mod nfs;
 mod nodes;
 mod release;

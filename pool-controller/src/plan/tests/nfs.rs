@@ -7,7 +7,7 @@ use volpool_api::{ExportSpace, NfsClientStatus, NodeVolumesSpec, NodeVolumesStat
 
 const MIB: u64 = 1 << 20;
 
-fn nfs_pool(nfs_extra: &str, extra: &str) -> Arc<VolumePool> {
+pub(super) fn nfs_pool(nfs_extra: &str, extra: &str) -> Arc<VolumePool> {
     let min = if nfs_extra.contains("minAvailable") {
         ""
     } else {
@@ -21,9 +21,9 @@ fn nfs_pool(nfs_extra: &str, extra: &str) -> Arc<VolumePool> {
 
 /// The export, as the executor would read it.
 #[derive(Default)]
-struct FakeExport {
-    dirs: BTreeMap<String, (u32, bool)>,
-    unreachable: bool,
+pub(super) struct FakeExport {
+    pub(super) dirs: BTreeMap<String, (u32, bool)>,
+    pub(super) unreachable: bool,
     available: u64,
 }
 
@@ -61,7 +61,7 @@ impl FakeExport {
     }
 }
 
-fn start(pool: Arc<VolumePool>) -> (World, FakeExport) {
+pub(super) fn start(pool: Arc<VolumePool>) -> (World, FakeExport) {
     let mut world = world(vec![pool], vec![], &[]);
     world.pvs.clear();
     let export = FakeExport {
@@ -95,12 +95,12 @@ fn settle_nfs(world: &mut World, export: &mut FakeExport, plan: &Plan) {
 }
 
 /// Plan with what the export holds now.
-fn plan_nfs(world: &mut World, export: &FakeExport) -> Plan {
+pub(super) fn plan_nfs(world: &mut World, export: &FakeExport) -> Plan {
     world.exports = export.view();
     plan(world)
 }
 
-fn pass(world: &mut World, export: &mut FakeExport) -> Plan {
+pub(super) fn pass(world: &mut World, export: &mut FakeExport) -> Plan {
     let plan = plan_nfs(world, export);
     settle_nfs(world, export, &plan);
     plan
