@@ -15,6 +15,7 @@ pub mod names;
 pub mod network;
 pub mod node;
 pub mod pool;
+pub mod pool_status;
 pub mod selector;
 pub mod units;
 
@@ -22,6 +23,7 @@ pub use names::*;
 pub use network::*;
 pub use node::*;
 pub use pool::*;
+pub use pool_status::*;
 pub use selector::{optional_selector_matches, selector_matches};
 
 /// API group of every volpool kind.

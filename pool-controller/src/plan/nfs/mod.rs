@@ -16,14 +16,14 @@
 
 pub mod export;
 pub mod pv;
+mod release;
 mod serve;
 mod status;
 
 use std::collections::{BTreeSet, HashSet};
-use std::time::Duration;
 
 use k8s_openapi::api::core::v1::PersistentVolume;
-use volpool_api::units::{parse_bytes, parse_duration};
+use volpool_api::units::parse_bytes;
 use volpool_api::{NfsSource, OnRelease, ReclaimPolicy, VolumePool, nfs_pv_name};
 
 use self::export::new_dir;
@@ -33,7 +33,7 @@ use super::change::{Change, Plan};
 pub use super::change::{ExportOp, Op};
 use super::claims::{self, Offer, Stuck};
 use super::events::about_pv;
-use super::pv::{Phase, PoolFields, phase, released_since};
+use super::pv::{Phase, PoolFields, phase};
 use super::select::name_of;
 use super::status::{self as pool_status, Counted, Problem, write_if_changed};
 use super::world::{Input, World};
@@ -318,84 +318,6 @@ impl Pool<'_> {
     fn retains(&self) -> bool {
         self.pool.spec.reclaim_policy == ReclaimPolicy::Retain
             || self.nfs.on_release == OnRelease::Retain
-    }
-
-    /// A Released PV: wait for the grace period, then remove or archive its directory, and
-    /// only then delete the PV.
-    fn released(&self, pv: &PersistentVolume, current: &NfsPv, uid: &str, out: &mut Plan) {
-        let now = self.world.now;
-        let released_at = released_since(current.released_at.as_deref(), now);
-        if current.released_at.is_none() {
-            let fate = match self.nfs.on_release {
-                OnRelease::Archive => "archived",
-                _ => "removed",
-            };
-            notify(
-                &mut out.changes,
-                pv,
-                false,
-                "Released",
-                "Schedule",
-                &format!(
-                    "the claim is gone: directory {} will be {fate} after the release grace period of {}, then a fresh PV is offered",
-                    current.path(),
-                    self.pool.spec.release_grace_period
-                ),
-            );
-        }
-        let grace = parse_duration(&self.pool.spec.release_grace_period).unwrap_or_default();
-        let elapsed = Duration::try_from(now.duration_since(released_at)).unwrap_or_default();
-        let left = grace.saturating_sub(elapsed);
-        if !left.is_zero() {
-            out.wake(left);
-            if current.released_at.is_none() {
-                let want = NfsPv {
-                    released_at: Some(released_at.to_string()),
-                    ..current.clone()
-                };
-                update(out, pv, want, "released: waiting for the grace period");
-            }
-            return;
-        }
-        let (op, reason, note) = self.release_op(current);
-        let mut then = vec![Change::DeletePv {
-            name: current.name.clone(),
-            uid: uid.into(),
-            pool: self.name().into(),
-            reason: note.clone(),
-            scrub_seconds: Some(elapsed.as_secs_f64()),
-        }];
-        notify(&mut then, pv, false, reason, "Delete", &note);
-        out.ops.push(ExportOp {
-            pool: self.name().into(),
-            op,
-            then,
-        });
-    }
-
-    /// The directory operation that ends a release, its Event reason and note.
-    fn release_op(&self, current: &NfsPv) -> (Op, &'static str, String) {
-        match self.nfs.on_release {
-            OnRelease::Archive => {
-                let to = archive_name(&current.dir, self.world.now);
-                let note = format!(
-                    "directory {} renamed to {to}: deleting the PV so a fresh one is offered",
-                    current.path()
-                );
-                let from = current.dir.clone();
-                (Op::Rename { from, to }, "Archived", note)
-            }
-            _ => (
-                Op::Remove {
-                    dir: current.dir.clone(),
-                },
-                "Scrubbed",
-                format!(
-                    "directory {} and its contents removed: deleting the PV so a fresh one is offered",
-                    current.path()
-                ),
-            ),
-        }
     }
 
     /// Serve the Pending claims, then keep `minAvailable` Available PVs, all within
