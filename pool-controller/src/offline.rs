@@ -89,6 +89,7 @@ fn render(pools: &Path, reports: &Path, pvs: Option<&Path>, format: Format) -> R
         storage_classes: None,
         claims: Vec::new(),
         claims_in_use: BTreeSet::new(),
+        served_classes: BTreeSet::new(),
         explained: BTreeMap::new(),
         exports: BTreeMap::new(),
         now: Timestamp::now(),

@@ -38,6 +38,9 @@ use crate::plan::{ClassInfo, NodeInfo, World};
 #[derive(Clone)]
 pub struct Stores {
     pools: Store<VolumePool>,
+    /// Every pool, when `pools` holds only those `--pool-selector` picks: which classes some
+    /// pool serves (a claim of such a class is another controller's to explain).
+    every_pool: Option<Store<VolumePool>>,
     reports: Store<NodeVolumes>,
     nodes: Store<PartialObjectMeta<Node>>,
     pvs: Store<PersistentVolume>,
@@ -118,7 +121,16 @@ impl Stores {
         let pv_config =
             watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={MANAGED_BY}"));
         let all = watcher::Config::default;
+        let every_pool = pool_selector.map(|_| {
+            spawn(
+                watcher(Api::<VolumePool>::all(client.clone()), all()),
+                "VolumePool",
+                notify.clone(),
+                metrics.clone(),
+            )
+        });
         Stores {
+            every_pool,
             pools: spawn(
                 watcher(Api::all(client.clone()), pool_config),
                 "VolumePool",
@@ -180,6 +192,9 @@ impl Stores {
 
     /// Wait until every store has its first full list.
     pub async fn ready(&self) {
+        if let Some(every_pool) = &self.every_pool {
+            let _ = every_pool.wait_until_ready().await;
+        }
         let _ = tokio::join!(
             self.pools.wait_until_ready(),
             self.reports.wait_until_ready(),
@@ -207,6 +222,13 @@ impl Stores {
                 };
                 Some((c.metadata.name.clone()?, info))
             })
+            .collect();
+        let every_pool = self.every_pool.as_ref().map(Store::state);
+        let served_classes: BTreeSet<String> = every_pool
+            .as_ref()
+            .unwrap_or(&pools)
+            .iter()
+            .map(|p| p.spec.storage_class_name.clone())
             .collect();
         let served: BTreeSet<&str> = pools
             .iter()
@@ -261,6 +283,7 @@ impl Stores {
             storage_classes: Some(classes),
             claims,
             claims_in_use,
+            served_classes,
             explained: BTreeMap::new(),
             exports: BTreeMap::new(),
             now,

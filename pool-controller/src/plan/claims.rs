@@ -15,7 +15,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeClaim};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use volpool_api::units::parse_bytes;
-use volpool_api::{AccessMode, ClaimCounts, LABEL_POOL, VolumePool, selector_matches};
+use volpool_api::{AccessMode, ClaimCounts, LABEL_POOL, selector_matches};
 
 use super::change::{Change, Plan};
 use super::events::Notice;
@@ -267,15 +267,13 @@ impl Stuck {
 }
 
 /// Claims of classes with provisioner `kubernetes.io/no-provisioner` that no pool serves.
-pub fn unserved(world: &World, pools: &[&VolumePool]) -> Vec<Stuck> {
+pub fn unserved(world: &World) -> Vec<Stuck> {
     let Some(classes) = &world.storage_classes else {
         return Vec::new();
     };
     let mut stuck = Vec::new();
     for (class, info) in classes {
-        if info.provisioner != NO_PROVISIONER
-            || pools.iter().any(|p| &p.spec.storage_class_name == class)
-        {
+        if info.provisioner != NO_PROVISIONER || world.served_classes.contains(class) {
             continue;
         }
         for claim in pending(&world.claims, class) {

@@ -70,6 +70,6 @@ pub fn plan(world: &World) -> Plan {
     if let Some(after) = nfs.wake_after {
         plan.wake(after);
     }
-    claims::explain(world, claims::unserved(world, &input.pools), &mut plan);
+    claims::explain(world, claims::unserved(world), &mut plan);
     plan
 }

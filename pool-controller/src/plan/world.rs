@@ -51,6 +51,9 @@ pub struct World {
     /// Claims of the classes volpool serves: those a pool names, and those whose StorageClass
     /// has provisioner `kubernetes.io/no-provisioner`.
     pub claims: Vec<Arc<PersistentVolumeClaim>>,
+    /// Classes some VolumePool names, planned here or not (`--pool-selector`): a claim of
+    /// another class with provisioner `kubernetes.io/no-provisioner` is told no pool serves it.
+    pub served_classes: BTreeSet<String>,
     /// Claims (namespace, name) that a Pending pod uses.
     pub claims_in_use: BTreeSet<(String, String)>,
     /// When a claim (UID) was last told a reason (key) it is Pending.

@@ -72,6 +72,7 @@ fn world(pools: Vec<Arc<VolumePool>>, reports: Vec<Arc<NodeVolumes>>, nodes: &[&
         storage_classes: Some(BTreeMap::from([("fast-disks".to_string(), class(false))])),
         claims: Vec::new(),
         claims_in_use: BTreeSet::new(),
+        served_classes: BTreeSet::from(["fast-disks".to_string()]),
         explained: BTreeMap::new(),
         exports: BTreeMap::new(),
         now: now(),
