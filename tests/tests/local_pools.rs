@@ -220,8 +220,8 @@ async fn three_nodes_disks_become_pvs_and_a_statefulset_gets_one_per_node() -> a
         );
         assert_eq!(
             capacity(pv),
-            size,
-            "{name}: capacity is the filesystem's size"
+            size >> 20 << 20,
+            "{name}: capacity is the filesystem's size, in whole MiB"
         );
         assert_eq!(
             affinity(pv),
@@ -367,12 +367,12 @@ async fn unmounted_and_grown_disks_reach_their_pvs() -> anyhow::Result<()> {
     })
     .await?;
     let small = node.fs_size(&grow)?;
-    assert_eq!(capacity(&before), small);
+    assert_eq!(capacity(&before), small >> 20 << 20);
     node.grow_disk(&grow, 480)?;
     let big = node.fs_size(&grow)?;
     assert!(big > small, "the filesystem grew: {small} -> {big}");
     let after = wait_for_pv(&fx.client, grow_pv, "capacity of the grown disk", |p| {
-        capacity(p) == big
+        capacity(p) == big >> 20 << 20
     })
     .await?;
     assert_eq!(uid(&after), uid(&before), "updated in place, not replaced");

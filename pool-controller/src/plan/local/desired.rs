@@ -22,6 +22,9 @@ use crate::plan::select::name_of;
 use crate::plan::status::Problem;
 use crate::plan::world::{ClassInfo, NodeInfo, World};
 
+/// A PV's capacity is a whole number of these.
+const MIB: u64 = 1 << 20;
+
 /// What one pool's planning looks at.
 pub struct PoolInput<'a> {
     pub world: &'a World,
@@ -119,7 +122,9 @@ fn desired_pv(pool: &VolumePool, node: &NodeInfo, volume: &VolumeReport) -> Loca
         node_uid: node.uid.clone(),
         volume_id: volume.volume_id.clone(),
         path: volume.path.clone(),
-        capacity_bytes: volume.capacity_bytes,
+        // NB: whole MiB, as local-static-provisioner does, so `kubectl get pv` reads like a
+        // person wrote it (1945Mi); the report keeps the exact bytes.
+        capacity_bytes: volume.capacity_bytes / MIB * MIB,
         volume_mode: volume.volume_mode,
         fields: PoolFields::of(pool),
         health: None,

@@ -77,3 +77,35 @@ fn a_recreated_node_does_not_resurrect_old_pvs() {
         Some("node-gone")
     );
 }
+
+#[test]
+fn a_local_pv_offers_whole_mib_of_its_disk() {
+    let mut w = world(
+        vec![pool("")],
+        vec![report(
+            "n1",
+            vec![vol("/mnt/disks/vol1", "uuid:1", 1945 * (1 << 20) + 4095)],
+        )],
+        &["n1"],
+    );
+    converge(&mut w);
+    let pv = pv_named(&w, &pv1()).expect("a PV");
+    let capacity = &pv
+        .spec
+        .as_ref()
+        .expect("spec")
+        .capacity
+        .as_ref()
+        .expect("c")["storage"];
+    assert_eq!(
+        capacity.0,
+        (1945u64 << 20).to_string(),
+        "1945Mi, not the odd bytes"
+    );
+    assert!(
+        !w.reports[0].status.as_ref().expect("s").volumes[0]
+            .capacity_bytes
+            .is_multiple_of(1 << 20),
+        "the report keeps the exact bytes"
+    );
+}
