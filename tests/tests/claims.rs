@@ -229,12 +229,13 @@ async fn a_burst_of_200_claims_binds_with_one_pv_each_within_max_volumes() -> an
     for name in &gone {
         claims.delete(name, &DeleteParams::default()).await?;
     }
-    let mut most = 0;
+    let most = std::cell::Cell::new(0);
     wait_for("190 claims Bound", BURST, || async {
-        most = most.max(pvs_of(&client, &test).await?.len());
+        most.set(most.get().max(pvs_of(&client, &test).await?.len()));
         Ok((bound(&client, &test).await?.len() == 190).then_some(()))
     })
     .await?;
+    let most = most.get();
     assert!(
         most <= max_volumes as usize,
         "{most} PVs, maxVolumes {max_volumes}"
