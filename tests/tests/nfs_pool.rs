@@ -201,7 +201,13 @@ async fn upkeep(test: &str, export: &Path, nfs: Value) -> anyhow::Result<()> {
 
     // maxVolumes 4: a second claim binds, no 5th PV, and the pool says why.
     let second = claim(&client, test, "two", test).await?;
-    let message = wait_for_condition(&client, test, "Degraded", "True").await;
+    // NB: Degraded may already hold for another reason (no node reports a ready NFS client
+    // here): wait for the message to name maxVolumes, not just for Degraded=True.
+    let message = wait_for("Degraded to name maxVolumes", LONG, || async {
+        let (status, message) = condition(&client, test, "Degraded").await?;
+        Ok((status == "True" && message.contains("maxVolumes")).then_some(message))
+    })
+    .await;
     let pvs = wait_for_pool(&client, test, export, 4, 2).await?;
     assert!(
         message
