@@ -80,7 +80,8 @@ impl Pool<'_> {
     }
 
     /// While the export is unreachable no PV is made: a Pending claim no Available PV fits
-    /// is told so.
+    /// is told so, unless a reachable export would not help it either (it asks what the pool
+    /// does not offer, or the pool is at maxVolumes): then it hears that.
     pub(super) fn unreachable(&self, seen: &Seen, why: &str, stuck: &mut Vec<Stuck>) {
         let class = &self.pool.spec.storage_class_name;
         let waits = self.waits_for_consumer();
@@ -91,11 +92,24 @@ impl Pool<'_> {
             {
                 continue;
             }
-            let message = format!(
-                "pool {}: the export is unreachable ({why}); no PV is made until it answers",
-                self.name()
-            );
-            stuck.push(Stuck::new(&claim, "Unreachable", message));
+            if let Some(refused) = self.refuses(&claim) {
+                stuck.push(refused);
+                continue;
+            }
+            let message = if seen.total >= self.nfs.max_volumes {
+                let max = self.nfs.max_volumes;
+                (
+                    format!("pool {} is at maxVolumes ({max})", self.name()),
+                    "MaxVolumes",
+                )
+            } else {
+                let message = format!(
+                    "pool {}: the export is unreachable ({why}); no PV is made until it answers",
+                    self.name()
+                );
+                (message, "Unreachable")
+            };
+            stuck.push(Stuck::new(&claim, message.1, message.0));
         }
     }
 
