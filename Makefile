@@ -13,6 +13,7 @@ test: lint
 
 lint:
 	cargo fmt --all -- --check
+	python3 scripts/check-module-cycles
 	cargo clippy --workspace --all-targets -- -D warnings
 
 # Regenerates deploy/crds/ from the Rust types and copies them (with the alert rules and the

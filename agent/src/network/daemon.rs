@@ -31,10 +31,26 @@ pub struct NetworkLoop {
     pub pod_cidr: Arc<OnceLock<PodCidr>>,
 }
 
+/// How long after start the loop looks again every second until the Node's podCIDR is read.
+const SETTLE: Duration = Duration::from_secs(30);
+
 /// Reads the Node's podCIDR.
 pub type PodCidr = Box<dyn Fn() -> NodeCidr + Send + Sync>;
 
 impl NetworkLoop {
+    /// The pause before the next round: short while the Node's podCIDR is not read yet in the
+    /// first half minute, so the pod-cidr check settles right after start instead of one
+    /// interval later (when it would rewrite NodeVolumes on a quiet node).
+    fn next_round(&self, started: tokio::time::Instant) -> Duration {
+        let settling =
+            started.elapsed() < SETTLE && !matches!(self.node_cidr(), NodeCidr::Known { .. });
+        if settling {
+            self.interval.min(Duration::from_secs(1))
+        } else {
+            self.interval
+        }
+    }
+
     fn node_cidr(&self) -> NodeCidr {
         match self.pod_cidr.get() {
             Some(read) => read(),
@@ -46,6 +62,7 @@ impl NetworkLoop {
 /// Run forever. `paths` is `None` standalone (no apiserver).
 pub async fn run(ctx: Arc<Context>, params: NetworkLoop, paths: Option<Arc<Paths>>) {
     let host = ctx.host.as_ref();
+    let started = tokio::time::Instant::now();
     let mut last: Option<(String, Option<bool>)> = None;
     loop {
         let latest = once(host, &params, paths.as_deref()).await;
@@ -57,7 +74,7 @@ pub async fn run(ctx: Arc<Context>, params: NetworkLoop, paths: Option<Arc<Paths
         if ctx.state.network.set(latest) {
             ctx.rescan.notify_one();
         }
-        tokio::time::sleep(params.interval).await;
+        tokio::time::sleep(params.next_round(started)).await;
     }
 }
 
