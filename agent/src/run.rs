@@ -46,6 +46,9 @@ const DEBOUNCE: Duration = Duration::from_millis(50);
 /// How long the first scan waits for the scrub results already recorded in NodeVolumes.
 const CLEANUPS_READY: Duration = Duration::from_secs(10);
 
+/// How long the first scan waits for the first round of network checks.
+const NETWORK_READY: Duration = Duration::from_secs(20);
+
 /// Everything the daemon needs.
 pub struct RunConfig {
     /// Where the node's root is.
@@ -190,6 +193,20 @@ async fn run(config: RunConfig) -> Result<()> {
     });
     let node_pools = pools.clone();
     let _ = pod_cidr.set(Box::new(move || node_pools.pod_cidr()) as network::daemon::PodCidr);
+    // NB: the first report carries the network checks, so they do not cost a second write.
+    let first_round = async {
+        while ctx.state.network.get().is_none() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    if tokio::time::timeout(NETWORK_READY, first_round)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "the network checks have not finished yet: the first report goes without them"
+        );
+    }
     if let Some(client) = ctx.cluster.clone() {
         let current = pools.clone();
         let cleaner = cleanup::daemon::Cleaner {

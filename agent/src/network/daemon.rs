@@ -21,6 +21,9 @@ use crate::context::Context;
 use crate::host::RealHost;
 use crate::state::NetworkOutcome;
 
+/// How soon a round runs again while the Node is not listed yet.
+const NOT_LISTED_RETRY: Duration = Duration::from_secs(1);
+
 /// What the network loop needs.
 pub struct NetworkLoop {
     /// Checks' configuration.
@@ -65,11 +68,19 @@ pub async fn run(ctx: Arc<Context>, params: NetworkLoop, paths: Option<Arc<Paths
     let started = tokio::time::Instant::now();
     let mut last: Option<(String, Option<bool>)> = None;
     loop {
+        // NB: until the Node is listed a round only chooses the path (the watches may need
+        // the way around the Service to list it); its pod-cidr check would be replaced by the
+        // next round's, a write of NodeVolumes for nothing.
+        let listed = params.pod_cidr.get().is_some();
         let latest = once(host, &params, paths.as_deref()).await;
         let now = (latest.status.apiserver_via.clone(), latest.reachable);
         if last.as_ref() != Some(&now) {
             log_path(&latest);
             last = Some(now);
+        }
+        if !listed {
+            tokio::time::sleep(NOT_LISTED_RETRY).await;
+            continue;
         }
         if ctx.state.network.set(latest) {
             ctx.rescan.notify_one();
