@@ -94,6 +94,43 @@ fn claim_uid(pv: &PersistentVolume) -> Option<String> {
     pv.spec.as_ref()?.claim_ref.as_ref()?.uid.clone()
 }
 
+/// What each test starts from: an NFS server exporting a fresh directory, the CRDs, a
+/// StorageClass and a namespace named after the test.
+struct Bed {
+    test: String,
+    dir: TempDir,
+    server: NfsServer,
+    client: Client,
+}
+
+impl Bed {
+    async fn new(prefix: &str) -> anyhow::Result<Bed> {
+        let test = unique(prefix);
+        let dir = TempDir::new(&format!("volpool-{test}"))?;
+        let server = NfsServer::start(&[&dir.0])?;
+        let client = client().await?;
+        apply_crds(&client).await?;
+        create_class(&client, &test, false).await?;
+        create_namespace(&client, &test).await?;
+        Ok(Bed {
+            test,
+            dir,
+            server,
+            client,
+        })
+    }
+}
+
+/// Wait until claim `ns/name` is Bound.
+async fn wait_bound(client: &Client, ns: &str, name: &str) -> anyhow::Result<()> {
+    wait_for(
+        &format!("claim {name} Bound"),
+        Duration::from_secs(120),
+        || async { Ok(bound(client, ns).await?.contains_key(name).then_some(())) },
+    )
+    .await
+}
+
 /// Names of the claims of `ns` that are Bound.
 async fn bound(client: &Client, ns: &str) -> anyhow::Result<BTreeMap<String, String>> {
     let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
@@ -110,13 +147,12 @@ async fn bound(client: &Client, ns: &str) -> anyhow::Result<BTreeMap<String, Str
 #[tokio::test]
 async fn an_elasticsearch_shaped_statefulset_binds_on_an_nfs_pool_with_default_fields()
 -> anyhow::Result<()> {
-    let test = unique("claims-es");
-    let dir = TempDir::new(&format!("volpool-{test}"))?;
-    let server = NfsServer::start(&[&dir.0])?;
-    let client = client().await?;
-    apply_crds(&client).await?;
-    create_class(&client, &test, false).await?;
-    create_namespace(&client, &test).await?;
+    let Bed {
+        test,
+        dir,
+        server,
+        client,
+    } = Bed::new("claims-es").await?;
     create_nfs_pool(
         &client,
         &test,
@@ -194,13 +230,12 @@ async fn an_elasticsearch_shaped_statefulset_binds_on_an_nfs_pool_with_default_f
 
 #[tokio::test]
 async fn a_burst_of_200_claims_binds_with_one_pv_each_within_max_volumes() -> anyhow::Result<()> {
-    let test = unique("claims-burst");
-    let dir = TempDir::new(&format!("volpool-{test}"))?;
-    let server = NfsServer::start(&[&dir.0])?;
-    let client = client().await?;
-    apply_crds(&client).await?;
-    create_class(&client, &test, false).await?;
-    create_namespace(&client, &test).await?;
+    let Bed {
+        test,
+        dir,
+        server,
+        client,
+    } = Bed::new("claims-burst").await?;
     let max_volumes = 220;
     create_nfs_pool(
         &client,
@@ -301,15 +336,14 @@ async fn notes(
 
 #[tokio::test]
 async fn every_stuck_claim_hears_the_fix_once() -> anyhow::Result<()> {
-    let test = unique("claims-why");
-    let dir = TempDir::new(&format!("volpool-{test}"))?;
-    let server = NfsServer::start(&[&dir.0])?;
-    let client = client().await?;
-    apply_crds(&client).await?;
-    create_class(&client, &test, false).await?;
+    let Bed {
+        test,
+        dir,
+        server,
+        client,
+    } = Bed::new("claims-why").await?;
     let orphan = format!("{test}-nopool");
     create_class(&client, &orphan, false).await?;
-    create_namespace(&client, &test).await?;
     create_nfs_pool(
         &client,
         &test,
@@ -322,17 +356,7 @@ async fn every_stuck_claim_hears_the_fix_once() -> anyhow::Result<()> {
     let controller = Controller::start(&test, &identity).await?;
     create_claim(&client, &test, "rwo", &test, "ReadWriteOnce", "1Mi").await?;
     create_claim(&client, &test, "first", &test, "ReadWriteMany", "1Mi").await?;
-    wait_for(
-        "the first claim Bound",
-        Duration::from_secs(120),
-        || async {
-            Ok(bound(&client, &test)
-                .await?
-                .contains_key("first")
-                .then_some(()))
-        },
-    )
-    .await?;
+    wait_bound(&client, &test, "first").await?;
     create_claim(&client, &test, "second", &test, "ReadWriteMany", "1Mi").await?;
     create_claim(&client, &test, "lost", &orphan, "ReadWriteOnce", "1Mi").await?;
     let expected = [
@@ -364,17 +388,7 @@ async fn every_stuck_claim_hears_the_fix_once() -> anyhow::Result<()> {
         json!({"accessModes": ["ReadWriteMany"]}),
     )
     .await?;
-    wait_for(
-        "the second claim Bound",
-        Duration::from_secs(120),
-        || async {
-            Ok(bound(&client, &test)
-                .await?
-                .contains_key("second")
-                .then_some(()))
-        },
-    )
-    .await?;
+    wait_bound(&client, &test, "second").await?;
     server.stop()?;
     create_claim(&client, &test, "late", &test, "ReadWriteMany", "1Mi").await?;
     let seen = wait_for_event(&client, &test, "late", "NoMatchingVolume").await?;
