@@ -1,6 +1,8 @@
 # Two commands do everything on a fresh Debian machine (as root):
 #   make demo   volpool end to end on this machine (Ctrl-C or `make demo-down` stops it)
 #   make test   lint, unit tests and end-to-end tests (control plane up and down)
+# Parts of it: `make lint`; `make unit` (unit tests only, no cluster); `make e2e` (every
+# test against a local control plane, as `make test` without the lint).
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 export CARGO_TERM_COLOR ?= never
@@ -9,6 +11,13 @@ export CARGO_TERM_COLOR ?= never
 .PHONY: test lint unit e2e demo demo-down crds
 
 test: lint
+	tests/run-all
+
+unit:
+	cargo nextest --version >/dev/null 2>&1 || cargo install --locked cargo-nextest
+	cargo nextest run --workspace --lib --bins
+
+e2e:
 	tests/run-all
 
 lint:

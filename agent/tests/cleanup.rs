@@ -7,15 +7,15 @@
 use std::path::Path;
 use std::process::Command;
 
-mod common;
-
-use common::{AGENT, find, scan};
 use volpool_api::{CleanupOutcome, CleanupResult};
-use volpool_testkit::{FakeNode, Fs, LoopDevice, TempDir, check, pools_file};
+use volpool_testkit::agent::{find, pools_file, scan};
+use volpool_testkit::{FakeNode, Fs, LoopDevice, TempDir, check};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_volpool-agent");
 
 /// The volume ID `scan` reports for entry `name` of pool `pool`.
 fn volume_id(node: &FakeNode, pools: &Path, pool: &str, name: &str) -> String {
-    let status = scan(node, pools).expect("scan succeeds");
+    let status = scan(node, AGENT, pools).expect("scan succeeds");
     let entry = find(&status, pool, name);
     assert!(!entry.volume_id.is_empty(), "{entry:?}");
     entry.volume_id.clone()

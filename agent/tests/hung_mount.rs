@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use volpool_api::{NodeVolumesStatus, VolumeState};
 use volpool_testkit::metrics::sample;
 use volpool_testkit::{
-    FakeNode, Reaper, TempDir, cargo_binary, free_port, http_get, pools_file, wait_for_blocking,
+    FakeNode, Reaper, TempDir, agent::pools_file, cargo_binary, free_port, http_get,
+    wait_for_blocking,
 };
 
 const AGENT: &str = env!("CARGO_BIN_EXE_volpool-agent");

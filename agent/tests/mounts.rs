@@ -5,11 +5,11 @@
 
 use std::process::Command;
 
-mod common;
-
-use common::{AGENT, find, scan};
 use volpool_api::{NodeVolumesStatus, VolumeMode, VolumeState};
-use volpool_testkit::{FakeNode, Fs, LoopDevice, TempDir, check, pools_file};
+use volpool_testkit::agent::{find, pools_file, scan};
+use volpool_testkit::{FakeNode, Fs, LoopDevice, TempDir, check};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_volpool-agent");
 
 #[test]
 fn scan_reports_every_entry_with_its_state_and_real_capacity() -> anyhow::Result<()> {
@@ -187,8 +187,8 @@ fn a_tmpfs_mounted_again_is_a_new_volume() -> anyhow::Result<()> {
     let node = FakeNode::new()?;
     let mount = format!("mount -t tmpfs -o size=8m t '{}/t'", disks.display());
     node.sh(&mount)?;
-    let first = find(&scan(&node, &pools)?, "fs", "t").clone();
-    let again = scan(&node, &pools)?;
+    let first = find(&scan(&node, AGENT, &pools)?, "fs", "t").clone();
+    let again = scan(&node, AGENT, &pools)?;
     assert_eq!(
         find(&again, "fs", "t").volume_id,
         first.volume_id,
@@ -198,7 +198,7 @@ fn a_tmpfs_mounted_again_is_a_new_volume() -> anyhow::Result<()> {
     // The kernel hands the freed anonymous device number (and mount ID) to the next tmpfs, so
     // the replacement looks like the old one unless its identity says when it was made.
     node.sh(&format!("umount '{}/t'; {mount}", disks.display()))?;
-    let status = scan(&node, &pools)?;
+    let status = scan(&node, AGENT, &pools)?;
     let second = find(&status, "fs", "t");
     assert_eq!(second.state, VolumeState::Ready, "{second:?}");
     assert_ne!(

@@ -8,17 +8,17 @@
 //!     └─ the test process dies ──► the pipe closes ──► init exits ──► namespace and mounts gone
 //!  LoopDevice ──► losetup, marked autoclear while a guard holds it open ──► gone with the guard
 //!  TempDir · free_port · http_get · metrics::sample/sum · wait_for/wait_for_blocking · Reaper
-//!  pools_file (the agent's --pools-file) · cargo_binary · bins: hangfs, fake-node
+//!  agent::{pools_file, scan, find} (the agent's CLI) · cargo_binary · bins: hangfs, fake-node
 //! ```
 //!
 //! Everything a test starts is tied to the test process: a test killed on its timeout leaves
 //! no namespace, mount or loop device behind.
 
+pub mod agent;
 mod http;
 mod loopdev;
 pub mod metrics;
 mod node;
-mod pools;
 mod process;
 mod temp;
 mod wait;
@@ -26,7 +26,6 @@ mod wait;
 pub use http::{free_port, http_get};
 pub use loopdev::{Fs, LoopDevice};
 pub use node::FakeNode;
-pub use pools::pools_file;
 pub use process::{Reaper, cargo_binary, check, repo_root, run};
 pub use temp::TempDir;
 pub use wait::{wait_for, wait_for_blocking};

@@ -14,10 +14,13 @@
 //! lives as long as the process.
 
 use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
+
+use crate::{Fs, LoopDevice};
 
 /// A private mount + pid namespace; everything in it dies with it, and it dies with the test.
 pub struct FakeNode {
@@ -79,6 +82,21 @@ impl FakeNode {
     /// Run a shell script (`sh -euc`) on the node: its stdout, or an error with its stderr.
     pub fn sh(&self, script: &str) -> anyhow::Result<String> {
         crate::run(self.command("sh").args(["-euc", script]))
+    }
+
+    /// Make a disk of `mib` MiB with `fs` over `image` and mount it at `at` (created if
+    /// missing) on this node only. Keep the device while the test needs the disk.
+    pub fn mount_disk(
+        &self,
+        image: impl Into<PathBuf>,
+        at: &Path,
+        mib: u64,
+        fs: Fs,
+    ) -> anyhow::Result<LoopDevice> {
+        std::fs::create_dir_all(at)?;
+        let disk = LoopDevice::new(image, mib, Some(fs))?;
+        self.sh(&format!("mount '{}' '{}'", disk.device, at.display()))?;
+        Ok(disk)
     }
 }
 

@@ -13,10 +13,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::atomic::Ordering;
 
+use std::time::Duration;
+
 use anyhow::Context;
+use kube::{Api, Client};
+use volpool_api::{NodeVolumes, VolumeReport};
 use volpool_testkit::{FakeNode, cargo_binary};
 
-use crate::kubeconfig;
+use crate::{kubeconfig, wait_for};
 
 /// The agent binary, built once per test process (a no-op when it is up to date).
 pub fn agent_binary() -> anyhow::Result<PathBuf> {
@@ -44,6 +48,33 @@ pub trait AgentNode {
         port: u16,
         extra: &[&str],
     ) -> anyhow::Result<Child>;
+}
+
+/// The entry at `path` in NodeVolumes/`node`, once one passes `check`: what an agent has
+/// published about one volume.
+pub async fn wait_for_entry(
+    client: &Client,
+    node: &str,
+    path: &Path,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&VolumeReport) -> bool,
+) -> anyhow::Result<VolumeReport> {
+    let api: Api<NodeVolumes> = Api::all(client.clone());
+    let path = path.to_string_lossy().into_owned();
+    wait_for(&format!("{node}: {what}"), timeout, || async {
+        let Some(nv) = api.get_opt(node).await? else {
+            return Ok(None);
+        };
+        let entry = nv
+            .status
+            .unwrap_or_default()
+            .volumes
+            .into_iter()
+            .find(|v| v.path == path);
+        Ok(entry.filter(|v| check(v)))
+    })
+    .await
 }
 
 impl AgentNode for FakeNode {

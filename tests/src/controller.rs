@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{
+    Namespace, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
+};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource};
@@ -220,11 +222,23 @@ pub async fn create_pool(
     if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
         spec.extend(extra.clone());
     }
+    apply_pool(client, test, pool, spec).await
+}
+
+/// Server-side apply VolumePool `name` with `spec`, labelled as test `test`'s (so only that
+/// test's controller plans it).
+pub async fn apply_pool(
+    client: &Client,
+    test: &str,
+    name: &str,
+    spec: Value,
+) -> anyhow::Result<()> {
     let object = json!({"apiVersion": "volpool.io/v1alpha1", "kind": "VolumePool",
-                        "metadata": {"name": pool, "labels": {LABEL_TEST: test}}, "spec": spec});
+                        "metadata": {"name": name, "labels": {LABEL_TEST: test}}, "spec": spec});
     Api::<VolumePool>::all(client.clone())
-        .patch(pool, &apply(), &Patch::Apply(&object))
-        .await?;
+        .patch(name, &apply(), &Patch::Apply(&object))
+        .await
+        .with_context(|| format!("failed to apply VolumePool {name}"))?;
     Ok(())
 }
 
@@ -288,6 +302,11 @@ pub async fn wait_for_pvs(
 /// A PV's phase.
 pub fn phase(pv: &PersistentVolume) -> Option<&str> {
     pv.status.as_ref()?.phase.as_deref()
+}
+
+/// The claim a PV is bound (or pre-bound) to.
+pub fn claim_ref(pv: &PersistentVolume) -> Option<&ObjectReference> {
+    pv.spec.as_ref()?.claim_ref.as_ref()
 }
 
 /// A PV's label.

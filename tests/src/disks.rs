@@ -111,16 +111,14 @@ impl DiskNode {
         mib: u64,
         fs: Fs,
     ) -> anyhow::Result<()> {
-        std::fs::create_dir_all(path)?;
         let entry = path
             .file_name()
             .context("a disk path has a last component")?
             .to_string_lossy();
         let image = images.join(format!("{}-{entry}.img", self.name));
-        let disk = LoopDevice::new(image, mib, Some(fs))?;
-        let mounted = self.sh(&format!("mount '{}' '{}'", disk.device, path.display()));
+        let disk = self.fake.mount_disk(image, path, mib, fs)?;
         self.loops.push(disk);
-        mounted.map(drop)
+        Ok(())
     }
 
     /// Grow the loop disk mounted at `path` to `mib` MiB, while mounted: image, loop device,

@@ -3,12 +3,12 @@
 //! and unmounts at once, writes nothing while nothing changes, waits out a missing Node, and
 //! reports a scrub stuck on a hung mount as Running, with its age.
 
-use std::process::Stdio;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::jiff::Timestamp;
-
 use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
@@ -16,8 +16,9 @@ use volpool_api::{
     CleanupOutcome, FIELD_MANAGER_AGENT, FIELD_MANAGER_CONTROLLER, LABEL_HOSTNAME, NodeVolumes,
     VolumePool, VolumeReport, VolumeState,
 };
-use volpool_e2e::agent::{AgentNode, ApiRelay};
-use volpool_e2e::{FIELD_MANAGER, apply_crds, client, create_node, unique, wait_for};
+use volpool_e2e::agent::{AgentNode, ApiRelay, wait_for_entry};
+use volpool_e2e::controller::apply_pool;
+use volpool_e2e::{apply_crds, client, create_node, unique, wait_for};
 use volpool_testkit::metrics::sample;
 use volpool_testkit::{FakeNode, Reaper, TempDir, cargo_binary, free_port, http_get};
 
@@ -25,96 +26,118 @@ use volpool_testkit::{FakeNode, Reaper, TempDir, cargo_binary, free_port, http_g
 const CHANGE_DEADLINE: Duration = Duration::from_secs(15);
 const START_DEADLINE: Duration = Duration::from_secs(90);
 
-async fn apply_pool(
-    client: &Client,
-    name: &str,
-    node: &str,
-    dir: &std::path::Path,
-) -> anyhow::Result<()> {
-    let pools: Api<VolumePool> = Api::all(client.clone());
-    let pool = json!({
-        "apiVersion": "volpool.io/v1alpha1", "kind": "VolumePool",
-        "metadata": {"name": name},
-        "spec": {
-            "storageClassName": name,
-            "nodeSelector": {"matchLabels": {LABEL_HOSTNAME: node}},
-            "local": {"discoveryDir": dir.to_string_lossy(), "minCapacity": "1Mi"},
-        },
-    });
-    pools
-        .patch(
-            name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&pool),
-        )
-        .await?;
-    Ok(())
+/// One agent's world: a pool over `<tmp>/disks` selecting Node `<prefix>-node`, and a fake
+/// node whose disks are tmpfs mounts there. The Node object itself is the test's to create.
+struct Bed {
+    client: Client,
+    node: String,
+    pool: String,
+    disks: PathBuf,
+    fake: FakeNode,
+    port: u16,
+    tmp: TempDir,
 }
 
-/// The entry of NodeVolumes/`node` at `path`, once it satisfies `check`.
-async fn wait_entry(
-    api: &Api<NodeVolumes>,
-    node: &str,
-    path: &std::path::Path,
-    what: &str,
-    timeout: Duration,
-    check: impl Fn(&VolumeReport) -> bool,
-) -> anyhow::Result<VolumeReport> {
-    let path = path.to_string_lossy().into_owned();
-    wait_for(what, timeout, || async {
-        let Some(nv) = api.get_opt(node).await? else {
-            return Ok(None);
-        };
-        let entry = nv
-            .status
-            .unwrap_or_default()
-            .volumes
-            .into_iter()
-            .find(|v| v.path == path);
-        Ok(entry.filter(|v| check(v)))
-    })
-    .await
+impl Bed {
+    /// The pool, the fake node and the directories `dirs` under its discovery directory.
+    async fn new(prefix: &str, dirs: &[&str]) -> anyhow::Result<Bed> {
+        let client = client().await?;
+        apply_crds(&client).await?;
+        let (node, pool) = (
+            unique(&format!("{prefix}-node")),
+            unique(&format!("{prefix}-pool")),
+        );
+        let tmp = TempDir::new(&format!("volpool-e2e-{prefix}"))?;
+        let disks = tmp.join("disks");
+        for dir in dirs {
+            std::fs::create_dir_all(disks.join(dir))?;
+        }
+        let spec = json!({
+            "storageClassName": pool,
+            "nodeSelector": {"matchLabels": {LABEL_HOSTNAME: node}},
+            "local": {"discoveryDir": disks.to_string_lossy(), "minCapacity": "1Mi"},
+        });
+        apply_pool(&client, &pool, &pool, spec).await?;
+        Ok(Bed {
+            client,
+            node,
+            pool,
+            disks,
+            fake: FakeNode::new()?,
+            port: free_port()?,
+            tmp,
+        })
+    }
+
+    /// Start the agent (resync 5 s) with the agent's own credentials.
+    async fn start_agent(&self) -> anyhow::Result<Child> {
+        self.fake
+            .spawn_agent(&self.node, self.port, &["--resync", "5s"])
+            .await
+    }
+
+    /// Mount a tmpfs of `mib` MiB on `dir` of the discovery directory, on this node only.
+    fn mount(&self, dir: &str, mib: u64) -> anyhow::Result<()> {
+        let path = self.disks.join(dir);
+        self.fake.sh(&format!(
+            "mount -t tmpfs -o size={mib}m {dir} '{}'",
+            path.display()
+        ))?;
+        Ok(())
+    }
+
+    /// The entry for `dir` in the node's NodeVolumes, once it passes `check`.
+    async fn entry(
+        &self,
+        dir: &str,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&VolumeReport) -> bool,
+    ) -> anyhow::Result<VolumeReport> {
+        let path = self.disks.join(dir);
+        wait_for_entry(&self.client, &self.node, &path, what, timeout, check).await
+    }
+
+    /// `GET /readyz` until it answers `code`: the body.
+    async fn readyz(&self, code: u16) -> anyhow::Result<String> {
+        wait_for(&format!("/readyz {code}"), START_DEADLINE, || async {
+            Ok(Some(http_get(self.port, "/readyz")?).filter(|r| r.0 == code))
+        })
+        .await
+        .map(|r| r.1)
+    }
+
+    /// End the fake node (the agent in it too), delete the Node and the pool.
+    async fn teardown(self) -> anyhow::Result<()> {
+        drop(self.fake);
+        Api::<Node>::all(self.client.clone())
+            .delete(&self.node, &DeleteParams::default())
+            .await?;
+        Api::<VolumePool>::all(self.client)
+            .delete(&self.pool, &DeleteParams::default())
+            .await?;
+        Ok(())
+    }
 }
 
 #[tokio::test]
 async fn agent_publishes_node_volumes_and_follows_mounts_without_idle_writes() -> anyhow::Result<()>
 {
-    let client = client().await?;
-    apply_crds(&client).await?;
-    let node_name = unique("agent-node");
-    let node = create_node(&client, &node_name).await?;
-    let tmp = TempDir::new("volpool-e2e-agent")?;
-    let disks = tmp.join("disks");
-    for dir in ["vol-a", "vol-b", "plain"] {
-        std::fs::create_dir_all(disks.join(dir))?;
-    }
-    let pool = unique("agent-pool");
-    apply_pool(&client, &pool, &node_name, &disks).await?;
-    let fake = FakeNode::new()?;
-    fake.sh(&format!(
-        "mount -t tmpfs -o size=16m a '{}/vol-a'",
-        disks.display()
-    ))?;
-    let port = free_port()?;
-    let _agent = fake
-        .spawn_agent(&node_name, port, &["--resync", "5s"])
-        .await?;
+    let bed = Bed::new("agent", &["vol-a", "vol-b", "plain"]).await?;
+    let node = create_node(&bed.client, &bed.node).await?;
+    bed.mount("vol-a", 16)?;
+    let _agent = bed.start_agent().await?;
 
-    let api: Api<NodeVolumes> = Api::all(client.clone());
-    let a = wait_entry(
-        &api,
-        &node_name,
-        &disks.join("vol-a"),
-        "vol-a Ready in NodeVolumes",
-        START_DEADLINE,
-        |v| v.state == VolumeState::Ready,
-    )
-    .await?;
+    let ready = |v: &VolumeReport| v.state == VolumeState::Ready;
+    let a = bed
+        .entry("vol-a", "vol-a Ready in NodeVolumes", START_DEADLINE, ready)
+        .await?;
     assert_eq!(
         (a.pool.as_str(), a.capacity_bytes, a.fs_type.as_str()),
-        (pool.as_str(), 16 << 20, "tmpfs")
+        (bed.pool.as_str(), 16 << 20, "tmpfs")
     );
-    let nv = api.get(&node_name).await?;
+    let api: Api<NodeVolumes> = Api::all(bed.client.clone());
+    let nv = api.get(&bed.node).await?;
     let owner = nv.metadata.owner_references.clone().unwrap_or_default();
     assert!(
         owner
@@ -144,182 +167,117 @@ async fn agent_publishes_node_volumes_and_follows_mounts_without_idle_writes() -
         managers.iter().any(|m| m == FIELD_MANAGER_AGENT),
         "{managers:?}"
     );
-    wait_for("/readyz 200", START_DEADLINE, || async {
-        Ok(http_get(port, "/readyz").ok().filter(|r| r.0 == 200))
-    })
-    .await?;
+    bed.readyz(200).await?;
 
     // A mount appears: noticed through the mount table's poll() signal, not the 5 s resync.
     let t = Instant::now();
-    fake.sh(&format!(
-        "mount -t tmpfs -o size=8m b '{}/vol-b'",
-        disks.display()
-    ))?;
-    wait_entry(
-        &api,
-        &node_name,
-        &disks.join("vol-b"),
-        "vol-b Ready",
-        CHANGE_DEADLINE,
-        |v| v.state == VolumeState::Ready && v.capacity_bytes == 8 << 20,
-    )
+    bed.mount("vol-b", 8)?;
+    bed.entry("vol-b", "vol-b Ready", CHANGE_DEADLINE, |v| {
+        v.state == VolumeState::Ready && v.capacity_bytes == 8 << 20
+    })
     .await?;
     println!("mount published after {:?}", t.elapsed());
     let t = Instant::now();
-    fake.sh(&format!("umount '{}/vol-a'", disks.display()))?;
-    wait_entry(
-        &api,
-        &node_name,
-        &disks.join("vol-a"),
-        "vol-a NotMountPoint",
-        CHANGE_DEADLINE,
-        |v| v.state == VolumeState::NotMountPoint,
-    )
+    bed.fake
+        .sh(&format!("umount '{}'", bed.disks.join("vol-a").display()))?;
+    bed.entry("vol-a", "vol-a NotMountPoint", CHANGE_DEADLINE, |v| {
+        v.state == VolumeState::NotMountPoint
+    })
     .await?;
     println!("unmount published after {:?}", t.elapsed());
 
     // Nothing changes for 30 s (six resyncs): not a single write.
-    let rv = api.get(&node_name).await?.metadata.resource_version;
+    let rv = api.get(&bed.node).await?.metadata.resource_version;
     let quiet_until = Instant::now() + Duration::from_secs(30);
     while Instant::now() < quiet_until {
-        let now = api.get(&node_name).await?.metadata.resource_version;
+        let now = api.get(&bed.node).await?.metadata.resource_version;
         assert_eq!(now, rv, "NodeVolumes was written although nothing changed");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let metrics = http_get(port, "/metrics")?.1;
+    let metrics = http_get(bed.port, "/metrics")?.1;
     assert!(
         metrics.contains("volpool_volume_capacity_bytes{"),
         "{metrics}"
     );
     assert!(
-        metrics.contains(&format!("persistentvolume=\"{pool}-{node_name}-vol-b-")),
+        metrics.contains(&format!(
+            "persistentvolume=\"{}-{}-vol-b-",
+            bed.pool, bed.node
+        )),
         "{metrics}"
     );
 
     // The Node goes: its NodeVolumes goes with it (ownerReference, garbage collector).
-    drop(fake);
-    let nodes: Api<Node> = Api::all(client.clone());
-    nodes.delete(&node_name, &DeleteParams::default()).await?;
+    let node_name = bed.node.clone();
+    bed.teardown().await?;
     wait_for(
         "NodeVolumes to be garbage-collected",
         START_DEADLINE,
         || async { Ok(api.get_opt(&node_name).await?.is_none().then_some(())) },
     )
     .await?;
-    Api::<VolumePool>::all(client)
-        .delete(&pool, &DeleteParams::default())
-        .await?;
     Ok(())
 }
 
 #[tokio::test]
 async fn agent_waits_for_a_missing_node_then_publishes() -> anyhow::Result<()> {
-    let client = client().await?;
-    apply_crds(&client).await?;
-    let node_name = unique("agent-late-node");
-    let tmp = TempDir::new("volpool-e2e-late")?;
-    let disks = tmp.join("disks");
-    std::fs::create_dir_all(disks.join("vol"))?;
-    let pool = unique("agent-late-pool");
-    apply_pool(&client, &pool, &node_name, &disks).await?;
-    let fake = FakeNode::new()?;
-    fake.sh(&format!(
-        "mount -t tmpfs -o size=4m v '{}/vol'",
-        disks.display()
-    ))?;
-    let port = free_port()?;
-    let mut agent = fake
-        .spawn_agent(&node_name, port, &["--resync", "5s"])
-        .await?;
+    let bed = Bed::new("agent-late", &["vol"]).await?;
+    bed.mount("vol", 4)?;
+    let mut agent = bed.start_agent().await?;
 
-    // Alive, not ready, and retrying: the Node does not exist yet.
-    let (_, why) = wait_for("/readyz 503", START_DEADLINE, || async {
-        Ok(http_get(port, "/readyz")
-            .ok()
-            .filter(|r| r.0 == 503 && r.1.contains("not been published")))
+    // Its first scan is done (its duration is in /metrics): alive, not ready, and retrying,
+    // for the Node does not exist yet.
+    wait_for("the first scan in /metrics", START_DEADLINE, || async {
+        let metrics = http_get(bed.port, "/metrics")?.1;
+        Ok(sample(&metrics, "volpool_agent_scan_duration_seconds", &[]).map(drop))
     })
     .await?;
+    let (code, why) = http_get(bed.port, "/readyz")?;
+    assert_eq!(code, 503, "{why}");
     assert!(why.contains("not been published"), "{why}");
-    assert_eq!(http_get(port, "/healthz")?.0, 200);
+    assert_eq!(http_get(bed.port, "/healthz")?.0, 200);
     assert!(agent.try_wait()?.is_none(), "the agent must keep running");
 
-    create_node(&client, &node_name).await?;
-    let api: Api<NodeVolumes> = Api::all(client.clone());
-    wait_entry(
-        &api,
-        &node_name,
-        &disks.join("vol"),
+    create_node(&bed.client, &bed.node).await?;
+    bed.entry(
+        "vol",
         "vol Ready after the Node appears",
         START_DEADLINE,
         |v| v.state == VolumeState::Ready,
     )
     .await?;
-    wait_for("/readyz 200", START_DEADLINE, || async {
-        Ok(http_get(port, "/readyz").ok().filter(|r| r.0 == 200))
-    })
-    .await?;
-
-    drop(fake);
-    Api::<Node>::all(client.clone())
-        .delete(&node_name, &DeleteParams::default())
-        .await?;
-    Api::<VolumePool>::all(client)
-        .delete(&pool, &DeleteParams::default())
-        .await?;
-    Ok(())
+    bed.readyz(200).await?;
+    bed.teardown().await
 }
 
 #[tokio::test]
 async fn agent_rides_out_an_apiserver_outage() -> anyhow::Result<()> {
-    let client = client().await?;
-    apply_crds(&client).await?;
-    let node_name = unique("agent-outage-node");
-    create_node(&client, &node_name).await?;
-    let tmp = TempDir::new("volpool-e2e-outage")?;
-    let disks = tmp.join("disks");
-    for dir in ["before", "during"] {
-        std::fs::create_dir_all(disks.join(dir))?;
-    }
-    let pool = unique("agent-outage-pool");
-    apply_pool(&client, &pool, &node_name, &disks).await?;
-    let relay = ApiRelay::start(&tmp.0)?;
-    let fake = FakeNode::new()?;
-    fake.sh(&format!(
-        "mount -t tmpfs -o size=4m b '{}/before'",
-        disks.display()
-    ))?;
-    let port = free_port()?;
+    let bed = Bed::new("agent-outage", &["before", "during"]).await?;
+    create_node(&bed.client, &bed.node).await?;
+    let relay = ApiRelay::start(&bed.tmp.0)?;
+    bed.mount("before", 4)?;
     let mut agent =
-        fake.spawn_agent_with(&relay.kubeconfig, &node_name, port, &["--resync", "5s"])?;
-    let api: Api<NodeVolumes> = Api::all(client.clone());
-    wait_entry(
-        &api,
-        &node_name,
-        &disks.join("before"),
-        "before Ready",
-        START_DEADLINE,
-        |v| v.state == VolumeState::Ready,
-    )
-    .await?;
+        bed.fake
+            .spawn_agent_with(&relay.kubeconfig, &bed.node, bed.port, &["--resync", "5s"])?;
+    let ready = |v: &VolumeReport| v.state == VolumeState::Ready;
+    bed.entry("before", "before Ready", START_DEADLINE, ready)
+        .await?;
 
     // The apiserver goes away; a disk is mounted meanwhile; the agent keeps serving.
     relay.set_down(true);
-    fake.sh(&format!(
-        "mount -t tmpfs -o size=4m d '{}/during'",
-        disks.display()
-    ))?;
-    let metrics_path = format!("path=\"{}\"", disks.join("during").display());
+    bed.mount("during", 4)?;
+    let metrics_path = format!("path=\"{}\"", bed.disks.join("during").display());
     wait_for(
         "the new mount in /metrics during the outage",
         CHANGE_DEADLINE,
         || async {
-            Ok(http_get(port, "/metrics")
-                .ok()
-                .filter(|r| r.1.contains(&metrics_path)))
+            let metrics = http_get(bed.port, "/metrics")?.1;
+            Ok(metrics.contains(&metrics_path).then_some(()))
         },
     )
     .await?;
-    let during = api.get(&node_name).await?.status.unwrap_or_default();
+    let api: Api<NodeVolumes> = Api::all(bed.client.clone());
+    let during = api.get(&bed.node).await?.status.unwrap_or_default();
     assert!(
         during
             .volumes
@@ -334,60 +292,43 @@ async fn agent_rides_out_an_apiserver_outage() -> anyhow::Result<()> {
 
     // It comes back: the change is published without a restart of the agent.
     relay.set_down(false);
-    wait_entry(
-        &api,
-        &node_name,
-        &disks.join("during"),
+    bed.entry(
+        "during",
         "during Ready after the outage",
         START_DEADLINE,
-        |v| v.state == VolumeState::Ready,
+        ready,
     )
     .await?;
     assert!(agent.try_wait()?.is_none());
-
-    drop(fake);
-    Api::<Node>::all(client.clone())
-        .delete(&node_name, &DeleteParams::default())
-        .await?;
-    Api::<VolumePool>::all(client)
-        .delete(&pool, &DeleteParams::default())
-        .await?;
-    Ok(())
+    bed.teardown().await
 }
 
 #[tokio::test]
 async fn a_scrub_stuck_on_a_hung_mount_is_reported_running_with_its_age() -> anyhow::Result<()> {
-    let client = client().await?;
-    apply_crds(&client).await?;
-    let node_name = unique("stuck-scrub");
-    create_node(&client, &node_name).await?;
-    let tmp = TempDir::new("volpool-e2e-stuck-scrub")?;
-    let disks = tmp.join("disks");
-    std::fs::create_dir_all(disks.join("hung"))?;
-    let pool = unique("stuck-pool");
-    apply_pool(&client, &pool, &node_name, &disks).await?;
-    let fake = FakeNode::new()?;
+    let bed = Bed::new("stuck-scrub", &["hung"]).await?;
+    create_node(&bed.client, &bed.node).await?;
     let mut reaper = Reaper::default();
-    let hangfs = fake
+    let hangfs = bed
+        .fake
         .command(cargo_binary("volpool-testkit", "hangfs")?)
-        .arg(disks.join("hung"))
+        .arg(bed.disks.join("hung"))
         .stdout(Stdio::null())
         .spawn()?;
     reaper.0.push(hangfs);
-    let port = free_port()?;
-    let _agent = fake
-        .spawn_agent(&node_name, port, &["--probe-timeout", "1s"])
+    let _agent = bed
+        .fake
+        .spawn_agent(&bed.node, bed.port, &["--probe-timeout", "1s"])
         .await?;
-    let api: Api<NodeVolumes> = Api::all(client.clone());
-    let hung = wait_entry(
-        &api,
-        &node_name,
-        &disks.join("hung"),
-        "the hung mount reported Stuck",
-        START_DEADLINE,
-        |v| v.state == VolumeState::Stuck,
-    )
-    .await?;
+    let hung = bed
+        .entry(
+            "hung",
+            "the hung mount reported Stuck",
+            START_DEADLINE,
+            |v| v.state == VolumeState::Stuck,
+        )
+        .await?;
+    let (node_name, port) = (bed.node.clone(), bed.port);
+    let api: Api<NodeVolumes> = Api::all(bed.client.clone());
 
     // A request made before the mount hung (the controller asks nothing of a Stuck volume):
     // the wipe waits forever for the volume's directory listing.
@@ -437,13 +378,5 @@ async fn a_scrub_stuck_on_a_hung_mount_is_reported_running_with_its_age() -> any
         Some(CleanupOutcome::Running),
         "{status:?}"
     );
-
-    drop(fake);
-    Api::<Node>::all(client.clone())
-        .delete(&node_name, &DeleteParams::default())
-        .await?;
-    Api::<VolumePool>::all(client)
-        .delete(&pool, &DeleteParams::default())
-        .await?;
-    Ok(())
+    bed.teardown().await
 }

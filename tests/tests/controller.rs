@@ -9,9 +9,9 @@ use kube::{Api, Client};
 use serde_json::json;
 use volpool_api::{NodeVolumes, VolumePool, local_pv_name};
 use volpool_e2e::controller::{
-    Controller, LEASE_NAMESPACE, LONG, bind, capacity, create_class, create_namespace, create_pool,
-    label, phase, publish_report, pvs_of, spread_statefulset, volume, wait_for_event, wait_for_pv,
-    wait_for_pvs,
+    Controller, LEASE_NAMESPACE, LONG, bind, capacity, claim_ref, create_class, create_namespace,
+    create_pool, label, phase, publish_report, pvs_of, spread_statefulset, volume, wait_for_event,
+    wait_for_pv, wait_for_pvs,
 };
 use volpool_e2e::{apply_crds, client, create_node, unique, wait_for};
 
@@ -23,20 +23,26 @@ async fn setup(prefix: &str) -> anyhow::Result<(Client, String)> {
     Ok((client, unique(prefix)))
 }
 
+/// [`setup`], then the StorageClass, namespace and local pool named after the test (the pool
+/// with `extra` spec fields), and its controller.
+async fn setup_pool(
+    prefix: &str,
+    wait_for_consumer: bool,
+    extra: serde_json::Value,
+) -> anyhow::Result<(Client, String, Controller)> {
+    let (client, test) = setup(prefix).await?;
+    create_namespace(&client, &test).await?;
+    create_class(&client, &test, wait_for_consumer).await?;
+    create_pool(&client, &test, &test, &test, extra).await?;
+    let controller = Controller::start(&test, &format!("{test}-a")).await?;
+    Ok((client, test, controller))
+}
+
 #[tokio::test]
 async fn disks_of_three_nodes_become_pvs_and_the_idle_pass_writes_nothing() -> anyhow::Result<()> {
-    let (client, test) = setup("ctl-three").await?;
+    let (client, test, controller) =
+        setup_pool("ctl-three", true, json!({"mountOptions": ["noatime"]})).await?;
     let pool = test.clone();
-    create_class(&client, &test, true).await?;
-    create_pool(
-        &client,
-        &test,
-        &pool,
-        &test,
-        json!({"mountOptions": ["noatime"]}),
-    )
-    .await?;
-    let controller = Controller::start(&test, &format!("{test}-a")).await?;
     let mut expected = Vec::new();
     for i in 0..3 {
         let node = format!("{test}-n{i}");
@@ -141,25 +147,9 @@ async fn disks_of_three_nodes_become_pvs_and_the_idle_pass_writes_nothing() -> a
     );
 
     // Idle: passes keep running (resync 1s) and write nothing.
-    let writes = controller
-        .metric("volpool_controller_api_writes_total", &[])
-        .await?;
-    let passes = controller
-        .metric("volpool_controller_reconcile_duration_seconds_count", &[])
-        .await?;
-    wait_for("three more passes", LONG, || async {
-        Ok((controller
-            .metric("volpool_controller_reconcile_duration_seconds_count", &[])
-            .await?
-            >= passes + 3.0)
-            .then_some(()))
-    })
-    .await?;
     assert_eq!(
-        controller
-            .metric("volpool_controller_api_writes_total", &[])
-            .await?,
-        writes,
+        controller.writes_during_passes(3.0).await?,
+        0.0,
         "an idle pass wrote"
     );
     Ok(())
@@ -167,13 +157,8 @@ async fn disks_of_three_nodes_become_pvs_and_the_idle_pass_writes_nothing() -> a
 
 #[tokio::test]
 async fn capacity_drift_missing_and_replaced_volumes() -> anyhow::Result<()> {
-    let (client, test) = setup("ctl-drift").await?;
-    let pool = test.clone();
-    let ns = test.clone();
-    create_namespace(&client, &ns).await?;
-    create_class(&client, &test, false).await?;
-    create_pool(&client, &test, &pool, &test, json!({})).await?;
-    let _controller = Controller::start(&test, &format!("{test}-a")).await?;
+    let (client, test, _controller) = setup_pool("ctl-drift", false, json!({})).await?;
+    let (pool, ns) = (test.clone(), test.clone());
     let node = format!("{test}-n");
     create_node(&client, &node).await?;
     let vols = |a: u64| {
@@ -266,13 +251,8 @@ async fn capacity_drift_missing_and_replaced_volumes() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn a_released_volume_is_scrubbed_by_request_then_offered_again() -> anyhow::Result<()> {
-    let (client, test) = setup("ctl-release").await?;
-    let pool = test.clone();
-    let ns = test.clone();
-    create_namespace(&client, &ns).await?;
-    create_class(&client, &test, false).await?;
-    create_pool(&client, &test, &pool, &test, json!({})).await?;
-    let _controller = Controller::start(&test, &format!("{test}-a")).await?;
+    let (client, test, _controller) = setup_pool("ctl-release", false, json!({})).await?;
+    let (pool, ns) = (test.clone(), test.clone());
     let node = format!("{test}-n");
     create_node(&client, &node).await?;
     let vols = || vec![volume(&pool, "vol1", "uuid:r1", 3 * GIB)];
@@ -321,13 +301,7 @@ async fn a_released_volume_is_scrubbed_by_request_then_offered_again() -> anyhow
         p.metadata.uid.as_deref() != Some(old_uid.as_str())
     })
     .await?;
-    assert!(
-        fresh
-            .spec
-            .as_ref()
-            .and_then(|s| s.claim_ref.as_ref())
-            .is_none()
-    );
+    assert!(claim_ref(&fresh).is_none());
     wait_for_pv(&client, &pv, "Available", |p| phase(p) == Some("Available")).await?;
     wait_for_event(&client, &ns, "data", "Released").await?;
     wait_for_event(&client, "kube-system", &pv, "Scrubbed").await?;
@@ -346,13 +320,8 @@ async fn a_released_volume_is_scrubbed_by_request_then_offered_again() -> anyhow
 
 #[tokio::test]
 async fn deleting_a_node_takes_its_available_pvs_and_marks_bound_ones() -> anyhow::Result<()> {
-    let (client, test) = setup("ctl-node").await?;
-    let pool = test.clone();
-    let ns = test.clone();
-    create_namespace(&client, &ns).await?;
-    create_class(&client, &test, false).await?;
-    create_pool(&client, &test, &pool, &test, json!({})).await?;
-    let _controller = Controller::start(&test, &format!("{test}-a")).await?;
+    let (client, test, _controller) = setup_pool("ctl-node", false, json!({})).await?;
+    let (pool, ns) = (test.clone(), test.clone());
     let (gone, stays) = (format!("{test}-gone"), format!("{test}-stays"));
     for node in [&gone, &stays] {
         create_node(&client, node).await?;
@@ -401,13 +370,8 @@ async fn deleting_a_node_takes_its_available_pvs_and_marks_bound_ones() -> anyho
 
 #[tokio::test]
 async fn a_statefulset_of_three_gets_three_bound_claims_on_three_nodes() -> anyhow::Result<()> {
-    let (client, test) = setup("ctl-sts").await?;
-    let pool = test.clone();
-    let ns = test.clone();
-    create_namespace(&client, &ns).await?;
-    create_class(&client, &test, true).await?;
-    create_pool(&client, &test, &pool, &test, json!({})).await?;
-    let _controller = Controller::start(&test, &format!("{test}-a")).await?;
+    let (client, test, _controller) = setup_pool("ctl-sts", true, json!({})).await?;
+    let (pool, ns) = (test.clone(), test.clone());
     let nodes: Vec<String> = (0..3).map(|i| format!("{test}-n{i}")).collect();
     for node in &nodes {
         create_node(&client, node).await?;

@@ -27,11 +27,11 @@ use serde_json::{Value, json};
 use volpool_api::{LABEL_HOSTNAME, VolumePool};
 use volpool_e2e::agent::{AgentNode, ApiRelay};
 use volpool_e2e::controller::{
-    Controller, LABEL_TEST, LONG, create_class, create_namespace, pvs_of,
+    Controller, LONG, apply_pool, create_class, create_namespace, pvs_of,
 };
 use volpool_e2e::nfs::NfsServer;
 use volpool_e2e::prometheus::{Prometheus, Target, has_a_number, unix_now};
-use volpool_e2e::{FIELD_MANAGER, apply_crds, client, create_node, repo_root, unique, wait_for};
+use volpool_e2e::{apply_crds, client, create_node, repo_root, unique, wait_for};
 use volpool_testkit::{FakeNode, TempDir, free_port};
 
 /// The `cluster` target label, so the `cluster` variable has a value to substitute.
@@ -83,24 +83,6 @@ fn substitute(expr: &str, cluster: &str) -> String {
         .replace("$cluster", cluster)
         .replace("$node", ".*")
         .replace("$pool", ".*")
-}
-
-async fn apply_pool(
-    client: &kube::Client,
-    test: &str,
-    name: &str,
-    spec: Value,
-) -> anyhow::Result<()> {
-    let object = json!({"apiVersion": "volpool.io/v1alpha1", "kind": "VolumePool",
-                        "metadata": {"name": name, "labels": {LABEL_TEST: test}}, "spec": spec});
-    Api::<VolumePool>::all(client.clone())
-        .patch(
-            name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&object),
-        )
-        .await?;
-    Ok(())
 }
 
 /// Bind a claim to the pool's only Available PV, release it, and wait until the controller has

@@ -20,14 +20,15 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 use volpool_api::{
-    LABEL_HEALTH, LABEL_NODE, LABEL_POOL, NodeVolumes, VolumePool, VolumeState, local_pv_name,
+    LABEL_HEALTH, LABEL_NODE, LABEL_POOL, VolumePool, VolumeReport, VolumeState, local_pv_name,
 };
+use volpool_e2e::agent::wait_for_entry;
 use volpool_e2e::controller::{
-    Controller, LEASE_NAMESPACE, capacity, create_class, create_namespace, create_pool, label,
-    phase, pvs_of, spread_statefulset, wait_for_event, wait_for_pv, wait_for_pvs,
+    Controller, LEASE_NAMESPACE, capacity, claim_ref, create_class, create_namespace, create_pool,
+    label, phase, pvs_of, spread_statefulset, wait_for_event, wait_for_pv, wait_for_pvs,
 };
 use volpool_e2e::disks::DiskNode;
-use volpool_e2e::{apply_crds, client, unique, wait_for};
+use volpool_e2e::{apply_crds, client, unique};
 use volpool_testkit::{Fs, TempDir};
 
 /// Node label that puts a test's nodes (and only them) in its pool.
@@ -95,21 +96,10 @@ impl Fixture {
 
     /// The `Ready` volume the agent of `node` reports at `path`; waits for it.
     async fn reported_id(&self, node: &str, path: &Path) -> anyhow::Result<String> {
-        let api: Api<NodeVolumes> = Api::all(self.client.clone());
-        let path = path.to_string_lossy().into_owned();
-        wait_for(&format!("{node} reports {path} Ready"), START, || async {
-            let Some(report) = api.get_opt(node).await? else {
-                return Ok(None);
-            };
-            Ok(report
-                .status
-                .unwrap_or_default()
-                .volumes
-                .into_iter()
-                .find(|v| v.path == path && v.state == VolumeState::Ready)
-                .map(|v| v.volume_id))
-        })
-        .await
+        let what = format!("{} Ready", path.display());
+        let ready = |v: &VolumeReport| v.state == VolumeState::Ready;
+        let entry = wait_for_entry(&self.client, node, path, &what, START, ready).await?;
+        Ok(entry.volume_id)
     }
 
     /// The PV name the controller must give the volume at `entry` of `node`.
@@ -299,14 +289,7 @@ async fn a_released_volume_is_scrubbed_by_the_agent_then_offered_again() -> anyh
         uid(p) != uid(&old) && phase(p) == Some("Available")
     })
     .await?;
-    assert!(
-        fresh
-            .spec
-            .as_ref()
-            .and_then(|s| s.claim_ref.as_ref())
-            .is_none(),
-        "a fresh PV has no claim"
-    );
+    assert!(claim_ref(&fresh).is_none(), "a fresh PV has no claim");
     let left = node.sh(&format!("ls -A '{d}'"))?;
     let left: Vec<&str> = left.lines().filter(|l| *l != "lost+found").collect();
     assert!(left.is_empty(), "the volume still holds {left:?}");

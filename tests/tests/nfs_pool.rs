@@ -9,15 +9,15 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use volpool_api::VolumePool;
 use volpool_e2e::controller::{
-    Controller, LABEL_TEST, LONG, create_class, create_namespace, phase, pvs_of,
+    Controller, LONG, apply_pool, create_class, create_namespace, phase, pvs_of,
 };
 use volpool_e2e::nfs::NfsServer;
-use volpool_e2e::{FIELD_MANAGER, apply_crds, client, unique, wait_for};
+use volpool_e2e::{apply_crds, client, unique, wait_for};
 use volpool_testkit::TempDir;
 
 /// The `pv-*` directories (and archived ones) in the exported directory, as the server has them.
@@ -46,19 +46,36 @@ fn available(pvs: &[PersistentVolume]) -> usize {
     pvs.iter().filter(|p| phase(p) == Some("Available")).count()
 }
 
+/// A client, and the test's StorageClass and namespace, both named `test`.
+async fn setup(test: &str) -> anyhow::Result<Client> {
+    let client = client().await?;
+    apply_crds(&client).await?;
+    create_class(&client, test, false).await?;
+    create_namespace(&client, test).await?;
+    Ok(client)
+}
+
 /// A pool of the test with `nfs` as its `spec.nfs`.
 async fn create_nfs_pool(client: &Client, test: &str, nfs: Value) -> anyhow::Result<()> {
-    let object = json!({"apiVersion": "volpool.io/v1alpha1", "kind": "VolumePool",
-        "metadata": {"name": test, "labels": {LABEL_TEST: test}},
-        "spec": {"storageClassName": test, "mountOptions": ["nfsvers=3", "nolock"], "nfs": nfs}});
-    Api::<VolumePool>::all(client.clone())
-        .patch(
-            test,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&object),
-        )
-        .await?;
-    Ok(())
+    let spec =
+        json!({"storageClassName": test, "mountOptions": ["nfsvers=3", "nolock"], "nfs": nfs});
+    apply_pool(client, test, test, spec).await
+}
+
+/// `spec.nfs` carving 1 MiB volumes out of `export` served by `server`, `min_available` of
+/// them kept Available.
+fn served(server: &NfsServer, export: &Path, min_available: u32) -> Value {
+    json!({"server": server.address(), "path": export.to_string_lossy(),
+           "volumeSize": "1Mi", "minAvailable": min_available})
+}
+
+/// The directory on the server of PV `name`.
+async fn dir_of(client: &Client, name: &str) -> anyhow::Result<String> {
+    Ok(pv_dir(
+        &Api::<PersistentVolume>::all(client.clone())
+            .get(name)
+            .await?,
+    ))
 }
 
 /// A claim on the pool's class (no volumeName: the PV binder picks a PV); returns the PV.
@@ -142,10 +159,7 @@ async fn delete_claim(client: &Client, ns: &str, name: &str) -> anyhow::Result<(
 /// The pool-upkeep story both access modes must pass: watermark, binding, maxVolumes,
 /// Delete and Archive. `nfs` is the pool's `spec.nfs` reaching `export`.
 async fn upkeep(test: &str, export: &Path, nfs: Value) -> anyhow::Result<()> {
-    let client = client().await?;
-    apply_crds(&client).await?;
-    create_class(&client, test, false).await?;
-    create_namespace(&client, test).await?;
+    let client = setup(test).await?;
     let mut spec = nfs;
     spec["volumeSize"] = json!("1Mi");
     spec["minAvailable"] = json!(3);
@@ -219,11 +233,7 @@ async fn upkeep(test: &str, export: &Path, nfs: Value) -> anyhow::Result<()> {
 
     // Delete: the directory and what the workload wrote go from the server, the PV goes, the
     // pool is topped up.
-    let first_dir = pv_dir(
-        &Api::<PersistentVolume>::all(client.clone())
-            .get(&first)
-            .await?,
-    );
+    let first_dir = dir_of(&client, &first).await?;
     std::fs::create_dir_all(export.join(&first_dir).join("data/deep"))?;
     std::fs::write(
         export.join(&first_dir).join("data/deep/file"),
@@ -247,11 +257,7 @@ async fn upkeep(test: &str, export: &Path, nfs: Value) -> anyhow::Result<()> {
     // Archive: the directory is renamed, its contents kept.
     spec["onRelease"] = json!("Archive");
     create_nfs_pool(&client, test, spec).await?;
-    let second_dir = pv_dir(
-        &Api::<PersistentVolume>::all(client.clone())
-            .get(&second)
-            .await?,
-    );
+    let second_dir = dir_of(&client, &second).await?;
     std::fs::write(export.join(&second_dir).join("kept"), b"archived data")?;
     delete_claim(&client, test, "two").await?;
     let archived = wait_for("the archived directory", LONG, || async {
@@ -326,16 +332,8 @@ async fn a_crash_between_mkdir_and_the_pv_create_leaves_a_directory_that_is_adop
     let test = unique("nfs-crash");
     let dir = TempDir::new(&format!("volpool-{test}"))?;
     let server = NfsServer::start(&[&dir.0])?;
-    let client = client().await?;
-    apply_crds(&client).await?;
-    create_class(&client, &test, false).await?;
-    create_nfs_pool(
-        &client,
-        &test,
-        json!({"server": server.address(), "path": dir.0.to_string_lossy(),
-               "volumeSize": "1Mi", "minAvailable": 1}),
-    )
-    .await?;
+    let client = setup(&test).await?;
+    create_nfs_pool(&client, &test, served(&server, &dir.0, 1)).await?;
     let mut crashing = Controller::start_with_env(
         &test,
         &format!("{test}-crash"),
@@ -372,17 +370,8 @@ async fn a_stopped_server_holds_upkeep_without_deleting_then_it_resumes() -> any
     let test = unique("nfs-down");
     let dir = TempDir::new(&format!("volpool-{test}"))?;
     let server = NfsServer::start(&[&dir.0])?;
-    let client = client().await?;
-    apply_crds(&client).await?;
-    create_class(&client, &test, false).await?;
-    create_namespace(&client, &test).await?;
-    create_nfs_pool(
-        &client,
-        &test,
-        json!({"server": server.address(), "path": dir.0.to_string_lossy(),
-               "volumeSize": "1Mi", "minAvailable": 2}),
-    )
-    .await?;
+    let client = setup(&test).await?;
+    create_nfs_pool(&client, &test, served(&server, &dir.0, 2)).await?;
     let _controller = Controller::start(&test, &format!("{test}-a")).await?;
     let before = wait_for_pool(&client, &test, &dir.0, 2, 2).await?;
     wait_for_condition(&client, &test, "ExportUnreachable", "False").await?;
@@ -416,16 +405,8 @@ async fn a_root_squashing_server_is_reported_with_the_fix() -> anyhow::Result<()
     std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755))?;
     let server = NfsServer::start(&[&dir.0])?;
     server.squash_root()?;
-    let client = client().await?;
-    apply_crds(&client).await?;
-    create_class(&client, &test, false).await?;
-    create_nfs_pool(
-        &client,
-        &test,
-        json!({"server": server.address(), "path": dir.0.to_string_lossy(),
-               "volumeSize": "1Mi", "minAvailable": 1}),
-    )
-    .await?;
+    let client = setup(&test).await?;
+    create_nfs_pool(&client, &test, served(&server, &dir.0, 1)).await?;
     let _controller = Controller::start(&test, &format!("{test}-a")).await?;
     let message = wait_for_condition(&client, &test, "RootSquashed", "True").await?;
     assert!(

@@ -1,0 +1,56 @@
+//! The agent's command line on a fake node, without a cluster: a pools file in, the scan's
+//! report out, parsed.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use volpool_api::{NodeVolumesStatus, VolumeReport};
+
+use crate::{FakeNode, TempDir, check};
+
+/// Write `<dir>/pools.yaml`: a Filesystem pool `fs` (StorageClass `fs`, `minCapacity`
+/// `min_fs`) over `discovery` and, when `block`, a Block pool `raw` over the same directory.
+pub fn pools_file(
+    dir: &TempDir,
+    discovery: &Path,
+    min_fs: &str,
+    block: bool,
+) -> anyhow::Result<PathBuf> {
+    let mut yaml = format!(
+        "apiVersion: volpool.io/v1alpha1\nkind: VolumePool\nmetadata: {{name: fs}}\nspec:\n  storageClassName: fs\n  local: {{discoveryDir: {0:?}, minCapacity: {min_fs}}}\n",
+        discovery.display()
+    );
+    if block {
+        yaml += &format!(
+            "---\napiVersion: volpool.io/v1alpha1\nkind: VolumePool\nmetadata: {{name: raw}}\nspec:\n  storageClassName: raw\n  local: {{discoveryDir: {0:?}, volumeMode: Block, minCapacity: 1Mi}}\n",
+            discovery.display()
+        );
+    }
+    let path = dir.join("pools.yaml");
+    std::fs::write(&path, yaml)?;
+    Ok(path)
+}
+
+/// The report `<agent> scan` makes on `node` for the pools in `pools`.
+pub fn scan(
+    node: &FakeNode,
+    agent: impl AsRef<OsStr>,
+    pools: &Path,
+) -> anyhow::Result<NodeVolumesStatus> {
+    let out = node
+        .command(agent)
+        .args(["scan", "--host-root", "/", "-o", "json", "--pools-file"])
+        .arg(pools)
+        .output()?;
+    check(&out, "volpool-agent scan")?;
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// Entry `name` of pool `pool` in `status`; panics, showing the report, when there is none.
+pub fn find<'a>(status: &'a NodeVolumesStatus, pool: &str, name: &str) -> &'a VolumeReport {
+    status
+        .volumes
+        .iter()
+        .find(|v| v.pool == pool && v.path.ends_with(&format!("/{name}")))
+        .unwrap_or_else(|| panic!("no entry {pool}/{name} in {status:#?}"))
+}
