@@ -23,6 +23,7 @@ mod process;
 mod temp;
 mod wait;
 
+pub use agent::pools_file;
 pub use http::{free_port, http_get};
 pub use loopdev::{Fs, LoopDevice};
 pub use node::FakeNode;
