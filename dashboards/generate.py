@@ -290,14 +290,14 @@ def pools():
     l.add(
         timeseries(
             "Time to bind a claim",
-            "From a claim's creation to Bound, as the controller sees it: median and 90th percentile.",
+            "From a claim's creation to Bound, as the controller sees it, over the controller's life: median and 90th percentile (bursts are rare, so a rate window would mostly be empty).",
             [
                 (
-                    f"histogram_quantile(0.5, sum by (pool, le) (rate(volpool_claim_bind_seconds_bucket{{{C},{P}}}[$__rate_interval])))",
+                    f"histogram_quantile(0.5, sum by (pool, le) (max by (pool, le, instance) (volpool_claim_bind_seconds_bucket{{{C},{P}}})))",
                     "{{pool}} p50",
                 ),
                 (
-                    f"histogram_quantile(0.9, sum by (pool, le) (rate(volpool_claim_bind_seconds_bucket{{{C},{P}}}[$__rate_interval])))",
+                    f"histogram_quantile(0.9, sum by (pool, le) (max by (pool, le, instance) (volpool_claim_bind_seconds_bucket{{{C},{P}}})))",
                     "{{pool}} p90",
                 ),
             ],
