@@ -7,9 +7,13 @@
 //!  NFS loop  ──► AgentState.nfs ──► ScanCollector::collect (per scrape) ─┴─► GET /metrics
 //! ```
 //!
-//! NB: the per-volume families (8 series per volume) are written by hand, once per scan:
-//! through `GaugeVec`s and the text encoder they took ~85 ms per scrape at 1,000 volumes.
+//! NB: the per-volume families are written by hand, once per scan: through `GaugeVec`s and the
+//! text encoder they took ~85 ms per scrape at 1,000 volumes. Only `volpool_volume_info` names
+//! a volume; the figures carry its `volume` key (the kube-state-metrics pattern: queries join
+//! with `* on (node, volume) group_left (pool, path) volpool_volume_info`), which keeps a
+//! scrape of 1,000 volumes under half the bytes of one that repeats every label.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -22,7 +26,7 @@ use volpool_api::CheckStatus;
 
 use crate::error::Result;
 use crate::state::AgentState;
-use crate::volumes::scan::{ProbeRecord, Scan, VolumeUsage, entries_by_state};
+use crate::volumes::scan::{Measured, Scan, entries_by_state};
 
 /// One family written by hand: its name and help.
 struct Family {
@@ -38,7 +42,12 @@ impl Family {
     }
 }
 
-// The per-volume families, labelled pool, path, volume_id, persistentvolume.
+// The identity of each measured or probed entry, labelled volume (the key), pool, path,
+// volume_id, persistentvolume; every other per-volume family is labelled volume only.
+const INFO: Family = Family {
+    name: "volpool_volume_info",
+    help: "Always 1; who the volume is. Join on volume (and node) for pool, path, volume_id and persistentvolume.",
+};
 const CAPACITY: Family = Family {
     name: "volpool_volume_capacity_bytes",
     help: "Total size of the volume in bytes.",
@@ -59,7 +68,7 @@ const INODES_FREE: Family = Family {
     name: "volpool_volume_inodes_free",
     help: "Free inodes.",
 };
-// The per-mount-point families, labelled pool, path.
+// Mount points only.
 const PROBE_SUCCESS: Family = Family {
     name: "volpool_volume_probe_success",
     help: "1 when the last statvfs of the mount answered without error.",
@@ -82,10 +91,8 @@ const SCAN_DURATION: Family = Family {
     help: "Duration of the last full scan.",
 };
 
-/// The figure a per-volume family shows for a volume (`None`: no sample).
-type VolumeFigure = fn(&VolumeUsage) -> Option<u64>;
-/// The figure a per-mount-point family shows for a probe.
-type ProbeFigure = fn(&ProbeRecord) -> f64;
+/// The figure a per-volume family shows for an entry (`None`: no sample).
+type Figure = fn(&Measured) -> Option<f64>;
 
 /// The node-wide gauges of the collector, built afresh for each scrape.
 struct NodeGauges {
@@ -225,57 +232,44 @@ pub fn render(registry: &Registry) -> Result<String> {
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
-/// The per-volume families of `scan` as Prometheus text.
+/// The per-volume families of `scan` as Prometheus text: one `volpool_volume_info` series
+/// per entry carries its identity, the figures carry only its key.
 pub fn render_scan(scan: &Scan) -> String {
-    let mut out = String::with_capacity(1024 + scan.usage.len() * 1200);
-    let labels: Vec<String> = scan
-        .usage
-        .iter()
-        .map(|u| {
-            format!(
-                "{{pool=\"{}\",path=\"{}\",volume_id=\"{}\",persistentvolume=\"{}\"}}",
-                escape(&u.pool),
-                escape(&u.path),
-                escape(&u.volume_id),
-                escape(&u.persistent_volume)
-            )
-        })
-        .collect();
-    let volume: [(&Family, VolumeFigure); 5] = [
-        (&CAPACITY, |u| Some(u.capacity)),
-        (&AVAILABLE, |u| u.fs.map(|f| f.available)),
-        (&USED, |u| u.fs.map(|f| f.used)),
-        (&INODES, |u| u.fs.map(|f| f.inodes)),
-        (&INODES_FREE, |u| u.fs.map(|f| f.inodes_free)),
-    ];
-    for (family, value) in volume {
-        family.header(&mut out);
-        for (u, l) in scan.usage.iter().zip(&labels) {
-            if let Some(v) = value(u) {
-                let _ = writeln!(out, "{}{l} {v}", family.name);
-            }
-        }
+    let mut out = String::with_capacity(1024 + scan.measured.len() * 512);
+    let keys = volume_keys(&scan.measured);
+    INFO.header(&mut out);
+    for (m, key) in scan.measured.iter().zip(&keys) {
+        let _ = writeln!(
+            out,
+            "{}{{volume=\"{key}\",pool=\"{}\",path=\"{}\",volume_id=\"{}\",persistentvolume=\"{}\"}} 1",
+            INFO.name,
+            escape(&m.pool),
+            escape(&m.path),
+            escape(&m.volume_id),
+            escape(&m.persistent_volume)
+        );
     }
-    let probe_labels: Vec<String> = scan
-        .probes
-        .iter()
-        .map(|p| {
-            format!(
-                "{{pool=\"{}\",path=\"{}\"}}",
-                escape(&p.pool),
-                escape(&p.path)
-            )
-        })
-        .collect();
-    let probe: [(&Family, ProbeFigure); 3] = [
-        (&PROBE_SUCCESS, |p| f64::from(u8::from(p.success))),
-        (&STUCK, |p| f64::from(u8::from(p.stuck))),
-        (&PROBE_DURATION, |p| p.seconds),
+    let figures: [(&Family, Figure); 8] = [
+        (&CAPACITY, |m| bytes(m.capacity)),
+        (&AVAILABLE, |m| bytes(m.fs.map(|f| f.available))),
+        (&USED, |m| bytes(m.fs.map(|f| f.used))),
+        (&INODES, |m| bytes(m.fs.map(|f| f.inodes))),
+        (&INODES_FREE, |m| bytes(m.fs.map(|f| f.inodes_free))),
+        (&PROBE_SUCCESS, |m| {
+            m.probe.map(|p| f64::from(u8::from(p.success)))
+        }),
+        (&STUCK, |m| m.probe.map(|p| f64::from(u8::from(p.stuck)))),
+        // NB: microseconds are plenty, and the shorter text is most of this family's bytes.
+        (&PROBE_DURATION, |m| {
+            m.probe.map(|p| (p.seconds * 1e6).round() / 1e6)
+        }),
     ];
-    for (family, value) in probe {
+    for (family, figure) in figures {
         family.header(&mut out);
-        for (p, l) in scan.probes.iter().zip(&probe_labels) {
-            let _ = writeln!(out, "{}{l} {}", family.name, value(p));
+        for (m, key) in scan.measured.iter().zip(&keys) {
+            if let Some(v) = figure(m) {
+                let _ = writeln!(out, "{}{{volume=\"{key}\"}} {v}", family.name);
+            }
         }
     }
     DISCOVERY_ENTRIES.header(&mut out);
@@ -297,6 +291,53 @@ pub fn render_scan(scan: &Scan) -> String {
     out
 }
 
+/// A byte or inode count as a sample value (exact below 2^53).
+fn bytes(v: Option<u64>) -> Option<f64> {
+    v.map(|v| v as f64)
+}
+
+/// The `volume` label of each entry: 8 hex digits of a hash of its pool and path, the same
+/// for the same pool and path in every scan and agent version; 16 for entries whose 8 would
+/// collide with another entry's on this node, so the key is unique and the join exact.
+fn volume_keys(measured: &[Measured]) -> Vec<String> {
+    let hashes: Vec<u64> = measured
+        .iter()
+        .map(|m| stable_hash([m.pool.as_bytes(), &[0], m.path.as_bytes()]))
+        .collect();
+    let mut short: HashMap<u32, usize> = HashMap::new();
+    for h in &hashes {
+        *short.entry(short_hash(*h)).or_default() += 1;
+    }
+    hashes
+        .iter()
+        .map(|h| match short.get(&short_hash(*h)) {
+            Some(1) => format!("{:08x}", short_hash(*h)),
+            _ => format!("{h:016x}"),
+        })
+        .collect()
+}
+
+/// The upper half of a 64-bit hash.
+fn short_hash(h: u64) -> u32 {
+    (h >> 32) as u32
+}
+
+/// 64-bit FNV-1a over `parts`, then MurmurHash3's finalizer, so paths that differ in one
+/// character differ in every digit: stable across builds and platforms, unlike `std`'s
+/// hashers.
+fn stable_hash<const N: usize>(parts: [&[u8]; N]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in parts.into_iter().flatten() {
+        h ^= u64::from(*byte);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
 /// Escape a label value for the text format: backslash, double quote and newline.
 pub(crate) fn escape(value: &str) -> std::borrow::Cow<'_, str> {
     if !value.contains(['\\', '"', '\n']) {
@@ -313,50 +354,100 @@ pub(crate) fn escape(value: &str) -> std::borrow::Cow<'_, str> {
 mod tests {
     use super::*;
     use crate::host::FsUsage;
+    use crate::volumes::scan::ProbeRecord;
+    use volpool_testkit::metrics::{matching, volume_sample};
+
+    fn measured(path: &str) -> Measured {
+        Measured {
+            pool: "p".into(),
+            path: path.into(),
+            volume_id: "uuid:1".into(),
+            persistent_volume: "p-n-vol-0123abcd".into(),
+            ..Measured::default()
+        }
+    }
 
     #[test]
-    fn volume_families_in_text_format_with_escaped_labels() {
+    fn figures_join_the_info_series_on_their_volume_key() {
+        let odd = "/mnt/disks/my \"vol\"\\x";
         let scan = Scan {
-            usage: vec![VolumeUsage {
-                pool: "p".into(),
-                path: "/mnt/disks/my \"vol\"\\x".into(),
-                volume_id: "uuid:1".into(),
-                persistent_volume: "p-n-my-vol-0123abcd".into(),
-                capacity: 1 << 20,
-                fs: Some(FsUsage {
-                    size: 1 << 20,
-                    available: 1000,
-                    used: 24,
-                    inodes: 7,
-                    inodes_free: 5,
-                }),
-            }],
-            probes: vec![ProbeRecord {
-                pool: "p".into(),
-                path: "/mnt/disks/hung".into(),
-                success: false,
-                stuck: true,
-                seconds: 2.0,
-            }],
+            measured: vec![
+                Measured {
+                    capacity: Some(1 << 20),
+                    fs: Some(FsUsage {
+                        size: 1 << 20,
+                        available: 1000,
+                        used: 24,
+                        inodes: 7,
+                        inodes_free: 5,
+                    }),
+                    probe: Some(ProbeRecord {
+                        success: true,
+                        stuck: false,
+                        seconds: 0.000_012_345,
+                    }),
+                    ..measured(odd)
+                },
+                Measured {
+                    probe: Some(ProbeRecord {
+                        success: false,
+                        stuck: true,
+                        seconds: 2.0,
+                    }),
+                    ..measured("/mnt/disks/hung")
+                },
+            ],
             ..Scan::default()
         };
         let text = render_scan(&scan);
-        let labels = r#"{pool="p",path="/mnt/disks/my \"vol\"\\x",volume_id="uuid:1",persistentvolume="p-n-my-vol-0123abcd"}"#;
         assert!(
-            text.contains(&format!("volpool_volume_capacity_bytes{labels} 1048576\n")),
+            text.contains(r#"path="/mnt/disks/my \"vol\"\\x",volume_id="uuid:1",persistentvolume="p-n-vol-0123abcd"} 1"#),
             "{text}"
         );
-        assert!(
-            text.contains(&format!("volpool_volume_inodes_free{labels} 5\n")),
-            "{text}"
+        let figure = |metric, path| volume_sample(&text, metric, path);
+        assert_eq!(
+            figure("volpool_volume_capacity_bytes", odd),
+            Some(1048576.0)
         );
-        assert!(
-            text.contains("volpool_volume_stuck{pool=\"p\",path=\"/mnt/disks/hung\"} 1\n"),
-            "{text}"
+        assert_eq!(figure("volpool_volume_inodes_free", odd), Some(5.0));
+        assert_eq!(
+            figure("volpool_volume_probe_duration_seconds", odd),
+            Some(0.000_012)
         );
+        assert_eq!(figure("volpool_volume_stuck", "/mnt/disks/hung"), Some(1.0));
+        assert_eq!(
+            figure("volpool_volume_capacity_bytes", "/mnt/disks/hung"),
+            None
+        );
+        // Only the info series names the volume.
+        for sample in matching(&text, "volpool_volume_stuck", &[]) {
+            assert!(sample.labels.starts_with("volume=\"") && !sample.labels.contains(','));
+        }
         assert!(
             text.contains("# TYPE volpool_agent_scan_duration_seconds gauge\n"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn volume_keys_are_stable_and_unique() {
+        let a = measured("/mnt/disks/a");
+        let b = measured("/mnt/disks/b");
+        let keys = volume_keys(&[a.clone(), b.clone()]);
+        assert_eq!(keys, volume_keys(&[a.clone(), b]));
+        assert_eq!(keys[0], volume_keys(&[a])[0]);
+        assert_ne!(keys[0], keys[1]);
+        assert_eq!(keys[0].len(), 8);
+        // Two entries whose short keys collide both get the long one.
+        let many: Vec<Measured> = (0..200_000)
+            .map(|i| measured(&format!("/mnt/disks/v{i}")))
+            .collect();
+        let keys = volume_keys(&many);
+        let unique: std::collections::HashSet<&String> = keys.iter().collect();
+        assert_eq!(unique.len(), keys.len());
+        assert!(
+            keys.iter().any(|k| k.len() == 16),
+            "no collision among 200,000 keys"
         );
     }
 }

@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use volpool_api::{NodeVolumesStatus, VolumeState};
-use volpool_testkit::metrics::sample;
+use volpool_testkit::metrics::{sample, volume_sample};
 use volpool_testkit::{
     FakeNode, Reaper, TempDir, agent::pools_file, cargo_binary, free_port, http_get,
     wait_for_blocking,
@@ -141,24 +141,24 @@ fn hung_fuse_mount_is_stuck_while_the_rest_is_measured_and_metrics_answer() -> a
             .ok()
             .filter(|(code, _)| *code == 200)
     })?;
-    let hung_path = format!("path=\"{}\"", disks.join("hung").display());
-    let ok_path = format!("path=\"{}\"", disks.join("ok").display());
+    let hung_path = disks.join("hung").display().to_string();
+    let ok_path = disks.join("ok").display().to_string();
     let metrics = http_get(port, "/metrics")?.1;
     assert_eq!(
-        sample(&metrics, "volpool_volume_stuck", &[&hung_path]),
+        volume_sample(&metrics, "volpool_volume_stuck", &hung_path),
         Some(1.0),
         "{metrics}"
     );
     assert_eq!(
-        sample(&metrics, "volpool_volume_probe_success", &[&hung_path]),
+        volume_sample(&metrics, "volpool_volume_probe_success", &hung_path),
         Some(0.0)
     );
     assert_eq!(
-        sample(&metrics, "volpool_volume_probe_success", &[&ok_path]),
+        volume_sample(&metrics, "volpool_volume_probe_success", &ok_path),
         Some(1.0)
     );
     assert_eq!(
-        sample(&metrics, "volpool_volume_capacity_bytes", &[&ok_path]),
+        volume_sample(&metrics, "volpool_volume_capacity_bytes", &ok_path),
         Some(df(&node, &disks.join("ok")) as f64)
     );
     assert_eq!(
@@ -174,15 +174,15 @@ fn hung_fuse_mount_is_stuck_while_the_rest_is_measured_and_metrics_answer() -> a
         "mount -t tmpfs -o size=8m t '{}/later'",
         disks.display()
     ))?;
-    let later = format!("path=\"{}\"", disks.join("later").display());
+    let later = disks.join("later").display().to_string();
     wait_for_blocking("the new mount in /metrics", Duration::from_secs(30), || {
         let metrics = http_get(port, "/metrics").ok()?.1;
-        sample(&metrics, "volpool_volume_capacity_bytes", &[&later])
+        volume_sample(&metrics, "volpool_volume_capacity_bytes", &later)
             .filter(|v| *v == (8 << 20) as f64)
     })?;
     let metrics = http_get(port, "/metrics")?.1;
     assert_eq!(
-        sample(&metrics, "volpool_volume_stuck", &[&hung_path]),
+        volume_sample(&metrics, "volpool_volume_stuck", &hung_path),
         Some(1.0)
     );
     Ok(())

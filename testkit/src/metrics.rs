@@ -64,6 +64,17 @@ pub fn sum(text: &str, metric: &str, needles: &[&str]) -> f64 {
     matching(text, metric, needles).map(|s| s.value).sum()
 }
 
+/// The value of the per-volume family `metric` for the volume at `path`, joined the way a
+/// query joins it: the `volume` key of the `volpool_volume_info` series whose `path` it is.
+pub fn volume_sample(text: &str, metric: &str, path: &str) -> Option<f64> {
+    let escaped = path.replace('\\', "\\\\").replace('"', "\\\"");
+    let needle = format!("path=\"{escaped}\"");
+    let needles = [needle.as_str()];
+    let info = matching(text, "volpool_volume_info", &needles).next()?;
+    let key = info.labels.strip_prefix("volume=\"")?.split('"').next()?;
+    sample(text, metric, &[format!("volume=\"{key}\"").as_str()])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -47,7 +47,11 @@ pub fn run(args: ScanArgs) -> Result<()> {
         "{}",
         output::render(&status_of(host.as_ref(), &scan), args.output)?
     );
-    let blocked = scan.probes.iter().filter(|p| p.stuck).count();
+    let blocked = scan
+        .measured
+        .iter()
+        .filter(|m| m.probe.is_some_and(|p| p.stuck))
+        .count();
     if blocked > 0 {
         eprintln!(
             "warning: statvfs is blocked on {blocked} hung mount(s); this process ends when those calls return"

@@ -21,30 +21,29 @@ use crate::error::Result;
 use crate::host::{FsUsage, Host, Mount};
 use crate::pools::LocalPool;
 
-/// Sizes of one offered (or too small) volume, for metrics.
-#[derive(Clone, Debug, PartialEq)]
-pub struct VolumeUsage {
+/// What `/metrics` shows of one entry that was measured (it has a size) or probed (a mount
+/// point): who it is, once, and its figures.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Measured {
     /// The pool.
     pub pool: String,
     /// Host path.
     pub path: String,
-    /// Its volume ID.
+    /// Its volume ID (empty when it has none).
     pub volume_id: String,
     /// The name its PV has (or will have).
     pub persistent_volume: String,
-    /// Total bytes.
-    pub capacity: u64,
-    /// statvfs figures; `None` for block devices.
+    /// Total bytes; `None` when it could not be measured.
+    pub capacity: Option<u64>,
+    /// statvfs figures; `None` for block devices and unanswered probes.
     pub fs: Option<FsUsage>,
+    /// How the statvfs of a mount point went; `None` for block devices.
+    pub probe: Option<ProbeRecord>,
 }
 
 /// How the probe of one mount point went, for metrics.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ProbeRecord {
-    /// The pool.
-    pub pool: String,
-    /// Host path.
-    pub path: String,
     /// statvfs answered without error.
     pub success: bool,
     /// statvfs did not answer in time.
@@ -58,10 +57,8 @@ pub struct ProbeRecord {
 pub struct Scan {
     /// Every entry of every pool, sorted by pool and path.
     pub volumes: Vec<VolumeReport>,
-    /// Sizes of the entries that have them.
-    pub usage: Vec<VolumeUsage>,
-    /// One record per probed mount point.
-    pub probes: Vec<ProbeRecord>,
+    /// The entries that were measured or probed, sorted by pool and path.
+    pub measured: Vec<Measured>,
     /// Problems with whole pools (a missing discovery dir), for the log.
     pub problems: Vec<String>,
     /// How long the scan took.
@@ -108,6 +105,7 @@ pub fn scan(host: &dyn Host, prober: &Prober, pools: &[LocalPool], node: &str) -
         };
         let mut size = None;
         let mut fs = None;
+        let mut probe = None;
         match entry.found {
             Found::Mount(mount) => {
                 let outcome = index.get(&entry.path).and_then(|i| outcomes.get(*i));
@@ -115,9 +113,7 @@ pub fn scan(host: &dyn Host, prober: &Prober, pools: &[LocalPool], node: &str) -
                     mount_report(host, &mount, outcome, &mut report);
                 size = usage.map(|u| u.size);
                 fs = usage;
-                out.probes.push(ProbeRecord {
-                    pool: pool.name.clone(),
-                    path: path.clone(),
+                probe = Some(ProbeRecord {
                     success,
                     stuck,
                     seconds,
@@ -149,18 +145,23 @@ pub fn scan(host: &dyn Host, prober: &Prober, pools: &[LocalPool], node: &str) -
                     human_bytes(pool.min_capacity)
                 );
             }
-            out.usage.push(VolumeUsage {
+        }
+        if size.is_some() || probe.is_some() {
+            out.measured.push(Measured {
                 pool: pool.name.clone(),
                 path,
                 persistent_volume: local_pv_name(&pool.name, node, &entry.name, &report.volume_id),
                 volume_id: report.volume_id.clone(),
-                capacity: bytes,
+                capacity: size,
                 fs,
+                probe,
             });
         }
         out.volumes.push(report);
     }
     out.volumes
+        .sort_by(|a, b| (&a.pool, &a.path).cmp(&(&b.pool, &b.path)));
+    out.measured
         .sort_by(|a, b| (&a.pool, &a.path).cmp(&(&b.pool, &b.path)));
     out.duration = start.elapsed();
     Ok(out)
@@ -306,15 +307,18 @@ mod tests {
                 .iter()
                 .all(|v| v.state == VolumeState::Ready || !v.message.is_empty())
         );
-        let usage = scan
-            .usage
+        let measured = scan
+            .measured
             .iter()
             .find(|u| u.path == "/mnt/disks/vol1")
-            .expect("usage");
+            .expect("measured");
         assert_eq!(
-            usage.persistent_volume,
+            measured.persistent_volume,
             local_pv_name("fast", "node-1", "vol1", &vol1.volume_id)
         );
-        assert_eq!(scan.probes.len(), 4);
+        assert_eq!(
+            scan.measured.iter().filter(|m| m.probe.is_some()).count(),
+            4
+        );
     }
 }
