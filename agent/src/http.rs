@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
@@ -51,26 +52,37 @@ async fn metrics_handler(State(state): State<Arc<AgentState>>) -> impl IntoRespo
         .unwrap_or_else(|| Ok(String::new()));
     match rendered {
         Ok(node_wide) => {
-            let scan = state.scan_text();
-            let limits = state.limits.text();
-            let network = crate::network::metrics::render(state.network.get().as_ref());
-            let mut text =
-                String::with_capacity(scan.len() + limits.len() + network.len() + node_wide.len());
-            text.push_str(&scan);
-            text.push_str(&limits);
-            text.push_str(&network);
-            text.push_str(&node_wide);
+            // NB: the cached texts are sent as they are, not copied into one response: a copy
+            // per scrape is as big as the scan's text, and glibc keeps such blocks.
+            let parts = [
+                Bytes::from_owner(Shared(state.scan_text())),
+                Bytes::from_owner(Shared(state.limits.text())),
+                Bytes::from(crate::network::metrics::render(
+                    state.network.get().as_ref(),
+                )),
+                Bytes::from(node_wide),
+            ];
+            let body = futures::stream::iter(parts.map(Ok::<_, std::convert::Infallible>));
             (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                text,
+                Body::from_stream(body),
             )
         }
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             [(header::CONTENT_TYPE, "text/plain")],
-            format!("{e}\n"),
+            Body::from(format!("{e}\n")),
         ),
+    }
+}
+
+/// A cached text shared with a response body.
+struct Shared(Arc<String>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
     }
 }
 

@@ -235,8 +235,15 @@ pub fn render(registry: &Registry) -> Result<String> {
 /// The per-volume families of `scan` as Prometheus text: one `volpool_volume_info` series
 /// per entry carries its identity, the figures carry only its key.
 pub fn render_scan(scan: &Scan) -> String {
-    let mut out = String::with_capacity(1024 + scan.measured.len() * 512);
     let keys = volume_keys(&scan.measured);
+    // NB: sized up front (and shrunk at the end): the text is kept until the next scan, and a
+    // doubled buffer would keep up to twice its size.
+    let names: usize = scan
+        .measured
+        .iter()
+        .map(|m| m.pool.len() + m.path.len() + m.volume_id.len() + m.persistent_volume.len())
+        .sum();
+    let mut out = String::with_capacity(4096 + names + scan.measured.len() * 480);
     INFO.header(&mut out);
     for (m, key) in scan.measured.iter().zip(&keys) {
         let _ = writeln!(
@@ -288,6 +295,7 @@ pub fn render_scan(scan: &Scan) -> String {
         SCAN_DURATION.name,
         scan.duration.as_secs_f64()
     );
+    out.shrink_to_fit();
     out
 }
 

@@ -20,6 +20,8 @@ use super::{BLKDISCARD, FileInfo, FileKind, FsUsage, Host, resolve_link};
 
 /// Symlink hops followed before giving up (as the kernel's `ELOOP`).
 const MAX_LINKS: usize = 40;
+/// What `read_at` reserves up front; a longer read grows the buffer as it goes.
+const READ_AT_RESERVE: usize = 64 * 1024;
 
 /// The node's files under a host root.
 #[derive(Clone, Debug)]
@@ -66,7 +68,10 @@ impl Host for RealHost {
     fn read_at(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         let mut file = File::open(self.local(path))?;
         file.seek(SeekFrom::Start(offset))?;
-        let mut buf = Vec::with_capacity(len);
+        // NB: `len` is a cap (16 MiB for a kernel config), not a size: reserving it would map
+        // that much, and glibc, once it frees such a block, serves every smaller allocation from
+        // its heaps for good, where freed memory stays in the RSS.
+        let mut buf = Vec::with_capacity(len.min(READ_AT_RESERVE));
         file.take(len as u64).read_to_end(&mut buf)?;
         Ok(buf)
     }
