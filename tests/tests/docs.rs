@@ -75,6 +75,7 @@ fn the_metrics_tables_list_exactly_the_metrics_the_programs_register() {
     assert_eq!(
         readme.histograms,
         BTreeSet::from([
+            "volpool_claim_bind_seconds".to_string(),
             "volpool_cleanup_duration_seconds".to_string(),
             "volpool_controller_reconcile_duration_seconds".to_string(),
         ]),
