@@ -313,7 +313,11 @@ const CONTROLLER_EXPECTATIONS: &[Expectation] = &[
         false,
     ),
     ("get", "secrets", Some(NAMESPACE), false),
-    ("list", "pods", None, false),
+    // NB: Pending pods are read to explain claims of WaitForFirstConsumer classes; pods are
+    // never changed.
+    ("list", "pods", None, true),
+    ("delete", "pods", None, false),
+    ("patch", "pods", None, false),
     ("create", "events.events.k8s.io", Some("kube-system"), true),
     ("create", "events", Some("default"), true),
 ];
