@@ -23,7 +23,7 @@ pub const REPORTING_AGENT: &str = "volpool.io/volpool-agent";
 pub const REPORTING_CONTROLLER: &str = "volpool.io/volpool-controller";
 
 /// What an Event says, and about what.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Notice {
     /// The object the Event is about.
     pub regarding: ObjectReference,

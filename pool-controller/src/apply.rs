@@ -259,13 +259,6 @@ impl Applier {
 
     async fn publish(&self, notice: Notice) -> Result<(), Error> {
         let reason = notice.reason.clone();
-        let notice = events::Notice {
-            regarding: notice.regarding,
-            warning: notice.warning,
-            reason: notice.reason,
-            action: notice.action,
-            note: notice.note,
-        };
         let reporter = events::Reporter {
             controller: events::REPORTING_CONTROLLER,
             instance: &self.instance,

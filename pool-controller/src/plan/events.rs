@@ -6,22 +6,7 @@
 //! ```
 
 use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolume};
-use serde::Serialize;
-
-/// An Event to publish (events.k8s.io/v1).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Notice {
-    /// The object the Event is about.
-    pub regarding: ObjectReference,
-    /// Warning rather than Normal.
-    pub warning: bool,
-    /// PascalCase reason.
-    pub reason: String,
-    /// PascalCase action taken.
-    pub action: String,
-    /// What happened, for humans.
-    pub note: String,
-}
+pub use volpool_api::events::Notice;
 
 /// The same Event on the PV and, when it has one, on its claim.
 pub fn about_pv(
