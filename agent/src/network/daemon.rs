@@ -21,8 +21,10 @@ use crate::context::Context;
 use crate::host::RealHost;
 use crate::state::NetworkOutcome;
 
-/// How soon a round runs again while the Node is not listed yet.
+/// How soon a round runs again while the Node is not listed yet, or its podCIDR not read.
 const NOT_LISTED_RETRY: Duration = Duration::from_secs(1);
+/// How long after start the loop looks again every second until the Node's podCIDR is read.
+const SETTLE: Duration = Duration::from_secs(30);
 
 /// What the network loop needs.
 pub struct NetworkLoop {
@@ -33,9 +35,6 @@ pub struct NetworkLoop {
     /// The Node's podCIDR, from the Node watch once it is listed.
     pub pod_cidr: Arc<OnceLock<PodCidr>>,
 }
-
-/// How long after start the loop looks again every second until the Node's podCIDR is read.
-const SETTLE: Duration = Duration::from_secs(30);
 
 /// Reads the Node's podCIDR.
 pub type PodCidr = Box<dyn Fn() -> NodeCidr + Send + Sync>;
@@ -48,7 +47,7 @@ impl NetworkLoop {
         let settling =
             started.elapsed() < SETTLE && !matches!(self.node_cidr(), NodeCidr::Known { .. });
         if settling {
-            self.interval.min(Duration::from_secs(1))
+            self.interval.min(NOT_LISTED_RETRY)
         } else {
             self.interval
         }
