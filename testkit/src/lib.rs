@@ -7,7 +7,7 @@
 //!     │            command()/sh() ──► nsenter -t <init> -m -p …   (the node's own mounts)
 //!     └─ the test process dies ──► the pipe closes ──► init exits ──► namespace and mounts gone
 //!  LoopDevice ──► losetup, marked autoclear while a guard holds it open ──► gone with the guard
-//!  TempDir · free_port · http_get · metrics::sample/sum · wait_for/wait_for_blocking · Reaper
+//!  json_diff · TempDir · free_port · http_get · metrics::sample/sum · wait_for/wait_for_blocking · Reaper
 //!  agent::{pools_file, scan, find} (the agent's CLI) · cargo_binary · bins: hangfs, fake-node
 //! ```
 //!
@@ -15,6 +15,7 @@
 //! no namespace, mount or loop device behind.
 
 pub mod agent;
+mod diff;
 mod http;
 mod loopdev;
 pub mod metrics;
@@ -24,6 +25,7 @@ mod temp;
 mod wait;
 
 pub use agent::pools_file;
+pub use diff::json_diff;
 pub use http::{free_port, http_get};
 pub use loopdev::{Fs, LoopDevice};
 pub use node::FakeNode;

@@ -286,12 +286,14 @@ async fn volpool_installs_on_every_node_and_reaches_the_apiserver_through_its_se
     ensure!(leader.starts_with("volpool-controller-"), "leader {leader}");
 
     // In-cluster config: the kubelet-mounted token and the `kubernetes` Service (kube-proxy's
-    // rules in the node's network namespace lead to the apiserver); no kubeconfig anywhere.
+    // rules in the node's network namespace lead to the apiserver); no KUBECONFIG (the kubelet's
+    // kubeconfig path is only the network checks' fallback).
     for agent in &agents {
         let name = agent.metadata.name.as_deref().unwrap_or_default();
         let env = kubectl(&["-n", "volpool-system", "exec", name, "--", "env"])?;
         ensure!(
-            env.contains("KUBERNETES_SERVICE_HOST=10.0.0.1\n") && !env.contains("KUBECONFIG="),
+            env.lines().any(|l| l == "KUBERNETES_SERVICE_HOST=10.0.0.1")
+                && !env.lines().any(|l| l.starts_with("KUBECONFIG=")),
             "{name}: not in-cluster config:\n{env}"
         );
         let token = kubectl(&[
@@ -635,17 +637,23 @@ spec:
     ))
 }
 
-/// Wait for the first Event about `name` in `ns` with `reason`; its message.
-async fn event_message(ns: &str, name: &str, reason: &str) -> anyhow::Result<String> {
+/// Wait for an Event about `name` in `ns` with `reason` whose message contains `about` (the
+/// scheduler and the kubelet may first say something else, e.g. that the claim is not bound
+/// yet); its message. On a timeout the error lists the messages seen.
+async fn event_message(ns: &str, name: &str, reason: &str, about: &str) -> anyhow::Result<String> {
     let events: Api<k8s_openapi::api::core::v1::Event> =
         Api::namespaced(nodes::client().await?, ns);
     let fields = format!("involvedObject.name={name},reason={reason}");
     wait_for(
-        &format!("a {reason} Event on {name}"),
+        &format!("a {reason} Event on {name} about {about:?}"),
         POD_TIMEOUT,
         || async {
             let list = events.list(&ListParams::default().fields(&fields)).await?;
-            Ok(list.items.into_iter().find_map(|e| e.message))
+            let seen: Vec<String> = list.items.into_iter().filter_map(|e| e.message).collect();
+            match seen.iter().find(|m| m.contains(about)) {
+                Some(found) => Ok(Some(found.clone())),
+                None => Err(anyhow::anyhow!("{reason} Events seen: {seen:?}")),
+            }
         },
     )
     .await
@@ -701,25 +709,38 @@ async fn nfs_volumes_and_nodes_without_an_nfs_client() -> anyhow::Result<()> {
         writer_pod(&ns, pod, pod, "true")?;
     }
     // nfsClientAffinity: true: never scheduled, and the scheduler says why.
-    let why = event_message(&ns, "kept-off", "FailedScheduling").await?;
-    ensure!(
-        why.contains("volume node affinity conflict"),
-        "the pod's FailedScheduling says {why:?}"
-    );
-    let degraded = kubectl(&[
-        "get",
-        "volumepool",
-        &kept,
-        "-o",
-        "jsonpath={.status.conditions}",
-    ])?;
-    ensure!(
-        degraded.contains("NoReadyNodes"),
-        "pool {kept} does not say no node can mount: {degraded}"
-    );
+    event_message(
+        &ns,
+        "kept-off",
+        "FailedScheduling",
+        "volume node affinity conflict",
+    )
+    .await?;
+    let conditions = || {
+        kubectl(&[
+            "get",
+            "volumepool",
+            &kept,
+            "-o",
+            "jsonpath={.status.conditions}",
+        ])
+    };
+    wait_for(
+        &format!("pool {kept} to say no node can mount"),
+        POD_TIMEOUT,
+        || async {
+            let conditions: Vec<Value> = serde_json::from_str(&conditions()?)?;
+            let no_node = conditions
+                .iter()
+                .any(|c| c["type"] == "NoReadyNodes" && c["status"] == "True");
+            ensure!(no_node, "its conditions: {conditions:?}");
+            Ok(Some(()))
+        },
+    )
+    .await?;
     // nfsClientAffinity: false: scheduled, and the kubelet's mount fails for a reason the
     // node's report gave (mount.nfs stops at the first missing piece: rpc.statd or the kernel).
-    let failed = event_message(&ns, "mounts", "FailedMount").await?;
+    let failed = event_message(&ns, "mounts", "FailedMount", "MountVolume.SetUp failed").await?;
     let pods: Api<Pod> = Api::namespaced(client, &ns);
     let on = pods
         .get("mounts")
