@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use super::*;
 use k8s_openapi::api::core::v1::PersistentVolume;
-use k8s_openapi::api::core::v1::{ObjectReference, PersistentVolumeStatus};
+use k8s_openapi::api::core::v1::{
+    NodeSelectorRequirement, ObjectReference, PersistentVolumeSpec, PersistentVolumeStatus,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
 use volpool_api::{
@@ -179,6 +181,14 @@ fn condition<'a>(pool: &'a VolumePool, type_: &str) -> &'a Condition {
         .unwrap_or_else(|| panic!("no {type_} condition"))
 }
 
+/// Assert that the pool's condition `type_` has this (status, reason) and its message says
+/// `says`.
+fn assert_condition(pool: &VolumePool, type_: &str, status_reason: (&str, &str), says: &str) {
+    let c = condition(pool, type_);
+    assert_eq!((c.status.as_str(), c.reason.as_str()), status_reason);
+    assert!(c.message.contains(says), "{}", c.message);
+}
+
 fn pv_named<'a>(world: &'a World, name: &str) -> Option<&'a PersistentVolume> {
     world
         .pvs
@@ -206,6 +216,11 @@ fn kinds(plan: &Plan) -> Vec<&'static str> {
         .collect()
 }
 
+/// Whether the plan has a change of any of these kinds (as [`kinds`] names them).
+fn has_any(plan: &Plan, of: &[&str]) -> bool {
+    kinds(plan).iter().any(|k| of.contains(k))
+}
+
 fn events(plan: &Plan) -> Vec<(&str, Option<&str>)> {
     plan.changes
         .iter()
@@ -224,18 +239,56 @@ fn local_pv_name_of(node: &str, entry: &str, id: &str) -> String {
     volpool_api::local_pv_name("fast", node, entry, id)
 }
 
+/// n1's report of its two disks, vol1 and vol2: each an identity and a size.
+fn n1_disks(vol1: (&str, u64), vol2: (&str, u64)) -> Vec<Arc<NodeVolumes>> {
+    vec![report(
+        "n1",
+        vec![
+            vol("/mnt/disks/vol1", vol1.0, vol1.1),
+            vol("/mnt/disks/vol2", vol2.0, vol2.1),
+        ],
+    )]
+}
+
 fn two_disks() -> World {
+    with_two_disks(pool(""))
+}
+
+/// `pool` over n1's two disks (10 and 20 GiB).
+fn with_two_disks(pool: Arc<VolumePool>) -> World {
     world(
-        vec![pool("")],
-        vec![report(
-            "n1",
-            vec![
-                vol("/mnt/disks/vol1", "uuid:1", 10 * GIB),
-                vol("/mnt/disks/vol2", "uuid:2", 20 * GIB),
-            ],
-        )],
+        vec![pool],
+        n1_disks(("uuid:1", 10 * GIB), ("uuid:2", 20 * GIB)),
         &["n1"],
     )
+}
+
+/// Two disks converged, then vol2's PV Bound: the world and that PV's name.
+fn vol2_bound() -> (World, String) {
+    let mut w = two_disks();
+    converge(&mut w);
+    let vol2 = local_pv_name_of("n1", "vol2", "uuid:2");
+    set_phase(&mut w, &vol2, "Bound", true);
+    (w, vol2)
+}
+
+/// `pool` over two disks converged, then pv1 Released by its claim.
+fn pv1_released(pool: Arc<VolumePool>) -> World {
+    let mut w = with_two_disks(pool);
+    converge(&mut w);
+    set_phase(&mut w, &pv1(), "Released", true);
+    w
+}
+
+/// The first expression of a PV's first required node-selector term.
+fn node_requirement(spec: &PersistentVolumeSpec) -> &NodeSelectorRequirement {
+    let term = &spec
+        .node_affinity
+        .as_ref()
+        .and_then(|a| a.required.as_ref())
+        .expect("affinity")
+        .node_selector_terms[0];
+    &term.match_expressions.as_ref().expect("expressions")[0]
 }
 
 #[test]
@@ -271,13 +324,7 @@ fn ready_volumes_become_pvs_with_names_labels_affinity_and_capacity() {
         spec.access_modes.as_deref(),
         Some(&["ReadWriteOnce".to_string()][..])
     );
-    let term = &spec
-        .node_affinity
-        .as_ref()
-        .and_then(|a| a.required.as_ref())
-        .expect("affinity")
-        .node_selector_terms[0];
-    let req = &term.match_expressions.as_ref().expect("expressions")[0];
+    let req = node_requirement(spec);
     assert_eq!(
         (req.key.as_str(), req.operator.as_str()),
         ("kubernetes.io/hostname", "In")
@@ -322,17 +369,8 @@ fn the_idle_pass_makes_no_write() {
 
 #[test]
 fn capacity_drift_updates_available_pvs_only() {
-    let mut w = two_disks();
-    converge(&mut w);
-    let vol2 = local_pv_name_of("n1", "vol2", "uuid:2");
-    set_phase(&mut w, &vol2, "Bound", true);
-    w.reports = vec![report(
-        "n1",
-        vec![
-            vol("/mnt/disks/vol1", "uuid:1", 12 * GIB),
-            vol("/mnt/disks/vol2", "uuid:2", 25 * GIB),
-        ],
-    )];
+    let (mut w, _) = vol2_bound();
+    w.reports = n1_disks(("uuid:1", 12 * GIB), ("uuid:2", 25 * GIB));
     let plan = plan(&w);
     let updated: Vec<&str> = plan
         .changes
@@ -354,10 +392,7 @@ fn capacity_drift_updates_available_pvs_only() {
 
 #[test]
 fn a_missing_volume_deletes_the_available_pv_and_labels_the_bound_one() {
-    let mut w = two_disks();
-    converge(&mut w);
-    let vol2 = local_pv_name_of("n1", "vol2", "uuid:2");
-    set_phase(&mut w, &vol2, "Bound", true);
+    let (mut w, vol2) = vol2_bound();
     w.reports = vec![report("n1", vec![])];
     let plan1 = plan(&w);
     assert!(plan1.changes.contains(&Change::DeletePv {
@@ -418,13 +453,7 @@ fn another_disk_at_the_same_path_is_a_new_pv_and_the_old_one_is_never_scrubbed()
     let mut w = two_disks();
     converge(&mut w);
     set_phase(&mut w, &pv1(), "Bound", true);
-    w.reports = vec![report(
-        "n1",
-        vec![
-            vol("/mnt/disks/vol1", "uuid:NEW", 10 * GIB),
-            vol("/mnt/disks/vol2", "uuid:2", 20 * GIB),
-        ],
-    )];
+    w.reports = n1_disks(("uuid:NEW", 10 * GIB), ("uuid:2", 20 * GIB));
     let plan1 = plan(&w);
     let created: Vec<String> = plan1
         .changes

@@ -106,6 +106,23 @@ pub(super) fn pass(world: &mut World, export: &mut FakeExport) -> Plan {
     plan
 }
 
+fn pv_names(world: &World) -> Vec<String> {
+    world
+        .pvs
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect()
+}
+
+/// The message of the pool's condition `type_`, which must be True.
+fn true_condition<'a>(world: &'a World, type_: &str) -> &'a str {
+    let Condition {
+        status, message, ..
+    } = condition(&world.pools[0], type_);
+    assert_eq!(status, "True", "{type_}: {message}");
+    message
+}
+
 fn available(world: &World) -> Vec<String> {
     world
         .pvs
@@ -133,10 +150,7 @@ fn a_new_pool_gets_min_available_directories_each_before_its_pv_then_idles() {
         assert_eq!(pv.name, format!("shared-{dir}"));
     }
     assert!(
-        !plan
-            .changes
-            .iter()
-            .any(|c| matches!(c, Change::ApplyNfsPv { .. })),
+        !has_any(&plan, &["apply-nfs"]),
         "no PV is created outside its directory's operation"
     );
     assert_eq!(export.dirs.len(), 3);
@@ -159,13 +173,7 @@ fn a_new_pool_gets_min_available_directories_each_before_its_pv_then_idles() {
         spec.capacity.as_ref().expect("capacity")["storage"].0,
         MIB.to_string()
     );
-    let term = &spec
-        .node_affinity
-        .as_ref()
-        .and_then(|a| a.required.as_ref())
-        .expect("affinity")
-        .node_selector_terms[0];
-    let req = &term.match_expressions.as_ref().expect("expressions")[0];
+    let req = node_requirement(spec);
     assert_eq!(
         (req.key.as_str(), req.values.as_deref()),
         ("volpool.io/nfs-client", Some(&["ready".to_string()][..]))
@@ -208,10 +216,7 @@ fn a_bound_pv_is_replaced_up_to_max_volumes() {
         plan.ops
     );
     pass(&mut world, &mut export);
-    let Condition {
-        status, message, ..
-    } = condition(&world.pools[0], "Degraded");
-    assert_eq!(status, "True");
+    let message = true_condition(&world, "Degraded");
     assert!(message.contains("maxVolumes is 4"), "{message}");
 }
 
@@ -237,10 +242,7 @@ fn an_empty_directory_without_a_pv_is_adopted_and_one_with_data_is_left() {
     );
     assert_eq!(export.dirs.len(), 3, "one new directory, no duplicate");
     pass(&mut world, &mut export);
-    let Condition {
-        status, message, ..
-    } = condition(&world.pools[0], "Degraded");
-    assert_eq!(status, "True");
+    let message = true_condition(&world, "Degraded");
     assert!(message.contains("pv-0000beef"), "{message}");
 }
 
@@ -273,19 +275,9 @@ fn delete_removes_the_directory_before_the_pv_and_tops_up() {
             .any(|c| matches!(c, Change::DeletePv { name: n, .. } if *n == name)),
         "the PV is deleted only after its directory"
     );
-    assert!(
-        !plan
-            .changes
-            .iter()
-            .any(|c| matches!(c, Change::DeletePv { .. }))
-    );
+    assert!(!has_any(&plan, &["delete"]));
     assert!(!export.dirs.contains_key(&dir));
-    assert!(
-        world
-            .pvs
-            .iter()
-            .all(|p| p.metadata.name.as_deref() != Some(name.as_str()))
-    );
+    assert!(pv_named(&world, &name).is_none());
     pass(&mut world, &mut export);
     assert_eq!(available(&world).len(), 1, "topped up again");
 }
@@ -315,12 +307,7 @@ fn retain_leaves_the_directory_and_counts_it() {
             .all(|o| !matches!(o.op, Op::Remove { .. } | Op::Rename { .. }))
     );
     assert!(export.dirs.contains_key(&dir));
-    assert!(
-        world
-            .pvs
-            .iter()
-            .any(|p| p.metadata.name.as_deref() == Some(name.as_str()))
-    );
+    assert!(pv_named(&world, &name).is_some());
     pass(&mut world, &mut export);
     assert_eq!(
         world.pools[0].status.as_ref().map(|s| s.volumes.released),
@@ -358,16 +345,8 @@ fn an_unreachable_export_creates_and_deletes_nothing() {
     export.unreachable = true;
     let plan = pass(&mut world, &mut export);
     assert!(plan.ops.is_empty(), "{:?}", plan.ops);
-    assert!(
-        !plan
-            .changes
-            .iter()
-            .any(|c| matches!(c, Change::DeletePv { .. } | Change::ApplyNfsPv { .. }))
-    );
-    let Condition {
-        status, message, ..
-    } = condition(&world.pools[0], "ExportUnreachable");
-    assert_eq!(status, "True");
+    assert!(!has_any(&plan, &["delete", "apply-nfs"]));
+    let message = true_condition(&world, "ExportUnreachable");
     assert!(message.contains("connection refused"), "{message}");
     assert_eq!(world.pvs.len(), 3);
 
@@ -387,10 +366,7 @@ fn root_squash_full_export_and_ready_nodes_show_as_conditions() {
     export.dirs.insert("pv-00000001".into(), (65534, true));
     pass(&mut world, &mut export);
     pass(&mut world, &mut export);
-    let Condition {
-        status, message, ..
-    } = condition(&world.pools[0], "RootSquashed");
-    assert_eq!(status, "True");
+    let message = true_condition(&world, "RootSquashed");
     assert!(
         message.contains("no_root_squash") && message.contains("No_Root_Squash"),
         "{message}"
@@ -423,11 +399,7 @@ fn root_squash_full_export_and_ready_nodes_show_as_conditions() {
 fn an_available_pv_whose_directory_vanished_is_deleted_a_bound_one_labelled() {
     let (mut world, mut export) = start(nfs_pool(", minAvailable: 2", ""));
     pass(&mut world, &mut export);
-    let names: Vec<String> = world
-        .pvs
-        .iter()
-        .filter_map(|p| p.metadata.name.clone())
-        .collect();
+    let names = pv_names(&world);
     set_phase(&mut world, &names[1], "Bound", true);
     export.dirs.clear();
     let plan = pass(&mut world, &mut export);
@@ -436,11 +408,7 @@ fn an_available_pv_whose_directory_vanished_is_deleted_a_bound_one_labelled() {
             .iter()
             .any(|c| matches!(c, Change::DeletePv { name, .. } if *name == names[0]))
     );
-    let bound = world
-        .pvs
-        .iter()
-        .find(|p| p.metadata.name.as_ref() == Some(&names[1]))
-        .expect("kept");
+    let bound = pv_named(&world, &names[1]).expect("kept");
     assert_eq!(label(bound, "volpool.io/health"), Some("missing"));
 }
 
@@ -453,18 +421,11 @@ fn new_default_access_modes_reach_available_pvs_and_leave_bound_ones() {
         let spec = Arc::make_mut(pv).spec.as_mut().expect("spec");
         spec.access_modes = Some(vec!["ReadWriteMany".into()]);
     }
-    let names: Vec<String> = world
-        .pvs
-        .iter()
-        .filter_map(|p| p.metadata.name.clone())
-        .collect();
+    let names = pv_names(&world);
     set_phase(&mut world, &names[0], "Bound", true);
     pass(&mut world, &mut export);
     let modes = |world: &World, name: &str| {
-        world
-            .pvs
-            .iter()
-            .find(|p| p.metadata.name.as_deref() == Some(name))
+        pv_named(world, name)
             .and_then(|p| p.spec.as_ref()?.access_modes.clone())
             .unwrap_or_default()
     };

@@ -4,10 +4,7 @@ use super::*;
 
 #[test]
 fn a_deleted_node_takes_its_available_pvs_and_marks_bound_ones() {
-    let mut w = two_disks();
-    converge(&mut w);
-    let vol2 = local_pv_name_of("n1", "vol2", "uuid:2");
-    set_phase(&mut w, &vol2, "Bound", true);
+    let (mut w, vol2) = vol2_bound();
     w.nodes.clear();
     w.reports.clear();
     let plan1 = plan(&w);
@@ -25,19 +22,11 @@ fn a_deleted_node_takes_its_available_pvs_and_marks_bound_ones() {
 
 #[test]
 fn a_recreated_node_does_not_resurrect_old_pvs() {
-    let mut w = two_disks();
-    converge(&mut w);
-    let vol2 = local_pv_name_of("n1", "vol2", "uuid:2");
-    set_phase(&mut w, &vol2, "Bound", true);
+    let (mut w, vol2) = vol2_bound();
     w.nodes[0].uid = "uid-n1-second".into();
     // The old report is still around (garbage collection lags): ignored, with a condition.
     let plan1 = plan(&w);
-    assert!(
-        !plan1
-            .changes
-            .iter()
-            .any(|c| matches!(c, Change::CreatePv { .. }))
-    );
+    assert!(!has_any(&plan1, &["create"]));
     settle(&mut w, &plan1);
     assert!(
         pv_named(&w, &pv1()).is_none(),
@@ -56,14 +45,7 @@ fn a_recreated_node_does_not_resurrect_old_pvs() {
     );
     // The new node's agent reports the same disks: vol1 gets a fresh PV made for the new node;
     // the Bound vol2 PV stays the old node's, labelled.
-    let mut r = (*report(
-        "n1",
-        vec![
-            vol("/mnt/disks/vol1", "uuid:1", 10 * GIB),
-            vol("/mnt/disks/vol2", "uuid:2", 20 * GIB),
-        ],
-    ))
-    .clone();
+    let mut r = (*two_disks().reports[0]).clone();
     r.status.as_mut().expect("status").node_uid = "uid-n1-second".into();
     w.reports = vec![Arc::new(r)];
     converge(&mut w);
