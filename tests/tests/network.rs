@@ -12,18 +12,15 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use k8s_openapi::api::core::v1::{Node, PersistentVolume};
+use k8s_openapi::api::core::v1::Node;
 use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use serde_json::json;
-use volpool_api::{LABEL_POOL, NodeVolumes};
-use volpool_e2e::nodes::{self, Disk, kubectl};
+use volpool_api::NodeVolumes;
+use volpool_e2e::nodes::{self, Disk, TIMEOUT, agent_command, kubectl, local_pool, pv_of};
 use volpool_e2e::{unique, wait_for};
-
-const TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The check `name` of a node's `status.network`: (status, message).
 fn check(report: &NodeVolumes, name: &str) -> Option<(String, String)> {
@@ -136,26 +133,6 @@ impl Drop for StoppedKubeProxy {
     }
 }
 
-/// A local pool over `/mnt/<pool>` on every node (and its StorageClass).
-fn local_pool(pool: &str) -> anyhow::Result<String> {
-    nodes::apply(&format!(
-        "apiVersion: storage.k8s.io/v1
-kind: StorageClass
-metadata: {{name: {pool}}}
-provisioner: kubernetes.io/no-provisioner
-volumeBindingMode: WaitForFirstConsumer
----
-apiVersion: volpool.io/v1alpha1
-kind: VolumePool
-metadata: {{name: {pool}}}
-spec:
-  storageClassName: {pool}
-  local: {{discoveryDir: /mnt/{pool}, minCapacity: 100Mi}}
-"
-    ))?;
-    Ok(format!("/mnt/{pool}"))
-}
-
 fn metrics_on(node: &str) -> anyhow::Result<String> {
     nodes::node_exec(node, "curl -fsS --max-time 5 http://127.0.0.1:9810/metrics")
 }
@@ -220,21 +197,9 @@ async fn without_the_service_the_agent_goes_through_the_kubelet_kubeconfig_and_c
 
     // Still working through the kubelet kubeconfig's server: a disk mounted now is a PV.
     let pool = unique("net");
-    let dir = local_pool(&pool)?;
+    let dir = local_pool(&pool, "100Mi")?;
     let _disk = Disk::mount(node, &dir, "d1", "200M")?;
-    let pvs: Api<PersistentVolume> = Api::all(nodes::client().await?);
-    let prefix = format!("{pool}-{node}-d1-");
-    let pv = wait_for(&format!("a PV {prefix}…"), TIMEOUT, || async {
-        let list = pvs
-            .list(&ListParams::default().labels(&format!("{LABEL_POOL}={pool}")))
-            .await?;
-        Ok(list
-            .items
-            .into_iter()
-            .filter_map(|pv| pv.metadata.name)
-            .find(|name| name.starts_with(&prefix)))
-    })
-    .await?;
+    let pv = pv_of(&pool, node, "d1", None).await?;
     let report = report_where("still via kubelet-kubeconfig", node, |r| {
         via(r) == "kubelet-kubeconfig"
     })
@@ -326,15 +291,7 @@ async fn pod_cidr_missing_or_outside_the_cni_range_is_reported_with_both_values(
             "{message}"
         );
     }
-    let table = volpool_e2e::nodes::kubectl_stdout(&[
-        "-n",
-        "volpool-system",
-        "exec",
-        &nodes::agent_on("node-2")?,
-        "--",
-        "volpool-agent",
-        "check-network",
-    ])?;
+    let table = agent_command("node-2", &["check-network"])?;
     let row = table
         .lines()
         .find(|l| l.starts_with("pod-cidr"))

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::process::Command;
-use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use k8s_openapi::api::core::v1::{PersistentVolume, Pod};
@@ -12,10 +11,12 @@ use kube::Api;
 use kube::api::ListParams;
 use serde_json::Value;
 use volpool_e2e::deploy::kubectl_path;
-use volpool_e2e::nodes::{self, BUSYBOX, Disk, NODES, NfsServer, kubectl, kubectl_stdout};
+use volpool_e2e::nodes::{
+    self, BUSYBOX, Disk, NODES, NfsServer, TIMEOUT, agent_command, claim, delete_pod,
+    event_message, event_messages, exec, kubectl, local_pool, namespace, nfs_pool, pv_of, running,
+    writer_pod,
+};
 use volpool_e2e::{repo_root, unique, wait_for};
-
-const POD_TIMEOUT: Duration = Duration::from_secs(90);
 
 // ---------------------------------------------------------------- without a cluster
 
@@ -159,115 +160,31 @@ fn dev_overlay_is_deploy_with_dev_images_never_pulled() -> anyhow::Result<()> {
 
 // ---------------------------------------------------------------- on real nodes
 
-/// A StorageClass and a local VolumePool of that name over `/mnt/<pool>` on every node.
-fn local_pool(pool: &str) -> anyhow::Result<String> {
-    nodes::apply(&format!(
-        "apiVersion: storage.k8s.io/v1
-kind: StorageClass
-metadata: {{name: {pool}}}
-provisioner: kubernetes.io/no-provisioner
-volumeBindingMode: WaitForFirstConsumer
-reclaimPolicy: Delete
----
-apiVersion: volpool.io/v1alpha1
-kind: VolumePool
-metadata: {{name: {pool}}}
-spec:
-  storageClassName: {pool}
-  reclaimPolicy: Delete
-  local: {{discoveryDir: /mnt/{pool}, minCapacity: 1Gi}}
-"
-    ))?;
-    Ok(format!("/mnt/{pool}"))
+/// volpool installed, a local pool named `<prefix>-…` with one disk on `node` whose PV is
+/// Available, and a namespace named as the pool: the pool's name and the disk.
+async fn pool_with_a_disk(prefix: &str, node: &str) -> anyhow::Result<(String, Disk)> {
+    nodes::install().await?;
+    let pool = unique(prefix);
+    let dir = local_pool(&pool, "1Gi")?;
+    // Mounted after the agent pod started: HostToContainer brings it into the agent's /host.
+    let disk = Disk::mount(node, &dir, "d1", "2G")?;
+    pv_of(&pool, node, "d1", Some("Available")).await?;
+    namespace(&pool)?;
+    Ok((pool, disk))
 }
 
-fn namespace(name: &str) -> anyhow::Result<()> {
-    nodes::apply(&format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {name}}}\n"
-    ))
-}
-
-fn claim(ns: &str, name: &str, class: &str) -> anyhow::Result<()> {
-    claim_with(ns, name, class, "ReadWriteOnce")
-}
-
-fn claim_with(ns: &str, name: &str, class: &str, mode: &str) -> anyhow::Result<()> {
-    nodes::apply(&format!(
-        "apiVersion: v1
-kind: PersistentVolumeClaim
-metadata: {{name: {name}, namespace: {ns}}}
-spec:
-  storageClassName: {class}
-  accessModes: [{mode}]
-  resources: {{requests: {{storage: 1Gi}}}}
-"
-    ))
-}
-
-/// A busybox pod with the claim at /data that runs `script`, then sleeps.
-fn writer_pod(ns: &str, name: &str, claim: &str, script: &str) -> anyhow::Result<()> {
-    nodes::apply(&format!(
-        "apiVersion: v1
-kind: Pod
-metadata: {{name: {name}, namespace: {ns}}}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: app
-    image: {BUSYBOX}
-    imagePullPolicy: Never
-    command: [sh, -c, '{script}; exec sleep 3600']
-    volumeMounts: [{{name: data, mountPath: /data}}]
-  volumes: [{{name: data, persistentVolumeClaim: {{claimName: {claim}}}}}]
-"
-    ))
-}
-
-/// Wait until the pod runs; returns its node.
-async fn running(ns: &str, name: &str) -> anyhow::Result<String> {
-    let pods: Api<Pod> = Api::namespaced(nodes::client().await?, ns);
-    wait_for(&format!("pod {ns}/{name} Running"), POD_TIMEOUT, || async {
-        let pod = pods.get(name).await?;
-        let phase = pod.status.as_ref().and_then(|s| s.phase.clone());
-        Ok((phase.as_deref() == Some("Running"))
-            .then(|| pod.spec.and_then(|s| s.node_name))
-            .flatten())
-    })
-    .await
-}
-
-async fn delete_pod(ns: &str, name: &str) -> anyhow::Result<()> {
-    kubectl(&["-n", ns, "delete", "pod", name, "--wait=false"])?;
-    let pods: Api<Pod> = Api::namespaced(nodes::client().await?, ns);
-    wait_for(&format!("pod {ns}/{name} gone"), POD_TIMEOUT, || async {
-        Ok(pods.get_opt(name).await?.is_none().then_some(()))
-    })
-    .await
-}
-
-fn exec(ns: &str, pod: &str, script: &str) -> anyhow::Result<String> {
-    kubectl(&["-n", ns, "exec", pod, "--", "sh", "-c", script])
-}
-
-/// Wait for the pool's PV of a disk (`<pool>-<node>-<disk>-…`) to be in `phase`.
-async fn pv_of(pool: &str, node: &str, disk: &str, phase: &str) -> anyhow::Result<String> {
-    let pvs: Api<PersistentVolume> = Api::all(nodes::client().await?);
-    let prefix = format!("{pool}-{node}-{disk}-");
-    wait_for(
-        &format!("a PV {prefix}… {phase}"),
-        Duration::from_secs(60),
-        || async {
-            let list = pvs
-                .list(&ListParams::default().labels(&format!("{}={pool}", volpool_api::LABEL_POOL)))
-                .await?;
-            Ok(list.items.into_iter().find_map(|pv| {
-                let name = pv.metadata.name?;
-                let now = pv.status.and_then(|s| s.phase);
-                (name.starts_with(&prefix) && now.as_deref() == Some(phase)).then_some(name)
-            }))
-        },
-    )
-    .await
+/// A claim `name` of `class` and a busybox pod `name` that mounts it and runs `script`;
+/// waits until the pod runs and returns its node.
+async fn pod_with_claim(
+    ns: &str,
+    name: &str,
+    class: &str,
+    mode: &str,
+    script: &str,
+) -> anyhow::Result<String> {
+    claim(ns, name, class, mode)?;
+    writer_pod(ns, name, name, script)?;
+    running(ns, name).await
 }
 
 #[tokio::test]
@@ -327,24 +244,16 @@ async fn volpool_installs_on_every_node_and_reaches_the_apiserver_through_its_se
 #[tokio::test]
 async fn a_pod_writes_to_a_disk_mounted_on_its_node_and_the_next_pod_reads_it() -> anyhow::Result<()>
 {
-    nodes::install().await?;
-    let pool = unique("rn-write");
-    let dir = local_pool(&pool)?;
     let node = NODES[0];
-    // Mounted after the agent pod started: HostToContainer brings it into the agent's /host.
-    let disk = Disk::mount(node, &dir, "d1", "2G")?;
-    pv_of(&pool, node, "d1", "Available").await?;
-
-    let ns = pool.clone();
-    namespace(&ns)?;
-    claim(&ns, "data", &pool)?;
+    let (ns, disk) = pool_with_a_disk("rn-write", node).await?;
+    claim(&ns, "data", &ns, "ReadWriteOnce")?;
     writer_pod(&ns, "first", "data", "echo written-by-first >> /data/note")?;
     let on = running(&ns, "first").await?;
     ensure!(
         on == node,
         "the pod runs on {on}, not on the disk's node {node}"
     );
-    wait_for("the note on the node's disk", POD_TIMEOUT, || async {
+    wait_for("the note on the node's disk", TIMEOUT, || async {
         Ok(disk.read("note").ok().filter(|n| n == "written-by-first\n"))
     })
     .await?;
@@ -357,7 +266,7 @@ async fn a_pod_writes_to_a_disk_mounted_on_its_node_and_the_next_pod_reads_it() 
         "echo written-by-second >> /data/note",
     )?;
     running(&ns, "second").await?;
-    let note = wait_for("the second pod's line", POD_TIMEOUT, || async {
+    let note = wait_for("the second pod's line", TIMEOUT, || async {
         let note = exec(&ns, "second", "cat /data/note")?;
         Ok(note.contains("second").then_some(note))
     })
@@ -374,7 +283,7 @@ async fn a_pod_writes_to_a_disk_mounted_on_its_node_and_the_next_pod_reads_it() 
 async fn a_statefulset_gets_a_volume_on_each_node() -> anyhow::Result<()> {
     nodes::install().await?;
     let pool = unique("rn-sts");
-    let dir = local_pool(&pool)?;
+    let dir = local_pool(&pool, "1Gi")?;
     let disks = NODES
         .iter()
         .map(|node| Disk::mount(node, &dir, "d1", "2G"))
@@ -421,7 +330,7 @@ spec:
         let pod = placed[&disk.node];
         let who = wait_for(
             &format!("{pod}'s file on {}", disk.node),
-            POD_TIMEOUT,
+            TIMEOUT,
             || async { Ok(disk.read("who").ok()) },
         )
         .await?;
@@ -437,18 +346,12 @@ spec:
 
 #[tokio::test]
 async fn a_released_claim_is_scrubbed_before_a_new_claim_gets_the_volume() -> anyhow::Result<()> {
-    nodes::install().await?;
-    let pool = unique("rn-scrub");
-    let dir = local_pool(&pool)?;
     let node = NODES[1];
-    let disk = Disk::mount(node, &dir, "d1", "2G")?;
-    pv_of(&pool, node, "d1", "Available").await?;
+    let (pool, disk) = pool_with_a_disk("rn-scrub", node).await?;
     let ns = pool.clone();
-    namespace(&ns)?;
-    claim(&ns, "old", &pool)?;
-    writer_pod(&ns, "old", "old", "echo secret > /data/secret")?;
-    running(&ns, "old").await?;
-    wait_for("the secret on the disk", POD_TIMEOUT, || async {
+    let rwo = "ReadWriteOnce";
+    pod_with_claim(&ns, "old", &pool, rwo, "echo secret > /data/secret").await?;
+    wait_for("the secret on the disk", TIMEOUT, || async {
         Ok(disk.read("secret").ok())
     })
     .await?;
@@ -457,7 +360,7 @@ async fn a_released_claim_is_scrubbed_before_a_new_claim_gets_the_volume() -> an
     kubectl(&["-n", &ns, "delete", "pvc", "old", "--wait=false"])?;
     // The agent pod (not the test) scrubs the released volume and the PV is offered again.
     let pvs: Api<PersistentVolume> = Api::all(nodes::client().await?);
-    let pv = pv_of(&pool, node, "d1", "Available").await?;
+    let pv = pv_of(&pool, node, "d1", Some("Available")).await?;
     ensure!(
         pvs.get(&pv).await?.spec.and_then(|s| s.claim_ref).is_none(),
         "{pv} still names the old claim"
@@ -468,9 +371,7 @@ async fn a_released_claim_is_scrubbed_before_a_new_claim_gets_the_volume() -> an
         disk.list()?
     );
 
-    claim(&ns, "new", &pool)?;
-    writer_pod(&ns, "new", "new", "true")?;
-    running(&ns, "new").await?;
+    pod_with_claim(&ns, "new", &pool, rwo, "true").await?;
     let seen = exec(&ns, "new", "ls -A /data")?;
     ensure!(seen == "lost+found\n", "the new claim's pod sees {seen:?}");
     kubectl(&["delete", "namespace", &ns, "--wait=false"])?;
@@ -517,12 +418,10 @@ spec:
     running(&ns, "es").await?;
     let inside = exec(&ns, "es", "cat /proc/1/limits")?;
 
-    let client = nodes::client().await?;
-    let pods: Api<Pod> = Api::all(client.clone());
+    let pods: Api<Pod> = Api::all(nodes::client().await?);
     let on_node = pods
         .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
         .await?;
-    let agent = nodes::agent_on(node)?;
     // Containers of the node by their runtime IDs, as the pods' statuses name them.
     let mut expected = BTreeMap::new();
     for pod in &on_node.items {
@@ -543,19 +442,10 @@ spec:
         expected.len() >= 2,
         "running containers on {node}: {expected:?}"
     );
-    let report: Value = serde_json::from_str(&kubectl_stdout(&[
-        "-n",
-        "volpool-system",
-        "exec",
-        &agent,
-        "--",
-        "volpool-agent",
-        "limits",
-        "--host-root",
-        "/host",
-        "-o",
-        "json",
-    ])?)?;
+    let report: Value = serde_json::from_str(&agent_command(
+        node,
+        &["limits", "--host-root", "/host", "-o", "json"],
+    )?)?;
     let containers = report["containers"].as_array().context("no containers")?;
     for (id, (uid, name)) in &expected {
         let found = containers
@@ -586,22 +476,7 @@ spec:
     }
 
     // The pod's Events say what is wrong and how to fix it, once per requirement.
-    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client, &ns);
-    let notes = wait_for(
-        "RequirementNotMet Events on the es pod",
-        POD_TIMEOUT,
-        || async {
-            let list = events
-                .list(
-                    &ListParams::default()
-                        .fields("involvedObject.name=es,reason=RequirementNotMet"),
-                )
-                .await?;
-            let notes: Vec<String> = list.items.into_iter().filter_map(|e| e.message).collect();
-            Ok((notes.len() >= 2).then_some(notes))
-        },
-    )
-    .await?;
+    let notes = event_messages(&ns, "es", "RequirementNotMet", 2).await?;
     ensure!(
         notes
             .iter()
@@ -613,50 +488,6 @@ spec:
     );
     kubectl(&["delete", "namespace", &ns, "--wait=false"])?;
     Ok(())
-}
-
-fn nfs_pool(pool: &str, server: &NfsServer, export: &str, affinity: bool) -> anyhow::Result<()> {
-    let address = &server.address;
-    nodes::apply(&format!(
-        "apiVersion: storage.k8s.io/v1
-kind: StorageClass
-metadata: {{name: {pool}}}
-provisioner: kubernetes.io/no-provisioner
-volumeBindingMode: Immediate
----
-apiVersion: volpool.io/v1alpha1
-kind: VolumePool
-metadata: {{name: {pool}}}
-spec:
-  storageClassName: {pool}
-  accessModes: [ReadWriteMany]
-  mountOptions: [nfsvers=3, hard]
-  nfs: {{server: {address}, path: {export}, volumeSize: 1Gi, minAvailable: 1, maxVolumes: 2,
-        nfsClientAffinity: {affinity}}}
-"
-    ))
-}
-
-/// Wait for an Event about `name` in `ns` with `reason` whose message contains `about` (the
-/// scheduler and the kubelet may first say something else, e.g. that the claim is not bound
-/// yet); its message. On a timeout the error lists the messages seen.
-async fn event_message(ns: &str, name: &str, reason: &str, about: &str) -> anyhow::Result<String> {
-    let events: Api<k8s_openapi::api::core::v1::Event> =
-        Api::namespaced(nodes::client().await?, ns);
-    let fields = format!("involvedObject.name={name},reason={reason}");
-    wait_for(
-        &format!("a {reason} Event on {name} about {about:?}"),
-        POD_TIMEOUT,
-        || async {
-            let list = events.list(&ListParams::default().fields(&fields)).await?;
-            let seen: Vec<String> = list.items.into_iter().filter_map(|e| e.message).collect();
-            match seen.iter().find(|m| m.contains(about)) {
-                Some(found) => Ok(Some(found.clone())),
-                None => Err(anyhow::anyhow!("{reason} Events seen: {seen:?}")),
-            }
-        },
-    )
-    .await
 }
 
 /// This kernel has no NFS client: the agents find that out, and volpool keeps pods that need
@@ -680,7 +511,7 @@ async fn nfs_volumes_and_nodes_without_an_nfs_client() -> anyhow::Result<()> {
     for node in NODES {
         let cause = wait_for(
             &format!("{node}'s report of its NFS client"),
-            POD_TIMEOUT,
+            TIMEOUT,
             || async {
                 let report = reports.get(node).await?;
                 let nfs = report.status.and_then(|s| s.nfs_client);
@@ -705,7 +536,7 @@ async fn nfs_volumes_and_nodes_without_an_nfs_client() -> anyhow::Result<()> {
     }
 
     for (pool, pod) in [(&kept, "kept-off"), (&loose, "mounts")] {
-        claim_with(&ns, pod, pool, "ReadWriteMany")?;
+        claim(&ns, pod, pool, "ReadWriteMany")?;
         writer_pod(&ns, pod, pod, "true")?;
     }
     // nfsClientAffinity: true: never scheduled, and the scheduler says why.
@@ -727,7 +558,7 @@ async fn nfs_volumes_and_nodes_without_an_nfs_client() -> anyhow::Result<()> {
     };
     wait_for(
         &format!("pool {kept} to say no node can mount"),
-        POD_TIMEOUT,
+        TIMEOUT,
         || async {
             let conditions: Vec<Value> = serde_json::from_str(&conditions()?)?;
             let no_node = conditions

@@ -27,6 +27,9 @@ use kube::{Api, Client, Config};
 use crate::deploy::{AGENT, CONTROLLER, NAMESPACE, kubectl_path};
 use crate::{repo_root, wait_for};
 
+mod objects;
+pub use objects::*;
+
 /// The nodes `tests/cluster/up --nodes` starts for these tests: `node-1`, `node-2`.
 pub const NODES: [&str; 2] = ["node-1", "node-2"];
 /// A busybox image every node has (`deploy/images/build-local infra`).
