@@ -272,6 +272,16 @@ pub async fn create_namespace(client: &Client, name: &str) -> anyhow::Result<()>
     Ok(())
 }
 
+/// A client with the CRDs applied, and the test's StorageClass (see [`create_class`]) and
+/// namespace, both named `test`.
+pub async fn class_and_namespace(test: &str, wait_for_consumer: bool) -> anyhow::Result<Client> {
+    let client = crate::client().await?;
+    crate::apply_crds(&client).await?;
+    create_class(&client, test, wait_for_consumer).await?;
+    create_namespace(&client, test).await?;
+    Ok(client)
+}
+
 /// The PVs of a pool.
 pub async fn pvs_of(client: &Client, pool: &str) -> anyhow::Result<Vec<PersistentVolume>> {
     let lp = ListParams::default().labels(&format!("{LABEL_POOL}={pool}"));

@@ -10,11 +10,13 @@
 //!        command(program) ──► tests/hostroot/run <root> program …  (private mount ns, /proc and /dev inside)
 //! ```
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use k8s_openapi::api::core::v1::PersistentVolume;
 
 use volpool_testkit::TempDir;
 
@@ -180,6 +182,30 @@ impl Drop for NfsServer {
             Duration::from_secs(60),
         );
     }
+}
+
+/// The entries of the exported directory `export` whose names start with `prefix` (`pv-`,
+/// or an archived directory's), as the server has them; none when it cannot be read.
+pub fn dirs_on_server(export: &Path, prefix: &str) -> BTreeSet<String> {
+    std::fs::read_dir(export)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The directory on the server of an NFS PV: the last part of its `spec.nfs.path`.
+pub fn pv_dir(pv: &PersistentVolume) -> String {
+    let path = pv
+        .spec
+        .as_ref()
+        .and_then(|s| s.nfs.as_ref())
+        .map(|n| n.path.clone())
+        .unwrap_or_default();
+    path.rsplit('/').next().unwrap_or_default().to_string()
 }
 
 /// A private copy of a debootstrapped Debian bookworm (minbase) root, removed on drop.

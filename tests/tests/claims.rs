@@ -5,7 +5,6 @@
 //! hears why, once.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -16,10 +15,10 @@ use kube::{Api, Client};
 use serde_json::{Value, json};
 use volpool_api::VolumePool;
 use volpool_e2e::controller::{
-    Controller, LABEL_TEST, create_class, create_namespace, pvs_of, wait_for_event,
+    Controller, apply_pool, class_and_namespace, create_class, pvs_of, wait_for_event,
 };
-use volpool_e2e::nfs::NfsServer;
-use volpool_e2e::{FIELD_MANAGER, apply_crds, client, unique, wait_for};
+use volpool_e2e::nfs::{NfsServer, dirs_on_server, pv_dir};
+use volpool_e2e::{FIELD_MANAGER, unique, wait_for};
 use volpool_testkit::TempDir;
 
 /// How long a burst may take to bind (the binder's client QPS bounds it).
@@ -36,16 +35,7 @@ async fn create_nfs_pool(
     if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
         spec.extend(extra.clone());
     }
-    let object = json!({"apiVersion": "volpool.io/v1alpha1", "kind": "VolumePool",
-        "metadata": {"name": test, "labels": {LABEL_TEST: test}}, "spec": spec});
-    Api::<VolumePool>::all(client.clone())
-        .patch(
-            test,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&object),
-        )
-        .await?;
-    Ok(())
+    apply_pool(client, test, test, spec).await
 }
 
 async fn create_claim(
@@ -63,31 +53,6 @@ async fn create_claim(
         .create(&PostParams::default(), &serde_json::from_value(pvc)?)
         .await?;
     Ok(())
-}
-
-/// The `pv-*` directories on the server.
-fn dirs_on_server(export: &Path) -> BTreeSet<String> {
-    std::fs::read_dir(export)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter(|n| n.starts_with("pv-"))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn pv_dir(pv: &PersistentVolume) -> String {
-    let path = pv
-        .spec
-        .as_ref()
-        .and_then(|s| s.nfs.as_ref())
-        .map(|n| n.path.clone());
-    path.unwrap_or_default()
-        .rsplit('/')
-        .next()
-        .unwrap_or_default()
-        .to_string()
 }
 
 fn claim_uid(pv: &PersistentVolume) -> Option<String> {
@@ -108,10 +73,7 @@ impl Bed {
         let test = unique(prefix);
         let dir = TempDir::new(&format!("volpool-{test}"))?;
         let server = NfsServer::start(&[&dir.0])?;
-        let client = client().await?;
-        apply_crds(&client).await?;
-        create_class(&client, &test, false).await?;
-        create_namespace(&client, &test).await?;
+        let client = class_and_namespace(&test, false).await?;
         Ok(Bed {
             test,
             dir,
@@ -221,7 +183,7 @@ async fn an_elasticsearch_shaped_statefulset_binds_on_an_nfs_pool_with_default_f
         );
     }
     assert_eq!(
-        dirs_on_server(&dir.0),
+        dirs_on_server(&dir.0, "pv-"),
         pvs.iter().map(pv_dir).collect(),
         "one directory per PV"
     );
@@ -308,7 +270,7 @@ async fn a_burst_of_200_claims_binds_with_one_pv_each_within_max_volumes() -> an
     wait_for("one directory per PV", Duration::from_secs(60), || async {
         let pvs = pvs_of(&client, &test).await?;
         let want: BTreeSet<String> = pvs.iter().map(pv_dir).collect();
-        Ok((dirs_on_server(&dir.0) == want).then_some(()))
+        Ok((dirs_on_server(&dir.0, "pv-") == want).then_some(()))
     })
     .await?;
     Ok(())

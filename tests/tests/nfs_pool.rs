@@ -13,46 +13,13 @@ use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use volpool_api::VolumePool;
-use volpool_e2e::controller::{
-    Controller, LONG, apply_pool, create_class, create_namespace, phase, pvs_of,
-};
-use volpool_e2e::nfs::NfsServer;
-use volpool_e2e::{apply_crds, client, unique, wait_for};
+use volpool_e2e::controller::{Controller, LONG, apply_pool, class_and_namespace, phase, pvs_of};
+use volpool_e2e::nfs::{NfsServer, dirs_on_server, pv_dir};
+use volpool_e2e::{unique, wait_for};
 use volpool_testkit::TempDir;
-
-/// The `pv-*` directories (and archived ones) in the exported directory, as the server has them.
-fn dirs_on_server(export: &Path, prefix: &str) -> BTreeSet<String> {
-    std::fs::read_dir(export)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok()?.file_name().into_string().ok())
-                .filter(|n| n.starts_with(prefix))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn pv_dir(pv: &PersistentVolume) -> String {
-    let path = pv
-        .spec
-        .as_ref()
-        .and_then(|s| s.nfs.as_ref())
-        .map(|n| n.path.clone())
-        .unwrap_or_default();
-    path.rsplit('/').next().unwrap_or_default().to_string()
-}
 
 fn available(pvs: &[PersistentVolume]) -> usize {
     pvs.iter().filter(|p| phase(p) == Some("Available")).count()
-}
-
-/// A client, and the test's StorageClass and namespace, both named `test`.
-async fn setup(test: &str) -> anyhow::Result<Client> {
-    let client = client().await?;
-    apply_crds(&client).await?;
-    create_class(&client, test, false).await?;
-    create_namespace(&client, test).await?;
-    Ok(client)
 }
 
 /// A pool of the test with `nfs` as its `spec.nfs`.
@@ -159,7 +126,7 @@ async fn delete_claim(client: &Client, ns: &str, name: &str) -> anyhow::Result<(
 /// The pool-upkeep story both access modes must pass: watermark, binding, maxVolumes,
 /// Delete and Archive. `nfs` is the pool's `spec.nfs` reaching `export`.
 async fn upkeep(test: &str, export: &Path, nfs: Value) -> anyhow::Result<()> {
-    let client = setup(test).await?;
+    let client = class_and_namespace(test, false).await?;
     let mut spec = nfs;
     spec["volumeSize"] = json!("1Mi");
     spec["minAvailable"] = json!(3);
@@ -332,7 +299,7 @@ async fn a_crash_between_mkdir_and_the_pv_create_leaves_a_directory_that_is_adop
     let test = unique("nfs-crash");
     let dir = TempDir::new(&format!("volpool-{test}"))?;
     let server = NfsServer::start(&[&dir.0])?;
-    let client = setup(&test).await?;
+    let client = class_and_namespace(&test, false).await?;
     create_nfs_pool(&client, &test, served(&server, &dir.0, 1)).await?;
     let mut crashing = Controller::start_with_env(
         &test,
@@ -370,7 +337,7 @@ async fn a_stopped_server_holds_upkeep_without_deleting_then_it_resumes() -> any
     let test = unique("nfs-down");
     let dir = TempDir::new(&format!("volpool-{test}"))?;
     let server = NfsServer::start(&[&dir.0])?;
-    let client = setup(&test).await?;
+    let client = class_and_namespace(&test, false).await?;
     create_nfs_pool(&client, &test, served(&server, &dir.0, 2)).await?;
     let _controller = Controller::start(&test, &format!("{test}-a")).await?;
     let before = wait_for_pool(&client, &test, &dir.0, 2, 2).await?;
@@ -405,7 +372,7 @@ async fn a_root_squashing_server_is_reported_with_the_fix() -> anyhow::Result<()
     std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755))?;
     let server = NfsServer::start(&[&dir.0])?;
     server.squash_root()?;
-    let client = setup(&test).await?;
+    let client = class_and_namespace(&test, false).await?;
     create_nfs_pool(&client, &test, served(&server, &dir.0, 1)).await?;
     let _controller = Controller::start(&test, &format!("{test}-a")).await?;
     let message = wait_for_condition(&client, &test, "RootSquashed", "True").await?;
