@@ -27,29 +27,6 @@ pub fn agent_binary() -> anyhow::Result<PathBuf> {
     cargo_binary("volpool-agent", "volpool-agent")
 }
 
-/// The real agent on a [`FakeNode`], against the test cluster.
-pub trait AgentNode {
-    /// Start the agent for Node `node` on this fake node, serving HTTP on
-    /// 127.0.0.1:`port`. Extra arguments follow. It authenticates as the ServiceAccount
-    /// `volpool-system/volpool-agent` with the RBAC of `deploy/`, as in a real install, so
-    /// every agent feature an e2e test shows also works with least privilege.
-    fn spawn_agent(
-        &self,
-        node: &str,
-        port: u16,
-        extra: &[&str],
-    ) -> impl Future<Output = anyhow::Result<Child>>;
-
-    /// [`AgentNode::spawn_agent`] with another kubeconfig (e.g. an [`ApiRelay`]'s).
-    fn spawn_agent_with(
-        &self,
-        kubeconfig: &Path,
-        node: &str,
-        port: u16,
-        extra: &[&str],
-    ) -> anyhow::Result<Child>;
-}
-
 /// The entry at `path` in NodeVolumes/`node`, once one passes `check`: what an agent has
 /// published about one volume.
 pub async fn wait_for_entry(
@@ -77,12 +54,30 @@ pub async fn wait_for_entry(
     .await
 }
 
-impl AgentNode for FakeNode {
-    async fn spawn_agent(&self, node: &str, port: u16, extra: &[&str]) -> anyhow::Result<Child> {
-        let kubeconfig = crate::deploy::service_account_kubeconfig(crate::deploy::AGENT).await?;
-        self.spawn_agent_with(&kubeconfig, node, port, extra)
+/// The real agent on a [`FakeNode`], against the test cluster: what this crate adds to the test
+/// kit's type (an extension trait: every method but `fake_node` is provided).
+pub trait AgentNode {
+    /// The fake node the agent runs on.
+    fn fake_node(&self) -> &FakeNode;
+
+    /// Start the agent for Node `node` on this fake node, serving HTTP on
+    /// 127.0.0.1:`port`. Extra arguments follow. It authenticates as the ServiceAccount
+    /// `volpool-system/volpool-agent` with the RBAC of `deploy/`, as in a real install, so
+    /// every agent feature an e2e test shows also works with least privilege.
+    fn spawn_agent(
+        &self,
+        node: &str,
+        port: u16,
+        extra: &[&str],
+    ) -> impl Future<Output = anyhow::Result<Child>> {
+        async move {
+            let kubeconfig =
+                crate::deploy::service_account_kubeconfig(crate::deploy::AGENT).await?;
+            self.spawn_agent_with(&kubeconfig, node, port, extra)
+        }
     }
 
+    /// [`AgentNode::spawn_agent`] with another kubeconfig (e.g. an [`ApiRelay`]'s).
     fn spawn_agent_with(
         &self,
         kubeconfig: &Path,
@@ -93,7 +88,8 @@ impl AgentNode for FakeNode {
         let log = std::env::temp_dir().join(format!("volpool-agent-{node}.log"));
         let log = std::fs::File::create(&log)
             .with_context(|| format!("cannot create {}", log.display()))?;
-        self.command(agent_binary()?)
+        self.fake_node()
+            .command(agent_binary()?)
             .args(["--host-root", "/", "--node-name", node])
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .args(extra)
@@ -103,6 +99,12 @@ impl AgentNode for FakeNode {
             .stderr(log)
             .spawn()
             .context("failed to start volpool-agent")
+    }
+}
+
+impl AgentNode for FakeNode {
+    fn fake_node(&self) -> &FakeNode {
+        self
     }
 }
 
