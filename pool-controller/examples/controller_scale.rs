@@ -229,6 +229,40 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or_default()
 }
 
+/// A raw loop (`what`): `nodes × volumes` PVs written straight into the apiserver by
+/// `write(api, name, node)`, `concurrency` at a time, then deleted again. How long the writes
+/// took, and the cluster's CPU seconds meanwhile.
+async fn raw_loop<F, Fut>(
+    args: &Args,
+    client: &Client,
+    nodes: &[String],
+    what: &str,
+    write: F,
+) -> anyhow::Result<(Duration, String)>
+where
+    F: Fn(Api<PersistentVolume>, String, String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let dir = args.cluster_dir.as_deref();
+    let total = args.nodes * args.volumes;
+    let cpu0 = cluster_cpu(dir);
+    let started = Instant::now();
+    run_all(
+        args.concurrency,
+        (0..total).map(|i| {
+            let node = nodes[i / args.volumes].clone();
+            write(pvs.clone(), format!("{node}-raw-{i}"), node)
+        }),
+    )
+    .await?;
+    let took = started.elapsed();
+    let cpu = cpu_used(&cpu0, &cluster_cpu(dir));
+    eprintln!("{what}: {total} PVs in {:.2}s", took.as_secs_f64());
+    wait_gone(client, &format!("{BENCH_LABEL}=raw"), args.concurrency).await?;
+    Ok((took, cpu))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = args()?;
@@ -252,50 +286,23 @@ async fn main() -> anyhow::Result<()> {
     let nodes: Vec<String> = (0..args.nodes)
         .map(|i| format!("{run}-node-{i:04}"))
         .collect();
-    let pvs: Api<PersistentVolume> = Api::all(client.clone());
     let dir = args.cluster_dir.as_deref();
     println!("load_average_at_start={}", load_average());
-    let cpu0 = cluster_cpu(dir);
-    let started = Instant::now();
-    run_all(
-        args.concurrency,
-        (0..total).map(|i| {
-            let (pvs, node) = (pvs.clone(), nodes[i / args.volumes].clone());
-            async move {
-                let body: PersistentVolume =
-                    serde_json::from_value(pv(&format!("{node}-raw-{i}"), &node))?;
-                pvs.create(&PostParams::default(), &body).await?;
-                Ok(())
-            }
-        }),
-    )
-    .await?;
-    let raw = started.elapsed();
-    let raw_cpu = cpu_used(&cpu0, &cluster_cpu(dir));
-    eprintln!("raw loop: {total} PVs in {:.2}s", raw.as_secs_f64());
-    wait_gone(&client, &format!("{BENCH_LABEL}=raw"), args.concurrency).await?;
+    let create = |pvs: Api<PersistentVolume>, name: String, node: String| async move {
+        let body: PersistentVolume = serde_json::from_value(pv(&name, &node))?;
+        pvs.create(&PostParams::default(), &body).await?;
+        Ok(())
+    };
+    let (raw, raw_cpu) = raw_loop(&args, &client, &nodes, "raw loop", create).await?;
     let mut raw_apply = None;
     if args.raw_apply {
-        let cpu0 = cluster_cpu(dir);
-        let started = Instant::now();
-        run_all(
-            args.concurrency,
-            (0..total).map(|i| {
-                let (pvs, node) = (pvs.clone(), nodes[i / args.volumes].clone());
-                let ssa = PatchParams::apply("volpool-bench").force();
-                async move {
-                    let name = format!("{node}-raw-{i}");
-                    pvs.patch(&name, &ssa, &Patch::Apply(pv(&name, &node)))
-                        .await?;
-                    Ok(())
-                }
-            }),
-        )
-        .await?;
-        let took = started.elapsed();
-        raw_apply = Some((took, cpu_used(&cpu0, &cluster_cpu(dir))));
-        eprintln!("raw apply loop: {total} PVs in {:.2}s", took.as_secs_f64());
-        wait_gone(&client, &format!("{BENCH_LABEL}=raw"), args.concurrency).await?;
+        let apply = |pvs: Api<PersistentVolume>, name: String, node: String| async move {
+            let ssa = PatchParams::apply("volpool-bench").force();
+            pvs.patch(&name, &ssa, &Patch::Apply(pv(&name, &node)))
+                .await?;
+            Ok(())
+        };
+        raw_apply = Some(raw_loop(&args, &client, &nodes, "raw apply loop", apply).await?);
     }
 
     // 2. Nodes and their reports, as agents would publish them.
