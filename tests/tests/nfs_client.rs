@@ -2,15 +2,22 @@
 //! (the installer puts nfs-common into it with apt), nfs-ganesha in a network namespace as the
 //! NFS server, and this machine's kernel (which has no NFS client).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
 use serde_json::Value;
+use volpool_api::{
+    CheckStatus, LABEL_HOSTNAME, LABEL_NFS_CLIENT, NfsClientStatus, NodeVolumes, VolumePool,
+};
 use volpool_e2e::agent::agent_binary;
 use volpool_e2e::nfs::{HostRoot, NfsServer, output_within};
-use volpool_e2e::unique;
-use volpool_testkit::TempDir;
+use volpool_e2e::{apply_crds, client, create_node, unique, wait_for};
+use volpool_testkit::{TempDir, free_port, http_get};
 
 /// Generous: an install downloads and unpacks ~30 packages on a shared 2-core machine.
 const INSTALL_DEADLINE: Duration = Duration::from_secs(900);
@@ -44,10 +51,44 @@ fn server<'a>(report: &'a Value, pool: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no server entry for pool {pool} in {report:#}"))
 }
 
+/// The message of the pool's server entry, which must say it is not reachable.
+fn unreachable<'a>(report: &'a Value, pool: &str) -> &'a str {
+    let s = server(report, pool);
+    assert_eq!(s["reachable"], false, "{s:#}");
+    s["message"].as_str().unwrap_or_default()
+}
+
 fn nfs_pool(name: &str, server: &str, path: &str, options: &str) -> String {
     format!(
         "apiVersion: volpool.io/v1alpha1\nkind: VolumePool\nmetadata: {{name: {name}}}\nspec:\n  storageClassName: {name}\n  mountOptions: [{options}]\n  nfs: {{server: '{server}', path: '{path}'}}\n---\n"
     )
+}
+
+/// What the pools-file tests start from: nfs-ganesha exporting `<temp dir>/export`, and a
+/// pools file beside it.
+struct Served {
+    nfs: NfsServer,
+    /// The exported directory.
+    export: String,
+    /// The pools file.
+    pools: PathBuf,
+    _dir: TempDir,
+}
+
+/// [`Served`] in a temp dir named `name`, its pools file `pools(server address, export)`.
+fn served(name: &str, pools: impl Fn(&str, &str) -> String) -> Served {
+    let dir = TempDir::new(name).expect("temp dir");
+    let export = dir.join("export");
+    let nfs = NfsServer::start(&[&export]).expect("nfs-ganesha");
+    let export = export.to_string_lossy().into_owned();
+    let file = dir.join("pools.yaml");
+    std::fs::write(&file, pools(nfs.address(), &export)).expect("pools file");
+    Served {
+        nfs,
+        export,
+        pools: file,
+        _dir: dir,
+    }
 }
 
 fn check_nfs(cmd: &mut Command) -> Output {
@@ -140,29 +181,26 @@ fn on_this_kernel_the_kernel_check_says_what_is_missing() {
 #[test]
 fn exports_are_listed_and_a_path_not_exported_is_reported() {
     let agent = agent_binary().expect("agent binary");
-    let dir = TempDir::new("volpool-nfs-export").expect("temp dir");
-    let export = dir.join("export");
-    let nfs = NfsServer::start(&[&export]).expect("nfs-ganesha");
-    let export = export.to_string_lossy().into_owned();
-    let pools = dir.join("pools.yaml");
-    let yaml = [
-        nfs_pool("shared", nfs.address(), &export, ""),
-        nfs_pool(
-            "below",
-            nfs.address(),
-            &format!("{export}/team-a"),
-            "nfsvers=3,nolock",
-        ),
-        nfs_pool("elsewhere", nfs.address(), "/srv/not-exported", ""),
-        nfs_pool("v4", nfs.address(), &export, "nfsvers=4.1"),
-    ]
-    .concat();
-    std::fs::write(&pools, yaml).expect("pools file");
+    let bed = served("volpool-nfs-export", |address, export| {
+        [
+            nfs_pool("shared", address, export, ""),
+            nfs_pool(
+                "below",
+                address,
+                &format!("{export}/team-a"),
+                "nfsvers=3,nolock",
+            ),
+            nfs_pool("elsewhere", address, "/srv/not-exported", ""),
+            nfs_pool("v4", address, export, "nfsvers=4.1"),
+        ]
+        .concat()
+    });
+    let (export, pools) = (&bed.export, &bed.pools);
 
     let report = json(&check_nfs(
         Command::new(&agent)
             .args(["check-nfs", "-o", "json", "--pools-file"])
-            .arg(&pools),
+            .arg(pools),
     ));
     // NFSv4 has no export list to read: reachable means the server answered an NFS v4 call.
     let v4 = server(&report, "v4");
@@ -172,9 +210,7 @@ fn exports_are_listed_and_a_path_not_exported_is_reported() {
         assert_eq!(s["reachable"], true, "{s:#}");
         assert_eq!(s["exports"], serde_json::json!([export]), "{s:#}");
     }
-    let s = server(&report, "elsewhere");
-    assert_eq!(s["reachable"], false, "{s:#}");
-    let message = s["message"].as_str().unwrap_or_default();
+    let message = unreachable(&report, "elsewhere");
     assert!(
         message.contains("/srv/not-exported is not exported by")
             && message.contains(&format!("it exports: {export}")),
@@ -185,15 +221,10 @@ fn exports_are_listed_and_a_path_not_exported_is_reported() {
 #[test]
 fn a_stopped_or_hung_server_fails_within_the_deadline_with_the_real_error() {
     let agent = agent_binary().expect("agent binary");
-    let dir = TempDir::new("volpool-nfs-down").expect("temp dir");
-    let export = dir.join("export");
-    let nfs = NfsServer::start(&[&export]).expect("nfs-ganesha");
-    let pools = dir.join("pools.yaml");
-    std::fs::write(
-        &pools,
-        nfs_pool("shared", nfs.address(), &export.to_string_lossy(), ""),
-    )
-    .expect("pools file");
+    let bed = served("volpool-nfs-down", |address, export| {
+        nfs_pool("shared", address, export, "")
+    });
+    let (nfs, pools) = (&bed.nfs, &bed.pools);
     let probe = |pools: &Path| {
         json(&check_nfs(
             Command::new(&agent)
@@ -210,10 +241,8 @@ fn a_stopped_or_hung_server_fails_within_the_deadline_with_the_real_error() {
     };
 
     nfs.freeze().expect("freeze");
-    let report = probe(&pools);
-    let s = server(&report, "shared");
-    assert_eq!(s["reachable"], false, "{s:#}");
-    let message = s["message"].as_str().unwrap_or_default();
+    let report = probe(pools);
+    let message = unreachable(&report, "shared");
     assert!(
         message.contains(&format!(
             "{}:111 (portmapper): no answer within 2s",
@@ -223,13 +252,11 @@ fn a_stopped_or_hung_server_fails_within_the_deadline_with_the_real_error() {
     );
 
     nfs.thaw().expect("thaw");
-    assert_eq!(server(&probe(&pools), "shared")["reachable"], true);
+    assert_eq!(server(&probe(pools), "shared")["reachable"], true);
 
     nfs.stop().expect("stop");
-    let report = probe(&pools);
-    let s = server(&report, "shared");
-    assert_eq!(s["reachable"], false, "{s:#}");
-    let message = s["message"].as_str().unwrap_or_default();
+    let report = probe(pools);
+    let message = unreachable(&report, "shared");
     assert!(
         message.contains(&format!("{}:2049 (nfs)", nfs.address())) && message.contains("refused"),
         "{message}"
@@ -239,25 +266,15 @@ fn a_stopped_or_hung_server_fails_within_the_deadline_with_the_real_error() {
 #[test]
 fn nfsv3_with_locking_needs_statd_registered_with_the_hosts_portmapper() {
     let agent = agent_binary().expect("agent binary");
-    let dir = TempDir::new("volpool-nfs-statd").expect("temp dir");
-    let export = dir.join("export");
-    let nfs = NfsServer::start(&[&export]).expect("nfs-ganesha");
-    let pools = dir.join("pools.yaml");
-    std::fs::write(
-        &pools,
-        nfs_pool(
-            "locked",
-            nfs.address(),
-            &export.to_string_lossy(),
-            "nfsvers=3",
-        ),
-    )
-    .expect("pools file");
+    let bed = served("volpool-nfs-statd", |address, export| {
+        nfs_pool("locked", address, export, "nfsvers=3")
+    });
     // Inside the server's namespace, 127.0.0.1:111 is a real rpcbind without rpc.statd.
     let report = json(&check_nfs(
-        nfs.in_netns(&agent)
+        bed.nfs
+            .in_netns(&agent)
             .args(["check-nfs", "-o", "json", "--pools-file"])
-            .arg(&pools),
+            .arg(&bed.pools),
     ));
     let (status, message) = check(&report, "rpc-statd");
     assert_eq!(status, "NonOK", "{report:#}");
@@ -270,6 +287,49 @@ fn nfsv3_with_locking_needs_statd_registered_with_the_hosts_portmapper() {
 
 /// The agent daemon for one node, killed on drop.
 struct Agent(std::process::Child);
+
+impl Agent {
+    /// Start `agent` (the binary, maybe inside a host root's namespaces) as the daemon of
+    /// `node` on `root`, with `extra` flags, serving HTTP on 127.0.0.1:`port`; its log in `log`.
+    fn start(
+        mut agent: Command,
+        root: &Path,
+        node: &str,
+        extra: &[&str],
+        port: u16,
+        log: std::fs::File,
+    ) -> anyhow::Result<Agent> {
+        let child = agent
+            .arg("--host-root")
+            .arg(root)
+            .args(["--node-name", node])
+            .args(extra)
+            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+            .env("KUBECONFIG", volpool_e2e::kubeconfig()?)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        Ok(Agent(child))
+    }
+}
+
+/// Wait until NodeVolumes/`node` has a `status.nfsClient` that passes `check`; that status.
+async fn nfs_client_where(
+    client: &Client,
+    node: &str,
+    what: &str,
+    check: impl Fn(&NfsClientStatus) -> bool,
+) -> anyhow::Result<NfsClientStatus> {
+    let reports: Api<NodeVolumes> = Api::all(client.clone());
+    let what = format!("status.nfsClient {what}");
+    wait_for(&what, Duration::from_secs(120), || async {
+        let nv = reports.get_opt(node).await?;
+        let nfs_client = nv.and_then(|nv| nv.status).and_then(|s| s.nfs_client);
+        Ok(nfs_client.filter(|c| check(c)))
+    })
+    .await
+}
 
 impl Drop for Agent {
     fn drop(&mut self) {
@@ -299,13 +359,6 @@ fn ready_host_root(dir: &TempDir) -> std::path::PathBuf {
 
 #[tokio::test]
 async fn the_agent_labels_its_node_and_publishes_the_nfs_client_status() -> anyhow::Result<()> {
-    use k8s_openapi::api::core::v1::Node;
-    use kube::Api;
-    use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-    use volpool_api::{LABEL_HOSTNAME, LABEL_NFS_CLIENT, NodeVolumes, VolumePool};
-    use volpool_e2e::{apply_crds, client, create_node, wait_for};
-    use volpool_testkit::{free_port, http_get};
-
     let client = client().await?;
     apply_crds(&client).await?;
     let node = unique("nfs-node");
@@ -336,18 +389,8 @@ async fn the_agent_labels_its_node_and_publishes_the_nfs_client_status() -> anyh
     let root = ready_host_root(&dir);
     let port = free_port()?;
     let log = std::fs::File::create(dir.join("agent.log"))?;
-    let _agent = Agent(
-        Command::new(agent_binary()?)
-            .arg("--host-root")
-            .arg(&root)
-            .args(["--node-name", &node, "--resync", "1s"])
-            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
-            .env("KUBECONFIG", volpool_e2e::kubeconfig()?)
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()?,
-    );
+    let agent = Command::new(agent_binary()?);
+    let _agent = Agent::start(agent, &root, &node, &["--resync", "1s"], port, log)?;
 
     let label = |want: &'static str| {
         let nodes = nodes.clone();
@@ -367,16 +410,9 @@ async fn the_agent_labels_its_node_and_publishes_the_nfs_client_status() -> anyh
     assert_eq!(labels.get(LABEL_HOSTNAME), Some(&node), "other labels stay");
     assert_eq!(labels.get("volpool-e2e/nfs-node"), Some(&node));
 
-    let reports: Api<NodeVolumes> = Api::all(client.clone());
-    let status = wait_for(
-        "status.nfsClient with the pool's server",
-        Duration::from_secs(120),
-        || async {
-            let nv = reports.get_opt(&node).await?;
-            let nfs_client = nv.and_then(|nv| nv.status).and_then(|s| s.nfs_client);
-            Ok(nfs_client.filter(|c| c.servers.iter().any(|s| s.pool == pool_name && s.reachable)))
-        },
-    )
+    let status = nfs_client_where(&client, &node, "with the pool's server", |c| {
+        c.servers.iter().any(|s| s.pool == pool_name && s.reachable)
+    })
     .await?;
     assert!(status.ready, "{status:?}");
     let server = status
@@ -404,16 +440,7 @@ async fn the_agent_labels_its_node_and_publishes_the_nfs_client_status() -> anyh
         || label("missing"),
     )
     .await?;
-    let status = wait_for(
-        "status.nfsClient not ready",
-        Duration::from_secs(120),
-        || async {
-            let nv = reports.get_opt(&node).await?;
-            let nfs_client = nv.and_then(|nv| nv.status).and_then(|s| s.nfs_client);
-            Ok(nfs_client.filter(|c| !c.ready))
-        },
-    )
-    .await?;
+    let status = nfs_client_where(&client, &node, "not ready", |c| !c.ready).await?;
     let helper = status
         .checks
         .iter()
@@ -433,14 +460,6 @@ async fn the_agent_labels_its_node_and_publishes_the_nfs_client_status() -> anyh
 
 #[tokio::test]
 async fn the_daemon_installs_the_client_when_allowed_and_records_an_event() -> anyhow::Result<()> {
-    use k8s_openapi::api::core::v1::Node;
-    use k8s_openapi::api::events::v1::Event;
-    use kube::Api;
-    use kube::api::{DeleteParams, ListParams};
-    use volpool_api::{CheckStatus, LABEL_NFS_CLIENT, NodeVolumes};
-    use volpool_e2e::{apply_crds, client, create_node, wait_for};
-    use volpool_testkit::free_port;
-
     let client = client().await?;
     apply_crds(&client).await?;
     let node = unique("nfs-install-node");
@@ -448,24 +467,9 @@ async fn the_daemon_installs_the_client_when_allowed_and_records_an_event() -> a
     let host = HostRoot::fresh()?;
     let root = host.path().to_path_buf();
     let log = std::fs::File::create(root.join("../agent.log"))?;
-    let _agent = Agent(
-        host.command(agent_binary()?)
-            .arg("--host-root")
-            .arg(&root)
-            .args([
-                "--node-name",
-                &node,
-                "--install-nfs-client",
-                "--resync",
-                "2s",
-            ])
-            .args(["--metrics-addr", &format!("127.0.0.1:{}", free_port()?)])
-            .env("KUBECONFIG", volpool_e2e::kubeconfig()?)
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()?,
-    );
+    let extra = ["--install-nfs-client", "--resync", "2s"];
+    let agent = host.command(agent_binary()?);
+    let _agent = Agent::start(agent, &root, &node, &extra, free_port()?, log)?;
 
     let events: Api<Event> = Api::namespaced(client.clone(), "kube-system");
     let event = wait_for("an install Event on the node", INSTALL_DEADLINE, || async {
@@ -491,20 +495,11 @@ async fn the_daemon_installs_the_client_when_allowed_and_records_an_event() -> a
     );
     assert!(root.join("sbin/mount.nfs").exists());
 
-    let reports: Api<NodeVolumes> = Api::all(client.clone());
-    let status = wait_for(
-        "status.nfsClient after the install",
-        Duration::from_secs(120),
-        || async {
-            let nv = reports.get_opt(&node).await?;
-            let nfs_client = nv.and_then(|nv| nv.status).and_then(|s| s.nfs_client);
-            Ok(nfs_client.filter(|c| {
-                c.checks
-                    .iter()
-                    .any(|c| c.name == "mount-helper" && c.status == CheckStatus::OK)
-            }))
-        },
-    )
+    let status = nfs_client_where(&client, &node, "after the install", |c| {
+        c.checks
+            .iter()
+            .any(|c| c.name == "mount-helper" && c.status == CheckStatus::OK)
+    })
     .await?;
     let package = status
         .checks
