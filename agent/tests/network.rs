@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 use volpool_testkit::TempDir;
+use volpool_testkit::agent::{check_of, message_of};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_volpool-agent");
 
@@ -81,17 +82,6 @@ fn check_network(root: &str, server: Option<&str>, args: &[&str]) -> (Value, i32
     (report, out.status.code().unwrap_or(-1), stderr)
 }
 
-fn check<'a>(report: &'a Value, name: &str) -> (&'a str, &'a str) {
-    let c = report["checks"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["name"] == name))
-        .unwrap_or_else(|| panic!("no check {name} in {report:#}"));
-    (
-        c["status"].as_str().unwrap_or_default(),
-        c["message"].as_str().unwrap_or_default(),
-    )
-}
-
 #[test]
 fn flannel_node_whose_service_answers_and_pod_cidr_fits_has_no_non_ok_check() {
     let (report, code, stderr) = check_network(
@@ -100,13 +90,12 @@ fn flannel_node_whose_service_answers_and_pod_cidr_fits_has_no_non_ok_check() {
         &["--service-ip", "10.0.0.1", "--pod-cidr", "10.244.1.0/24"],
     );
     assert_eq!(code, 0, "{report:#}\n{stderr}");
-    assert_eq!(check(&report, "kubernetes-service").0, "OK");
+    assert_eq!(check_of(&report, "kubernetes-service").0, "OK");
     // NB: the fixture root has no iptables-save to run: the rules cannot be told.
-    assert_eq!(check(&report, "kube-proxy-rules").0, "Unknown");
-    let (status, message) = check(&report, "cni-config");
-    assert_eq!(status, "OK");
+    assert_eq!(check_of(&report, "kube-proxy-rules").0, "Unknown");
+    let message = message_of(&report, "cni-config", "OK");
     assert_eq!(message, "/etc/cni/net.d/10-flannel.conflist (flannel)");
-    assert_eq!(check(&report, "pod-cidr").0, "OK");
+    assert_eq!(check_of(&report, "pod-cidr").0, "OK");
     assert_eq!(report["apiserverVia"], "service");
     assert_eq!(report["ready"], false, "a check is Unknown");
 }
@@ -119,8 +108,7 @@ fn service_that_does_not_answer_leads_to_the_kubelet_kubeconfigs_server() {
         &["--service-ip", "10.0.0.1", "--pod-cidr", "10.245.0.0/24"],
     );
     assert_eq!(code, 1, "{report:#}\n{stderr}");
-    let (status, message) = check(&report, "kubernetes-service");
-    assert_eq!(status, "NonOK");
+    let message = message_of(&report, "kubernetes-service", "NonOK");
     assert!(
         message.contains("10.0.0.1:443") && message.contains("kube-proxy"),
         "{message}"
@@ -130,8 +118,7 @@ fn service_that_does_not_answer_leads_to_the_kubelet_kubeconfigs_server() {
         report["kubeletKubeconfig"],
         "https://192.0.2.10:443 (from /var/lib/kubelet/kubeconfig) answers"
     );
-    let (status, message) = check(&report, "pod-cidr");
-    assert_eq!(status, "NonOK");
+    let message = message_of(&report, "pod-cidr", "NonOK");
     assert!(
         message.contains("10.245.0.0/24") && message.contains("10.244.1.0/24"),
         "{message}"
@@ -142,8 +129,7 @@ fn service_that_does_not_answer_leads_to_the_kubelet_kubeconfigs_server() {
 fn node_without_cni_config_is_non_ok_and_says_what_to_install() {
     let (report, code, _) = check_network("none", None, &["--service-ip", "10.0.0.1"]);
     assert_eq!(code, 1);
-    let (status, message) = check(&report, "cni-config");
-    assert_eq!(status, "NonOK");
+    let message = message_of(&report, "cni-config", "NonOK");
     assert!(message.contains("cni config uninitialized"), "{message}");
     assert!(
         report.get("apiserverVia").is_none(),
@@ -165,8 +151,7 @@ fn flannel_without_a_lease_on_a_node_without_pod_cidr_names_the_fix() {
         &["--service-ip", "10.0.0.1", "--pod-cidr", ""],
     );
     assert_eq!(code, 1);
-    let (status, message) = check(&report, "pod-cidr");
-    assert_eq!(status, "NonOK");
+    let message = message_of(&report, "pod-cidr", "NonOK");
     assert!(
         message.contains("pod cidr not assigned") && message.contains("--pod-network-cidr"),
         "{message}"

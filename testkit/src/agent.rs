@@ -1,5 +1,5 @@
 //! The agent's command line on a fake node, without a cluster: a pools file in, the scan's
-//! report out, parsed.
+//! report out, parsed; and the checks of its `check-*` reports.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -53,4 +53,24 @@ pub fn find<'a>(status: &'a NodeVolumesStatus, pool: &str, name: &str) -> &'a Vo
         .iter()
         .find(|v| v.pool == pool && v.path.ends_with(&format!("/{name}")))
         .unwrap_or_else(|| panic!("no entry {pool}/{name} in {status:#?}"))
+}
+
+/// Check `name` of a `check-nfs` or `check-network` JSON report: (status, message); panics,
+/// showing the report, when there is none.
+pub fn check_of<'a>(report: &'a serde_json::Value, name: &str) -> (&'a str, &'a str) {
+    let c = report["checks"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["name"] == name))
+        .unwrap_or_else(|| panic!("no check {name} in {report:#}"));
+    (
+        c["status"].as_str().unwrap_or_default(),
+        c["message"].as_str().unwrap_or_default(),
+    )
+}
+
+/// The message of check `name` of a `check-*` JSON report, whose status must be `status`.
+pub fn message_of<'a>(report: &'a serde_json::Value, name: &str, status: &str) -> &'a str {
+    let (actual, message) = check_of(report, name);
+    assert_eq!(actual, status, "check {name}: {message}");
+    message
 }

@@ -17,6 +17,7 @@ use volpool_api::{
 use volpool_e2e::agent::agent_binary;
 use volpool_e2e::nfs::{HostRoot, NfsServer, output_within};
 use volpool_e2e::{apply_crds, client, create_node, unique, wait_for};
+use volpool_testkit::agent::{check_of, message_of};
 use volpool_testkit::{TempDir, free_port, http_get};
 
 /// Generous: an install downloads and unpacks ~30 packages on a shared 2-core machine.
@@ -31,17 +32,6 @@ fn json(out: &Output) -> Value {
             String::from_utf8_lossy(&out.stderr)
         )
     })
-}
-
-fn check<'a>(report: &'a Value, name: &str) -> (&'a str, &'a str) {
-    let c = report["checks"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["name"] == name))
-        .unwrap_or_else(|| panic!("no {name} check in {report:#}"));
-    (
-        c["status"].as_str().unwrap_or_default(),
-        c["message"].as_str().unwrap_or_default(),
-    )
 }
 
 fn server<'a>(report: &'a Value, pool: &str) -> &'a Value {
@@ -108,11 +98,9 @@ fn a_bare_debian_host_is_reported_then_gets_nfs_common_installed() {
     );
     assert_eq!(before.status.code(), Some(1), "not ready exits 1");
     let report = json(&before);
-    let (status, message) = check(&report, "mount-helper");
-    assert_eq!(status, "NonOK");
+    let message = message_of(&report, "mount-helper", "NonOK");
     assert!(message.contains("no mount.nfs"), "{message}");
-    let (status, message) = check(&report, "package");
-    assert_eq!(status, "NonOK");
+    let message = message_of(&report, "package", "NonOK");
     assert!(message.contains("nfs-common is not installed"), "{message}");
     assert_eq!(report["ready"], false);
 
@@ -144,13 +132,12 @@ fn a_bare_debian_host_is_reported_then_gets_nfs_common_installed() {
             .is_some_and(|o| o.contains("Setting up nfs-common")),
         "apt's output is kept: {report:#}"
     );
-    assert_eq!(check(&report, "mount-helper").0, "OK", "{report:#}");
-    let (status, message) = check(&report, "package");
-    assert_eq!(status, "OK");
+    assert_eq!(check_of(&report, "mount-helper").0, "OK", "{report:#}");
+    let message = message_of(&report, "package", "OK");
     assert!(message.contains("nfs-common") && message.contains("is installed"));
     assert!(root.join("sbin/mount.nfs").exists());
     // The kernel of this machine still has no NFS: installing software does not make it ready.
-    assert_eq!(check(&report, "kernel").0, "NonOK");
+    assert_eq!(check_of(&report, "kernel").0, "NonOK");
     assert_eq!(report["ready"], false);
 
     // A second run has nothing to install.
@@ -276,8 +263,7 @@ fn nfsv3_with_locking_needs_statd_registered_with_the_hosts_portmapper() {
             .args(["check-nfs", "-o", "json", "--pools-file"])
             .arg(&bed.pools),
     ));
-    let (status, message) = check(&report, "rpc-statd");
-    assert_eq!(status, "NonOK", "{report:#}");
+    let message = message_of(&report, "rpc-statd", "NonOK");
     assert!(
         message.contains("rpc.statd is not registered with rpcbind on 127.0.0.1:111"),
         "{message}"
