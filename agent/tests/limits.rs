@@ -7,7 +7,7 @@
 //! container and give its limits and locked bytes exactly.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
@@ -51,30 +51,11 @@ impl Cgroups {
     /// Start `script` (sh) on `node` inside `cgroup`; returns its host pid once it has exec'd
     /// a program whose command line holds `marker`.
     fn start(&mut self, node: &FakeNode, cgroup: &Path, script: &str, marker: &str) -> u32 {
-        let procs = cgroup.join("cgroup.procs");
-        let child = node
-            .command("sh")
-            .args([
-                "-c",
-                &format!("echo $$ > {} && exec {script}", procs.display()),
-            ])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("nsenter runs");
+        let (child, pid) = node
+            .spawn_in_cgroup(cgroup, script, marker)
+            .expect("the process starts");
         self.children.push(child);
-        wait_for_blocking(
-            &format!("a process running {marker:?} in {}", cgroup.display()),
-            Duration::from_secs(20),
-            || {
-                let pids = std::fs::read_to_string(&procs).ok()?;
-                let pid: u32 = pids.split_whitespace().next()?.parse().ok()?;
-                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-                String::from_utf8_lossy(&cmdline)
-                    .contains(marker)
-                    .then_some(pid)
-            },
-        )
-        .expect("the process starts")
+        pid
     }
 }
 

@@ -84,6 +84,40 @@ impl FakeNode {
         crate::run(self.command("sh").args(["-euc", script]))
     }
 
+    /// Start `script` (sh) on the node inside the cgroup directory `cgroup`, as a container
+    /// runtime would place a container's process; once that process has exec'd a program whose
+    /// command line holds `marker`: the child (the `nsenter`) and the process's host pid.
+    pub fn spawn_in_cgroup(
+        &self,
+        cgroup: &Path,
+        script: &str,
+        marker: &str,
+    ) -> anyhow::Result<(Child, u32)> {
+        let procs = cgroup.join("cgroup.procs");
+        let child = self
+            .command("sh")
+            .args([
+                "-c",
+                &format!("echo $$ > {} && exec {script}", procs.display()),
+            ])
+            .stdin(Stdio::null())
+            .spawn()
+            .context("failed to run nsenter")?;
+        let pid = crate::wait_for_blocking(
+            &format!("a process running {marker:?} in {}", cgroup.display()),
+            Duration::from_secs(20),
+            || {
+                let pids = std::fs::read_to_string(&procs).ok()?;
+                let pid: u32 = pids.split_whitespace().next()?.parse().ok()?;
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+                String::from_utf8_lossy(&cmdline)
+                    .contains(marker)
+                    .then_some(pid)
+            },
+        )?;
+        Ok((child, pid))
+    }
+
     /// Make a disk of `mib` MiB with `fs` over `image` and mount it at `at` (created if
     /// missing) on this node only. Keep the device while the test needs the disk.
     pub fn mount_disk(

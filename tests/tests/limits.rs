@@ -10,7 +10,7 @@
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -46,36 +46,7 @@ impl Container {
         ));
         std::fs::create_dir_all(&cgroup)
             .with_context(|| format!("cannot create cgroup {}", cgroup.display()))?;
-        let procs = cgroup.join("cgroup.procs");
-        let child = node
-            .command("sh")
-            .args([
-                "-c",
-                &format!("echo $$ > {} && exec {command}", procs.display()),
-            ])
-            .stdin(Stdio::null())
-            .spawn()?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let pid = loop {
-            let text = std::fs::read_to_string(&procs).unwrap_or_default();
-            let pid = text
-                .split_whitespace()
-                .next()
-                .and_then(|p| p.parse::<u32>().ok());
-            let exec_done = pid.is_some_and(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("python3"))
-            });
-            if let (Some(pid), true) = (pid, exec_done) {
-                break pid;
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "{command} did not start in {}",
-                cgroup.display()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let (child, pid) = node.spawn_in_cgroup(&cgroup, command, "python3")?;
         Ok(Container { cgroup, child, pid })
     }
 
