@@ -193,30 +193,39 @@ async fn pods_on_the_node_name_the_containers_in_metrics_and_get_an_event_when_a
         Ok(named.then_some(text))
     })
     .await?;
-    let memlock_soft = [es_labels.as_str(), "resource=\"memlock\",kind=\"soft\""];
-    assert_eq!(
-        sample(&metrics, "volpool_container_limit", &memlock_soft),
-        Some(65536.0),
-        "{metrics}"
-    );
-    let memlock_met = [es_labels.as_str(), "requirement=\"memlock\""];
-    assert_eq!(
-        sample(&metrics, "volpool_workload_requirement_met", &memlock_met),
-        Some(0.0),
-        "{metrics}"
-    );
-    let nproc_met = [es_labels.as_str(), "requirement=\"nproc\""];
-    assert_eq!(
-        sample(&metrics, "volpool_workload_requirement_met", &nproc_met),
-        Some(1.0),
-        "{metrics}"
-    );
-    let nofile_met = [app_labels.as_str(), "requirement=\"nofile\""];
-    assert_eq!(
-        sample(&metrics, "volpool_workload_requirement_met", &nofile_met),
-        Some(0.0),
-        "the annotation asks for 65535: {metrics}"
-    );
+    let (es_series, app_series) = (es_labels.as_str(), app_labels.as_str());
+    for (name, labels, want, why) in [
+        (
+            "volpool_container_limit",
+            [es_series, "resource=\"memlock\",kind=\"soft\""],
+            65536.0,
+            "",
+        ),
+        (
+            "volpool_workload_requirement_met",
+            [es_series, "requirement=\"memlock\""],
+            0.0,
+            "",
+        ),
+        (
+            "volpool_workload_requirement_met",
+            [es_series, "requirement=\"nproc\""],
+            1.0,
+            "",
+        ),
+        (
+            "volpool_workload_requirement_met",
+            [app_series, "requirement=\"nofile\""],
+            0.0,
+            "the annotation asks for 65535: ",
+        ),
+    ] {
+        assert_eq!(
+            sample(&metrics, name, &labels),
+            Some(want),
+            "{name}{labels:?}: {why}{metrics}"
+        );
+    }
     assert_eq!(
         sample(
             &metrics,
