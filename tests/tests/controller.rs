@@ -38,6 +38,14 @@ async fn setup_pool(
     Ok((client, test, controller))
 }
 
+/// [`setup_pool`] with Immediate binding and no extra fields, and one Node, `<test>-n`.
+async fn setup_pool_and_node(prefix: &str) -> anyhow::Result<(Client, String, Controller, String)> {
+    let (client, test, controller) = setup_pool(prefix, false, json!({})).await?;
+    let node = format!("{test}-n");
+    create_node(&client, &node).await?;
+    Ok((client, test, controller, node))
+}
+
 #[tokio::test]
 async fn disks_of_three_nodes_become_pvs_and_the_idle_pass_writes_nothing() -> anyhow::Result<()> {
     let (client, test, controller) =
@@ -157,10 +165,8 @@ async fn disks_of_three_nodes_become_pvs_and_the_idle_pass_writes_nothing() -> a
 
 #[tokio::test]
 async fn capacity_drift_missing_and_replaced_volumes() -> anyhow::Result<()> {
-    let (client, test, _controller) = setup_pool("ctl-drift", false, json!({})).await?;
+    let (client, test, _controller, node) = setup_pool_and_node("ctl-drift").await?;
     let (pool, ns) = (test.clone(), test.clone());
-    let node = format!("{test}-n");
-    create_node(&client, &node).await?;
     let vols = |a: u64| {
         vec![
             volume(&pool, "vol1", "uuid:1", a * GIB),
@@ -251,10 +257,8 @@ async fn capacity_drift_missing_and_replaced_volumes() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn a_released_volume_is_scrubbed_by_request_then_offered_again() -> anyhow::Result<()> {
-    let (client, test, _controller) = setup_pool("ctl-release", false, json!({})).await?;
+    let (client, test, _controller, node) = setup_pool_and_node("ctl-release").await?;
     let (pool, ns) = (test.clone(), test.clone());
-    let node = format!("{test}-n");
-    create_node(&client, &node).await?;
     let vols = || vec![volume(&pool, "vol1", "uuid:r1", 3 * GIB)];
     publish_report(&client, &node, vols(), vec![]).await?;
     let pv = local_pv_name(&pool, &node, "vol1", "uuid:r1");
