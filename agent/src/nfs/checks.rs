@@ -13,6 +13,7 @@ use std::path::Path;
 
 use volpool_api::{Check, CheckStatus};
 
+use super::rpmdb;
 use crate::host::{FileKind, Host};
 
 /// Name of the mount helper check.
@@ -169,28 +170,50 @@ fn pacman(host: &dyn Host) -> Option<Check> {
     })
 }
 
-/// Largest rpm database read (bytes); bigger ones are not searched.
+/// Largest rpm database read (bytes); bigger ones are reported as Unknown.
 const RPMDB_MAX: usize = 256 << 20;
 
+/// The rpm database files, newest format first (SQLite, ndb, Berkeley DB).
+const RPMDBS: [&str; 5] = [
+    "/usr/lib/sysimage/rpm/rpmdb.sqlite",
+    "/var/lib/rpm/rpmdb.sqlite",
+    "/usr/lib/sysimage/rpm/Packages.db",
+    "/var/lib/rpm/Packages.db",
+    "/var/lib/rpm/Packages",
+];
+
+/// Package names that provide `mount.nfs` on rpm systems.
+const RPM_CLIENTS: [&str; 2] = ["nfs-utils", "nfs-client"];
+
 fn rpm(host: &dyn Host) -> Option<Check> {
-    let dbs = [
-        "/usr/lib/sysimage/rpm/rpmdb.sqlite",
-        "/var/lib/rpm/rpmdb.sqlite",
-        "/usr/lib/sysimage/rpm/Packages.db",
-        "/var/lib/rpm/Packages.db",
-        "/var/lib/rpm/Packages",
-    ];
-    let (path, bytes) = dbs.iter().find_map(|p| {
-        let bytes = host.read_at(Path::new(p), 0, RPMDB_MAX).ok()?;
+    let (path, bytes) = RPMDBS.iter().find_map(|p| {
+        let bytes = host.read_at(Path::new(p), 0, RPMDB_MAX + 1).ok()?;
         Some((*p, bytes))
     })?;
-    // NB: the database is binary (SQLite or Berkeley DB); a package's header holds its name
-    // followed by a NUL, which is enough to tell without an rpm library or a shell.
-    let has = |name: &str| {
-        let needle = [name.as_bytes(), b"\0"].concat();
-        bytes.windows(needle.len()).any(|w| w == needle)
+    if bytes.len() > RPMDB_MAX {
+        return Some(check(
+            PACKAGE,
+            CheckStatus::Unknown,
+            format!("the rpm database {path} is larger than {RPMDB_MAX} bytes: not read"),
+        ));
+    }
+    // NB: the write-ahead log holds transactions not yet copied into the database.
+    let wal = host
+        .read_at(Path::new(&format!("{path}-wal")), 0, RPMDB_MAX)
+        .unwrap_or_default();
+    let names = match rpmdb::package_names(&bytes, &wal) {
+        Ok(names) => names,
+        Err(e) => {
+            return Some(check(
+                PACKAGE,
+                CheckStatus::Unknown,
+                format!("cannot read the rpm database {path}: {e}"),
+            ));
+        }
     };
-    let found = ["nfs-utils", "nfs-client"].into_iter().find(|n| has(n));
+    let found = RPM_CLIENTS
+        .into_iter()
+        .find(|client| names.iter().any(|n| n == client));
     Some(match found {
         Some(name) => check(
             PACKAGE,
@@ -201,7 +224,8 @@ fn rpm(host: &dyn Host) -> Option<Check> {
             PACKAGE,
             CheckStatus::NonOK,
             format!(
-                "neither nfs-utils nor nfs-client is in the rpm database {path}: install nfs-utils (dnf, yum) or nfs-client (zypper)"
+                "neither nfs-utils nor nfs-client is in the rpm database {path} ({} packages): install nfs-utils (dnf, yum) or nfs-client (zypper)",
+                names.len()
             ),
         ),
     })

@@ -19,6 +19,8 @@ pub mod kernel;
 pub mod osrelease;
 pub mod pool;
 pub mod rpc;
+pub mod rpmdb;
+pub mod sqlite;
 
 #[cfg(test)]
 mod tests;
