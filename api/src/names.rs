@@ -52,7 +52,8 @@ pub const MAX_NAME_LEN: usize = 253;
 const HASH_LEN: usize = 8;
 
 /// Name of the PV for a local volume. Deterministic, a valid DNS-1123 subdomain, at most 253
-/// characters, and different whenever pool, node or volume ID differ (up to the 32-bit hash).
+/// characters, and different whenever pool, node or volume ID differ (up to the 32-bit hash;
+/// pool and node are Kubernetes names, which hold no NUL).
 pub fn local_pv_name(pool: &str, node: &str, entry: &str, volume_id: &str) -> String {
     let mut hasher = Sha256::new();
     for part in [pool, node, volume_id] {
@@ -124,11 +125,14 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashSet;
 
-    fn is_dns1123_subdomain(name: &str) -> bool {
+    pub(super) fn is_dns1123_subdomain(name: &str) -> bool {
         name.len() <= MAX_NAME_LEN
             && name.split('.').all(|label| {
                 !label.is_empty()

@@ -30,30 +30,62 @@ const SUFFIXES: &[(&str, u128)] = &[
     ("E", 1_000_000_000_000_000_000),
 ];
 
-/// Parse a Kubernetes quantity into bytes. Fractions are allowed when they give whole bytes
-/// (`1.5Gi`); negative values, exponents and milli-units are refused.
+/// Largest power of ten a `u128` holds.
+const MAX_POW10: u32 = 38;
+
+/// Parse a Kubernetes quantity into bytes: binary (`10Gi`) and decimal (`1G`) suffixes and
+/// decimal exponents (`1e9`, the apiserver's form of a quantity written with one). Fractions
+/// are allowed when they give whole bytes (`1.5Gi`); negative values and anything that is not
+/// a whole number of bytes (`100m`, `1.5`) are refused.
 pub fn parse_bytes(text: &str) -> Result<u64, UnitError> {
     let bad = || UnitError::Quantity(text.to_string());
     let s = text.trim();
-    let (number, multiplier) = SUFFIXES
+    let s = s.strip_prefix('+').unwrap_or(s);
+    let (number, multiplier, exponent) = match SUFFIXES
         .iter()
         .find_map(|(suffix, m)| s.strip_suffix(suffix).map(|n| (n, *m)))
-        .unwrap_or((s, 1));
+    {
+        Some((n, m)) => (n, m, 0),
+        None => match s.split_once(['e', 'E']) {
+            Some((n, e)) => (n, 1, exponent_of(e).ok_or_else(bad)?),
+            None => (s, 1, 0),
+        },
+    };
     let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
     if whole.is_empty() && frac.is_empty()
         || !whole.bytes().all(|b| b.is_ascii_digit())
         || !frac.bytes().all(|b| b.is_ascii_digit())
-        || frac.len() > 18
     {
         return Err(bad());
     }
-    let scale = 10u128.pow(frac.len() as u32);
+    let down = u32::try_from(frac.len())
+        .ok()
+        .and_then(|f| f.checked_add(u32::try_from(-exponent.min(0)).ok()?))
+        .filter(|d| *d <= MAX_POW10)
+        .ok_or_else(bad)?;
+    let up = u32::try_from(exponent.max(0))
+        .ok()
+        .filter(|u| *u <= MAX_POW10)
+        .ok_or_else(bad)?;
     let digits: u128 = format!("{whole}{frac}").parse().map_err(|_| bad())?;
-    let scaled = digits.checked_mul(multiplier).ok_or_else(bad)?;
+    let scaled = digits
+        .checked_mul(multiplier)
+        .and_then(|d| d.checked_mul(10u128.pow(up)))
+        .ok_or_else(bad)?;
+    let scale = 10u128.pow(down);
     if scaled % scale != 0 {
         return Err(bad());
     }
     u64::try_from(scaled / scale).map_err(|_| bad())
+}
+
+/// The signed decimal exponent after `e` (`9`, `+3`, `-3`); `None` if it is not one.
+fn exponent_of(text: &str) -> Option<i32> {
+    let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
 }
 
 /// Parse a Go-style duration (`0s`, `1.5h`, `2h45m`, `300ms`).
@@ -109,6 +141,9 @@ pub fn human_bytes(bytes: u64) -> String {
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -120,8 +155,12 @@ mod tests {
         assert_eq!(parse_bytes("500M"), Ok(500_000_000));
         assert_eq!(parse_bytes("4096"), Ok(4096));
         assert_eq!(parse_bytes("2k"), Ok(2000));
+        // The apiserver keeps a quantity written with an exponent in that form.
+        assert_eq!(parse_bytes("1e9"), Ok(1_000_000_000));
+        assert_eq!(parse_bytes("15E8"), Ok(1_500_000_000));
+        assert_eq!(parse_bytes("+1000e-3"), Ok(1));
         for bad in [
-            "", "Gi", "-1Gi", "1.5", "1e3", "100m", "1 Gi", "1GiB", "20Ei",
+            "", "Gi", "-1Gi", "1.5", "1e-3", "1e", "1e3Gi", "100m", "1 Gi", "1GiB", "20Ei",
         ] {
             assert!(parse_bytes(bad).is_err(), "{bad:?} must be refused");
         }
