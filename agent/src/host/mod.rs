@@ -101,11 +101,17 @@ pub trait Host: Send + Sync {
         ))
     }
 
+    /// The bytes of the host mount table (a mount point need not be UTF-8).
+    fn read_mount_table(&self) -> io::Result<Vec<u8>> {
+        self.read_to_string(&self.mount_table_path())
+            .map(String::into_bytes)
+    }
+
     /// Read and parse the host mount table.
     fn mount_table(&self) -> Result<MountTable> {
         let path = self.mount_table_path();
         let text = self
-            .read_to_string(&path)
+            .read_mount_table()
             .map_err(|source| Error::ReadMountInfo {
                 path: path.clone(),
                 source,

@@ -6,9 +6,12 @@
 //! ```
 //!
 //! Paths are escaped by the kernel (`\040` for a space, `\011`, `\012`, `\134`); they are
-//! decoded here, so a mount point compares equal to the path `readdir` gives.
+//! decoded here, so a mount point compares equal to the path `readdir` gives. Other bytes are
+//! written raw, so a path need not be UTF-8: the mount point is kept as bytes.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 /// One line of the mount table.
@@ -54,11 +57,16 @@ impl MountTable {
     }
 }
 
-/// Parse a whole mountinfo file. On a malformed line, returns its 1-based number and why.
-pub fn parse(text: &str) -> Result<MountTable, (usize, String)> {
+/// Longest part of a malformed line quoted in its error.
+const QUOTE_MAX: usize = 160;
+
+/// Parse a whole mountinfo file, as bytes: paths are bytes to the kernel, and one mount point
+/// that is not UTF-8 must not hide the others. On a malformed line, returns its 1-based number
+/// and why, quoting it.
+pub fn parse(text: impl AsRef<[u8]>) -> Result<MountTable, (usize, String)> {
     let mut table = MountTable::default();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
+    for (i, line) in text.as_ref().split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
         let mount = parse_line(line).map_err(|reason| (i + 1, reason))?;
@@ -67,35 +75,46 @@ pub fn parse(text: &str) -> Result<MountTable, (usize, String)> {
     Ok(table)
 }
 
-fn parse_line(line: &str) -> Result<Mount, String> {
-    let fields: Vec<&str> = line.split(' ').collect();
-    let dash = fields
-        .iter()
-        .position(|f| *f == "-")
-        .ok_or("no ' - ' separator before the filesystem type")?;
+fn parse_line(line: &[u8]) -> Result<Mount, String> {
+    let quoted = || {
+        let text = String::from_utf8_lossy(line);
+        match text.char_indices().nth(QUOTE_MAX) {
+            Some((cut, _)) => format!("{:?}…", &text[..cut]),
+            None => format!("{text:?}"),
+        }
+    };
+    let fields: Vec<&[u8]> = line.split(|b| *b == b' ').collect();
+    let dash = fields.iter().position(|f| *f == b"-").ok_or_else(|| {
+        format!(
+            "no ' - ' separator before the filesystem type in {}",
+            quoted()
+        )
+    })?;
     if dash < 6 || fields.len() < dash + 3 {
         return Err(format!(
-            "expected at least 10 fields, found {}",
-            fields.len()
+            "expected at least 10 fields, found {} in {}",
+            fields.len(),
+            quoted()
         ));
     }
-    let (major, minor) = fields[2]
+    let device = String::from_utf8_lossy(fields[2]);
+    let (major, minor) = device
         .split_once(':')
         .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
-        .ok_or_else(|| format!("device {:?} is not major:minor", fields[2]))?;
+        .ok_or_else(|| format!("device {device:?} is not major:minor in {}", quoted()))?;
+    let text = |field: &[u8]| String::from_utf8_lossy(&unescape(field)).into_owned();
     Ok(Mount {
         major,
         minor,
-        root: unescape(fields[3]),
-        mount_point: PathBuf::from(unescape(fields[4])),
-        fs_type: unescape(fields[dash + 1]),
-        source: unescape(fields[dash + 2]),
+        root: text(fields[3]),
+        mount_point: PathBuf::from(OsString::from_vec(unescape(fields[4]))),
+        fs_type: text(fields[dash + 1]),
+        source: text(fields[dash + 2]),
     })
 }
 
 /// Decode the kernel's octal escapes (`\040` → space). Anything else is kept as it is.
-pub fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
+fn unescape(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -113,8 +132,11 @@ pub fn unescape(field: &str) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
+
+#[cfg(test)]
+mod props;
 
 #[cfg(test)]
 mod tests {
@@ -168,9 +190,29 @@ mod tests {
     }
 
     #[test]
+    fn a_mount_point_that_is_not_utf8_does_not_hide_the_table() {
+        use crate::host::{Host, RealHost};
+        // NB: the kernel writes path bytes raw but for space, tab, newline and backslash; read
+        // as a string, one Latin-1 mount point made the whole table unreadable.
+        let root = volpool_testkit::TempDir::new("volpool-mountinfo").expect("temp dir");
+        std::fs::create_dir_all(root.0.join("proc/1")).expect("mkdir");
+        std::fs::write(
+            root.0.join("proc/1/mountinfo"),
+            b"1 0 0:30 / /mnt/disks/caf\xe9 rw - tmpfs t rw\n2 0 7:0 / /mnt/disks/vol1 rw - ext4 /dev/loop0 rw\n",
+        )
+        .expect("write");
+        let table = RealHost::new(&root.0)
+            .mount_table()
+            .expect("the table is read");
+        let point = OsString::from_vec(b"/mnt/disks/caf\xe9".to_vec());
+        assert_eq!(table.at(Path::new(&point)).map(|m| m.minor), Some(30));
+        assert!(table.at(Path::new("/mnt/disks/vol1")).is_some());
+    }
+
+    #[test]
     fn unescape_keeps_what_is_not_an_escape() {
-        assert_eq!(unescape(r"a\040b\134c"), r"a b\c");
-        assert_eq!(unescape(r"trailing\04"), r"trailing\04");
-        assert_eq!(unescape(r"\999"), r"\999");
+        assert_eq!(unescape(br"a\040b\134c"), br"a b\c");
+        assert_eq!(unescape(br"trailing\04"), br"trailing\04");
+        assert_eq!(unescape(br"\999"), br"\999");
     }
 }

@@ -65,6 +65,10 @@ impl Host for RealHost {
         std::fs::read_to_string(self.local(path))
     }
 
+    fn read_mount_table(&self) -> io::Result<Vec<u8>> {
+        std::fs::read(&self.mount_table)
+    }
+
     fn read_at(&self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         let mut file = File::open(self.local(path))?;
         file.seek(SeekFrom::Start(offset))?;

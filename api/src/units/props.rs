@@ -16,11 +16,14 @@ fn canonical_forms(n: u64) -> Vec<String> {
     if let Some((i, _)) = (1..=6u32)
         .rev()
         .map(|i| (i, 1u64 << (10 * i)))
-        .find(|(_, m)| n % m == 0)
+        .find(|(_, m)| n.is_multiple_of(*m))
     {
         forms.push(format!("{}{}", n >> (10 * i), BINARY[i as usize - 1]));
     }
-    if let Some(i) = (1..=6u32).rev().find(|i| n % 10u64.pow(3 * i) == 0) {
+    if let Some(i) = (1..=6u32)
+        .rev()
+        .find(|i| n.is_multiple_of(10u64.pow(3 * i)))
+    {
         forms.push(format!(
             "{}{}",
             n / 10u64.pow(3 * i),
@@ -28,7 +31,7 @@ fn canonical_forms(n: u64) -> Vec<String> {
         ));
     }
     let zeros = (0..20u32)
-        .take_while(|k| n % 10u64.pow(*k) == 0)
+        .take_while(|k| n.is_multiple_of(10u64.pow(*k)))
         .last()
         .unwrap_or(0);
     forms.push(format!("{}e{zeros}", n / 10u64.pow(zeros)));
@@ -102,7 +105,7 @@ proptest! {
         let text = format!("{h}h{m}m{s}s{ms}ms");
         let want = Duration::from_secs(h * 3600 + m * 60 + s) + Duration::from_millis(ms);
         let got = parse_duration(&text).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let diff = if got > want { got - want } else { want - got };
+        let diff = got.abs_diff(want);
         prop_assert!(diff < Duration::from_micros(1), "{} read as {:?}", text, got);
     }
 }
