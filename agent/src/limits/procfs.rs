@@ -116,12 +116,13 @@ fn container_id(segment: &str) -> Option<String> {
     valid.then(|| id.to_ascii_lowercase())
 }
 
-/// A `<key>: <n> kB` field of `/proc/meminfo` or `/proc/<pid>/status`, in bytes.
+/// A `<key>: <n> kB` field of `/proc/meminfo` or `/proc/<pid>/status`, in bytes (`None` when
+/// absent, not a number, or more bytes than a `u64` holds).
 pub fn kb_field(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|line| {
         let rest = line.strip_prefix(key)?.strip_prefix(':')?;
         let kb: u64 = rest.split_whitespace().next()?.parse().ok()?;
-        Some(kb * 1024)
+        kb.checked_mul(1024)
     })
 }
 
@@ -133,6 +134,9 @@ pub fn nul_separated(bytes: &[u8]) -> Vec<String> {
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect()
 }
+
+#[cfg(test)]
+mod props;
 
 #[cfg(test)]
 mod tests {
@@ -269,5 +273,11 @@ mod tests {
         assert_eq!(kb_field(&meminfo, "Unevictable"), Some(20_480 * 1024));
         assert_eq!(kb_field(&meminfo, "SwapTotal"), Some(0));
         assert_eq!(kb_field(&meminfo, "Nope"), None);
+        // NB: was `kb * 1024`, a panic (debug) or a wrapped small number (release).
+        assert_eq!(kb_field("VmLck:\t18014398509481984 kB\n", "VmLck"), None);
+        assert_eq!(
+            kb_field("VmLck:\t18014398509481983 kB\n", "VmLck"),
+            Some(18_014_398_509_481_983 * 1024)
+        );
     }
 }

@@ -49,8 +49,12 @@ pub fn parse(text: &str) -> OsRelease {
 }
 
 fn unquote(value: &str) -> String {
-    let inner = match value.as_bytes().first() {
-        Some(b'"' | b'\'') if value.len() >= 2 => &value[1..value.len() - 1],
+    // NB: a value that opens a quote it does not close keeps all it has after the quote.
+    let inner = match value.chars().next() {
+        Some(q @ ('"' | '\'')) => {
+            let rest = &value[1..];
+            rest.strip_suffix(q).unwrap_or(rest)
+        }
         _ => value,
     };
     let mut out = String::with_capacity(inner.len());
@@ -197,3 +201,6 @@ fn family_of(id: &str) -> Option<Family> {
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod props;

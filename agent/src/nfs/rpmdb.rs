@@ -126,3 +126,6 @@ fn truncated_header_name(bytes: &[u8]) -> Option<String> {
         .find(|(tag, ..)| *tag == TAG_NAME)?;
     name_at(data, kind, offset).ok()
 }
+
+#[cfg(test)]
+mod props;

@@ -158,6 +158,13 @@ fn dpkg_and_ini_parsers() {
     assert_eq!(ini_value(conf, "Missing", "Domain"), None);
 }
 
+#[test]
+fn a_quote_before_a_multibyte_character_is_not_a_panic() {
+    // NB: unquote cut the last byte of a quoted value, inside "é".
+    assert_eq!(parse("PRETTY_NAME=\"é\n").pretty_name, "é");
+    assert_eq!(parse("ID='ubuntu\n").id, "ubuntu");
+}
+
 fn os(name: &str) -> osrelease::OsRelease {
     let text = std::fs::read_to_string(testdata(&format!("os-release/{name}"))).expect("fixture");
     parse(&text)
