@@ -139,7 +139,7 @@ fn apk(host: &dyn Host) -> Option<Check> {
     let text = host
         .read_to_string(Path::new("/lib/apk/db/installed"))
         .ok()?;
-    Some(if text.lines().any(|l| l == "P:nfs-utils") {
+    Some(if apk_has(&text, "nfs-utils") {
         check(PACKAGE, CheckStatus::OK, "nfs-utils is installed (apk)")
     } else {
         check(
@@ -150,12 +150,24 @@ fn apk(host: &dyn Host) -> Option<Check> {
     })
 }
 
+/// Whether the apk database (`lib/apk/db/installed`) has a `P:<package>` line.
+pub fn apk_has(text: &str, package: &str) -> bool {
+    text.lines().any(|l| l.strip_prefix("P:") == Some(package))
+}
+
+/// The pacman database entry (`<name>-<pkgver>-<pkgrel>`) of `package`, among `entries`. A
+/// name may hold dashes, a version and a release never do: the name is all before the last two.
+pub fn pacman_entry<'a>(entries: &'a [String], package: &str) -> Option<&'a String> {
+    entries.iter().find(|entry| {
+        let mut parts = entry.rsplitn(3, '-');
+        let (_rel, _ver) = (parts.next(), parts.next());
+        parts.next() == Some(package)
+    })
+}
+
 fn pacman(host: &dyn Host) -> Option<Check> {
     let names = host.list_dir(Path::new("/var/lib/pacman/local")).ok()?;
-    let found = names.iter().find(|n| {
-        n.strip_prefix("nfs-utils-")
-            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
-    });
+    let found = pacman_entry(&names, "nfs-utils");
     Some(match found {
         Some(name) => check(
             PACKAGE,
@@ -323,3 +335,6 @@ pub fn idmap_domain(host: &dyn Host) -> Check {
         Err(e) => check(IDMAP_DOMAIN, CheckStatus::Unknown, format!("{path}: {e}")),
     }
 }
+
+#[cfg(test)]
+mod props;

@@ -159,6 +159,21 @@ fn dpkg_and_ini_parsers() {
 }
 
 #[test]
+fn a_pacman_package_whose_name_starts_with_nfs_utils_and_a_digit_is_another_package() {
+    // NB: the name was taken as all before "nfs-utils-<digit>", so nfs-utils-2fa counted.
+    let entries = [
+        "nfs-utils-2fa-1.0-1".to_string(),
+        "bash-5.2.026-2".to_string(),
+    ];
+    assert_eq!(checks::pacman_entry(&entries, "nfs-utils"), None);
+    let entries = ["nfs-utils-2.6.4-1".to_string()];
+    assert_eq!(
+        checks::pacman_entry(&entries, "nfs-utils").map(String::as_str),
+        Some("nfs-utils-2.6.4-1")
+    );
+}
+
+#[test]
 fn a_quote_before_a_multibyte_character_is_not_a_panic() {
     // NB: unquote cut the last byte of a quoted value, inside "é".
     assert_eq!(parse("PRETTY_NAME=\"é\n").pretty_name, "é");
