@@ -189,6 +189,9 @@ fn fix(
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::super::RuntimeFacts;
     use super::super::procfs::Limit;

@@ -63,6 +63,9 @@ fn bits(addr: IpAddr) -> (u128, u8) {
 }
 
 #[cfg(test)]
+mod props;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

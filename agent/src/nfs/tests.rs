@@ -174,6 +174,14 @@ fn a_pacman_package_whose_name_starts_with_nfs_utils_and_a_digit_is_another_pack
 }
 
 #[test]
+fn a_real_rpm_database_lists_its_packages_by_name() {
+    let db = std::fs::read(testdata("hosts/rocky-bare/var/lib/rpm/rpmdb.sqlite")).expect("fixture");
+    let mut names = super::rpmdb::package_names(&db, &[]).expect("fixture reads");
+    names.sort();
+    assert_eq!(names, ["bash", "libnfsidmap", "nfs-utils-coreos"]);
+}
+
+#[test]
 fn a_quote_before_a_multibyte_character_is_not_a_panic() {
     // NB: unquote cut the last byte of a quoted value, inside "é".
     assert_eq!(parse("PRETTY_NAME=\"é\n").pretty_name, "é");

@@ -69,3 +69,6 @@ pub fn check_name(name: &str) -> ExportResult<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod props;
