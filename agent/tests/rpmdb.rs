@@ -21,7 +21,7 @@ fn tool(name: &str) -> &str {
         .is_ok_and(|o| o.status.success());
     assert!(
         found,
-        "{name} is not installed: tests/setup-agent-deps installs it (Debian package rpm)"
+        "{name} is not installed: tests/setup-agent-deps installs it (Debian packages rpm, python3)"
     );
     name
 }
@@ -140,6 +140,43 @@ fn only_a_package_named_nfs_utils_counts_in_an_sqlite_rpm_database() {
     host.erase("nfs-utils");
     let (status, message) = host.package_check();
     assert_eq!(status, "NonOK", "{message}");
+}
+
+/// Copy the header of `name` from `from`'s database into `to`'s, and leave the change only in
+/// `to`'s write-ahead log: the writer exits without the checkpoint a close would make, as when
+/// rpm or dnf is killed, or still has the database open.
+fn insert_into_wal_only(from: &RpmHost, to: &RpmHost, name: &str) {
+    let db = |h: &RpmHost| h.root().join("var/lib/rpm/rpmdb.sqlite");
+    let script = "import os, sqlite3, sys\n\
+c = sqlite3.connect(sys.argv[1])\n\
+c.execute('PRAGMA journal_mode=WAL')\n\
+c.execute('ATTACH ? AS other', (sys.argv[2],))\n\
+n = c.execute('INSERT INTO Packages(blob) SELECT p.blob FROM other.Packages p JOIN other.Name n ON n.hnum = p.hnum WHERE n.key = ?', (sys.argv[3],)).rowcount\n\
+assert n == 1, n\n\
+c.commit()\n\
+os._exit(0)\n";
+    let python = tool("python3");
+    run(Command::new(python)
+        .args(["-c", script])
+        .arg(db(to))
+        .arg(db(from))
+        .arg(name))
+    .expect("insert into the WAL");
+    let wal = std::fs::metadata(db(to).with_extension("sqlite-wal")).expect("a WAL is left");
+    assert!(wal.len() > 0, "the WAL holds the insert");
+}
+
+#[test]
+fn a_package_only_in_the_write_ahead_log_is_installed() {
+    let installed = RpmHost::new();
+    installed.install(&[&installed.build("nfs-utils", &[], 0)]);
+    let host = RpmHost::new();
+    host.install(&[&host.build("libnfs-utils", &[], 0)]);
+    assert_eq!(host.package_check().0, "NonOK");
+
+    insert_into_wal_only(&installed, &host, "nfs-utils");
+    let (status, message) = host.package_check();
+    assert_eq!(status, "OK", "{message}");
 }
 
 #[test]
