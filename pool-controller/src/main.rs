@@ -11,6 +11,7 @@ mod http;
 mod lease;
 mod metrics;
 mod offline;
+mod pass;
 mod plan;
 mod run;
 mod world;
@@ -47,6 +48,10 @@ struct Args {
     /// Plan at least this often when nothing changes.
     #[arg(long, default_value = "60s", value_parser = duration)]
     resync: Duration,
+    /// Plan every node at least this often; other passes plan only the nodes whose report,
+    /// Node or PVs changed.
+    #[arg(long, default_value = "10m", value_parser = duration)]
+    full_resync: Duration,
     /// Concurrent API writes.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -91,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
         lease,
         pool_selector: args.pool_selector,
         resync: args.resync,
+        full_resync: args.full_resync,
         concurrency: args.concurrency,
     };
     run::run(client, options).await?;

@@ -1,30 +1,27 @@
-//! The controller loop: wait for a change (or a timer), snapshot the stores, plan, and — on
-//! the leader only — apply, then wait until the stores show the writes.
+//! The controller loop: wait for a change (or a timer), and — on the leader only — run a pass
+//! (`pass.rs`: snapshot, plan, apply, wait until the stores show the writes).
 //!
 //! ```text
 //!  watch event / timer / leadership change
-//!        └─► snapshot ─► plan ─► apply (leader) ─► stores caught up ─► next pass at once if it wrote
+//!        └─► pass (leader) ─► next pass at once if it wrote
 //! ```
 //!
 //! A pass that finds nothing to do writes nothing, so an idle cluster costs no API writes.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{Notify, watch};
 
 use crate::apply::Applier;
 use crate::error::{Error, Result};
-use crate::exportfs::{self, Exports};
 use crate::http::{self, Health};
 use crate::lease::{self, LeaseConfig};
 use crate::metrics::Metrics;
-use crate::plan::{claims, plan};
+use crate::pass::Passes;
 use crate::world::Stores;
 
 /// How the controller runs.
@@ -37,16 +34,14 @@ pub struct Options {
     pub pool_selector: Option<String>,
     /// Plan at least this often even when nothing changes.
     pub resync: Duration,
+    /// Plan every node at least this often (other passes plan only the nodes that changed).
+    pub full_resync: Duration,
     /// Concurrent API writes.
     pub concurrency: usize,
 }
 
 /// Let a burst of watch events land before planning.
 const DEBOUNCE: Duration = Duration::from_millis(100);
-/// Wait at most this long for the stores to show a pass's writes.
-const CATCH_UP: Duration = Duration::from_secs(30);
-/// Retry sooner than the resync after failed writes.
-const RETRY: Duration = Duration::from_secs(2);
 
 /// Run until SIGTERM or SIGINT.
 pub async fn run(client: Client, options: Options) -> Result<()> {
@@ -86,10 +81,9 @@ pub async fn run(client: Client, options: Options) -> Result<()> {
         metrics.clone(),
         options.concurrency,
     );
-    let mut exports = Exports::default();
-    let mut explained = BTreeMap::new();
-    let mut binding = claims::Binding::default();
+    let mut passes = Passes::new(options.full_resync);
     let mut wake = options.resync;
+    let mut was_leading = false;
     loop {
         tokio::select! {
             _ = notify.notified() => {}
@@ -102,60 +96,12 @@ pub async fn run(client: Client, options: Options) -> Result<()> {
         let leading = *leader.borrow();
         metrics.set_leader(leading);
         wake = options.resync;
-        if !leading {
-            continue;
+        if leading && !was_leading {
+            passes.plan_everything();
         }
-        let started = Instant::now();
-        let now = Timestamp::now();
-        let mut world = stores.snapshot(now);
-        metrics.set_pools(world.pools.iter().map(AsRef::as_ref));
-        for (pool, seconds) in binding.observe(&world) {
-            metrics.claim_bound(&pool, seconds);
-        }
-        // NB: what older passes told the claims, so a claim hears each reason once per
-        // EXPLAIN_EVERY rather than once per pass.
-        explained.retain(|_, at: &mut Timestamp| {
-            Duration::try_from(now.duration_since(*at)).is_ok_and(|d| d < claims::EXPLAIN_EVERY)
-        });
-        world.explained = explained.clone();
-        // NFS pools: read the exports (no write) so the plan sees them; then make or remove
-        // directories; a PV change that needs a directory waits for it.
-        world.exports = exportfs::observe(&world, &mut exports).await;
-        metrics.set_exports(&world.exports);
-        let plan = plan(&world);
-        drop(world);
-        explained.extend(plan.explained.iter().map(|key| (key.clone(), now)));
-        let mut changes = plan.changes;
-        let export_ops = plan.ops.len();
-        let executed = exportfs::execute(&mut exports, plan.ops).await;
-        for error in &executed.failed {
-            metrics.error(error);
-        }
-        changes.extend(executed.changes);
-        if let Some(after) = plan.wake_after {
-            wake = wake.min(after);
-        }
-        let planned = changes.len() + export_ops;
-        let mut applied = applier.apply(changes).await;
-        applied.failed += executed.failed.len();
-        if !applied.written.is_empty() && !stores.caught_up(&applied.written, CATCH_UP).await {
-            tracing::warn!("the watches did not show this pass's writes in time");
-        }
-        metrics.pass(started.elapsed().as_secs_f64());
-        if planned > 0 {
-            tracing::info!(
-                writes = planned,
-                failed = applied.failed,
-                seconds = started.elapsed().as_secs_f64(),
-                "pass applied"
-            );
-        }
-        if applied.failed > 0 {
-            wake = wake.min(RETRY);
-        } else if planned > 0 {
-            // NB: a pass that wrote plans again at once: its writes may enable more (a deleted
-            // PV is recreated, statuses count the new PVs).
-            wake = Duration::ZERO;
+        was_leading = leading;
+        if leading {
+            wake = passes.run(&stores, &applier, &metrics, wake).await;
         }
     }
     tracing::info!("shutting down");

@@ -20,7 +20,7 @@ use volpool_api::{AccessMode, ClaimCounts, LABEL_POOL, selector_matches};
 use super::change::{Change, Plan};
 use super::events::Notice;
 use super::pv::{access_mode_from, access_mode_name};
-use super::world::World;
+use super::world::{LocalPvs, World};
 
 /// Provisioner of the StorageClasses whose claims only pre-made PVs serve.
 pub const NO_PROVISIONER: &str = "kubernetes.io/no-provisioner";
@@ -351,7 +351,7 @@ pub struct Binding {
 impl Binding {
     /// (pool, seconds from creation to Bound) of each claim Bound now and not when last seen
     /// (claims already Bound when the controller started are not timed).
-    pub fn observe(&mut self, world: &World) -> Vec<(String, f64)> {
+    pub fn observe(&mut self, world: &World, pvs: &dyn LocalPvs) -> Vec<(String, f64)> {
         let first = self.seen.is_none();
         let before = self.seen.take().unwrap_or_default();
         let mut seen = HashMap::new();
@@ -366,7 +366,7 @@ impl Binding {
                 continue;
             };
             let seconds = world.now.duration_since(created.0).as_secs_f64().max(0.0);
-            bound.push((pool_of(world, &claim), seconds));
+            bound.push((pool_of(world, pvs, &claim), seconds));
         }
         self.seen = Some(seen);
         bound
@@ -374,12 +374,9 @@ impl Binding {
 }
 
 /// The pool a claim's PV belongs to, else the first pool of its class.
-fn pool_of(world: &World, claim: &Claim) -> String {
+fn pool_of(world: &World, pvs: &dyn LocalPvs, claim: &Claim) -> String {
     let by_pv = claim.volume_name().and_then(|v| {
-        let pv = world
-            .pvs
-            .iter()
-            .find(|p| p.metadata.name.as_deref() == Some(v))?;
+        let pv = pvs.get(v)?;
         pv.metadata.labels.as_ref()?.get(LABEL_POOL).cloned()
     });
     by_pv

@@ -49,6 +49,18 @@ impl Counted {
             Phase::Released => self.volumes.released += 1,
         }
     }
+
+    /// Add another count of PVs (claims are not added).
+    pub fn absorb(&mut self, other: &Counted) {
+        let (v, o) = (&mut self.volumes, &other.volumes);
+        v.available += o.available;
+        v.bound += o.bound;
+        v.released += o.released;
+        v.cleaning += o.cleaning;
+        v.unhealthy += o.unhealthy;
+        self.capacity.available += other.capacity.available;
+        self.capacity.bound += other.capacity.bound;
+    }
 }
 
 /// Something wrong with a pool's input, shown in its `Degraded` condition.

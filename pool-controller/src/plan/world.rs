@@ -1,8 +1,10 @@
-//! What the plan looks at: a snapshot of the cluster ([`World`]), and the per-pass index each
-//! kind of pool is planned from ([`Input`]).
+//! What the plan looks at: a snapshot of the cluster ([`World`]), the per-pass index each
+//! kind of pool is planned from ([`Input`]), and where the local pools' PVs come from
+//! ([`LocalPvs`]: the world's own, or the controller's compact store, node by node).
 //!
 //! ```text
 //!  stores + exports read ──► World ──► Input {pools sorted, refusals, PVs by pool} ──► local, nfs
+//!  World.pvs or the PV store ──► LocalPvs (the PVs of the nodes a pass plans) ──► local
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -10,7 +12,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::jiff::Timestamp;
-use volpool_api::{NodeVolumes, VolumePool};
+use volpool_api::{LABEL_NODE, LABEL_POOL, NodeVolumes, VolumePool};
 
 use super::nfs::export::ExportView;
 use super::select::Refusal;
@@ -83,5 +85,84 @@ impl Input<'_> {
             .get(pool)
             .map(Vec::as_slice)
             .unwrap_or_default()
+    }
+}
+
+/// Which nodes a pass plans for the local pools.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every node: nothing from earlier passes is reused.
+    All,
+    /// These nodes (their report, Node or PVs changed, or their last plan wrote); every other
+    /// node's part is taken from earlier passes.
+    Nodes(BTreeSet<String>),
+}
+
+/// The local pools' PVs, as a pass reads them: a node's at a time, so a pass over a few nodes
+/// never touches the others'.
+pub trait LocalPvs {
+    /// The PVs labelled `volpool.io/node: <node>`.
+    fn on_node(&self, node: &str) -> Vec<Arc<PersistentVolume>>;
+    /// Every value of `volpool.io/node` some PV has.
+    fn nodes(&self) -> Vec<String>;
+    /// The PVs labelled `volpool.io/pool: <pool>`.
+    fn of_pool(&self, pool: &str) -> Vec<Arc<PersistentVolume>>;
+    /// The PV of that name.
+    fn get(&self, name: &str) -> Option<Arc<PersistentVolume>>;
+}
+
+/// The world's own PVs, indexed.
+pub struct WorldPvs<'a> {
+    by_node: BTreeMap<&'a str, Vec<&'a Arc<PersistentVolume>>>,
+    by_name: HashMap<&'a str, &'a Arc<PersistentVolume>>,
+    all: &'a [Arc<PersistentVolume>],
+}
+
+fn label<'a>(pv: &'a PersistentVolume, key: &str) -> Option<&'a str> {
+    pv.metadata.labels.as_ref()?.get(key).map(String::as_str)
+}
+
+impl<'a> WorldPvs<'a> {
+    /// Index `pvs`.
+    pub fn new(pvs: &'a [Arc<PersistentVolume>]) -> WorldPvs<'a> {
+        let mut by_node: BTreeMap<&str, Vec<_>> = BTreeMap::new();
+        let mut by_name = HashMap::new();
+        for pv in pvs {
+            by_node
+                .entry(label(pv, LABEL_NODE).unwrap_or_default())
+                .or_default()
+                .push(pv);
+            if let Some(name) = pv.metadata.name.as_deref() {
+                by_name.insert(name, pv);
+            }
+        }
+        WorldPvs {
+            by_node,
+            by_name,
+            all: pvs,
+        }
+    }
+}
+
+impl LocalPvs for WorldPvs<'_> {
+    fn on_node(&self, node: &str) -> Vec<Arc<PersistentVolume>> {
+        let pvs = self.by_node.get(node).into_iter().flatten();
+        pvs.map(|pv| Arc::clone(pv)).collect()
+    }
+
+    fn nodes(&self) -> Vec<String> {
+        self.by_node.keys().map(|n| n.to_string()).collect()
+    }
+
+    fn of_pool(&self, pool: &str) -> Vec<Arc<PersistentVolume>> {
+        let mine = self
+            .all
+            .iter()
+            .filter(|pv| label(pv, LABEL_POOL) == Some(pool));
+        mine.cloned().collect()
+    }
+
+    fn get(&self, name: &str) -> Option<Arc<PersistentVolume>> {
+        self.by_name.get(name).map(|pv| Arc::clone(pv))
     }
 }

@@ -1,13 +1,12 @@
-//! The PVs the nodes' reports offer a local pool: one per Ready volume with an identity, on a
+//! The PVs a node's report offers a local pool: one per Ready volume with an identity, on a
 //! known Node of the UID the report was written for, matching the pool's `nodeSelector`.
 //!
 //! ```text
-//!  NodeVolumes.status.volumes (this pool) + Node ──► Desired {pvs, identity at each path, nodes}
+//!  NodeVolumes.status.volumes (this pool) + Node ──► Desired {pvs, identity at each path, node}
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use k8s_openapi::api::core::v1::PersistentVolume;
 use k8s_openapi::jiff::Timestamp;
 
 use volpool_api::{
@@ -20,19 +19,16 @@ use volpool_api::optional_selector_matches;
 
 use crate::plan::select::name_of;
 use crate::plan::status::Problem;
-use crate::plan::world::{ClassInfo, NodeInfo, World};
+use crate::plan::world::NodeInfo;
 
 /// A PV's capacity is a whole number of these.
 const MIB: u64 = 1 << 20;
 
 /// What one pool's planning looks at.
 pub struct PoolInput<'a> {
-    pub world: &'a World,
     pub pool: &'a VolumePool,
-    pub observed: &'a [&'a PersistentVolume],
     pub nodes: &'a HashMap<&'a str, &'a NodeInfo>,
     pub reports: &'a BTreeMap<&'a str, &'a NodeVolumes>,
-    pub storage_classes: Option<&'a BTreeMap<String, ClassInfo>>,
     pub now: Timestamp,
 }
 
@@ -46,42 +42,45 @@ pub struct Desired<'a> {
     pub contributing: BTreeSet<&'a str>,
 }
 
-/// Desired PVs, from every report of a known node whose labels match the pool.
-pub fn desired<'a>(input: &PoolInput<'a>, problems: &mut Vec<Problem>) -> Desired<'a> {
+/// Desired PVs on one node, from its report when the node is known and its labels match the
+/// pool.
+pub fn desired<'a>(
+    input: &PoolInput<'a>,
+    node_name: &'a str,
+    problems: &mut Vec<Problem>,
+) -> Desired<'a> {
     let pool_name = name_of(input.pool);
     let mut desired = Desired {
         pvs: BTreeMap::new(),
         at_path: HashMap::new(),
         contributing: BTreeSet::new(),
     };
-    for (node_name, report) in input.reports {
-        let Some(status) = &report.status else {
-            continue;
-        };
-        let mut volumes = status
-            .volumes
-            .iter()
-            .filter(|v| v.pool == pool_name)
-            .peekable();
-        if volumes.peek().is_none() {
+    let Some(status) = input.reports.get(node_name).and_then(|r| r.status.as_ref()) else {
+        return desired;
+    };
+    let mut volumes = status
+        .volumes
+        .iter()
+        .filter(|v| v.pool == pool_name)
+        .peekable();
+    if volumes.peek().is_none() {
+        return desired;
+    }
+    let Some(node) = reporting_node(input, node_name, status, problems) else {
+        return desired;
+    };
+    for volume in volumes {
+        if !volume.volume_id.is_empty() {
+            desired
+                .at_path
+                .insert((node_name, volume.path.as_str()), volume.volume_id.as_str());
+        }
+        if volume.state != VolumeState::Ready || volume.volume_id.is_empty() {
             continue;
         }
-        let Some(node) = reporting_node(input, node_name, status, problems) else {
-            continue;
-        };
-        for volume in volumes {
-            if !volume.volume_id.is_empty() {
-                desired
-                    .at_path
-                    .insert((node_name, volume.path.as_str()), volume.volume_id.as_str());
-            }
-            if volume.state != VolumeState::Ready || volume.volume_id.is_empty() {
-                continue;
-            }
-            desired.contributing.insert(node_name);
-            let pv = desired_pv(input.pool, node, volume);
-            desired.pvs.insert(pv.name.clone(), pv);
-        }
+        desired.contributing.insert(node_name);
+        let pv = desired_pv(input.pool, node, volume);
+        desired.pvs.insert(pv.name.clone(), pv);
     }
     desired
 }

@@ -15,11 +15,11 @@ use super::pv::LocalPv;
 use crate::plan::claims::{self, Offer, Stuck};
 use crate::plan::pv::{Phase, phase};
 use crate::plan::select::name_of;
-use crate::plan::world::Input;
+use crate::plan::world::{LocalPvs, World};
 
-/// The reasons of the Pending claims of the classes of `pools` (valid local pools).
-pub fn stuck_claims(input: &Input, pools: &[&VolumePool]) -> Vec<Stuck> {
-    let world = input.world;
+/// The reasons of the Pending claims of the classes of `pools` (valid local pools). The pools'
+/// PVs are read only for a class with Pending claims.
+pub fn stuck_claims(world: &World, pvs: &dyn LocalPvs, pools: &[&VolumePool]) -> Vec<Stuck> {
     let mut by_class: BTreeMap<&str, Vec<&VolumePool>> = BTreeMap::new();
     for pool in pools {
         by_class
@@ -34,10 +34,14 @@ pub fn stuck_claims(input: &Input, pools: &[&VolumePool]) -> Vec<Stuck> {
             .as_ref()
             .and_then(|c| c.get(class))
             .is_some_and(|c| c.wait_for_consumer);
-        let offers = offers(input, &pools);
+        let pending = claims::pending(&world.claims, class);
+        if pending.is_empty() {
+            continue;
+        }
+        let offers = offers(pvs, &pools);
         let names: Vec<&str> = pools.iter().map(|p| name_of(p)).collect();
         let name = names.join(", ");
-        for claim in claims::pending(&world.claims, class) {
+        for claim in pending {
             if (waits && !claims::in_use(world, &claim)) || offers.iter().any(|o| claim.fits(o)) {
                 continue;
             }
@@ -75,13 +79,13 @@ pub fn stuck_claims(input: &Input, pools: &[&VolumePool]) -> Vec<Stuck> {
 }
 
 /// The Available, healthy PVs of `pools`.
-fn offers(input: &Input, pools: &[&VolumePool]) -> Vec<Offer> {
+fn offers(pvs: &dyn LocalPvs, pools: &[&VolumePool]) -> Vec<Offer> {
     pools
         .iter()
-        .flat_map(|p| input.observed(name_of(p)))
+        .flat_map(|p| pvs.of_pool(name_of(p)))
         .filter(|pv| phase(pv) == Phase::Available)
         .filter_map(|pv| {
-            let local = LocalPv::from_pv(pv, &[])?;
+            let local = LocalPv::from_pv(&pv, &[])?;
             local.health.is_none().then(|| Offer {
                 name: local.name.clone(),
                 capacity: local.capacity_bytes,

@@ -13,8 +13,8 @@ use k8s_openapi::api::core::v1::PersistentVolume;
 use k8s_openapi::jiff::Timestamp;
 use volpool_api::{CleanupMethod, CleanupOutcome, CleanupRequest, ReclaimPolicy};
 
+use super::node::{Output, Pass};
 use super::pv::LocalPv;
-use super::{Output, Pass};
 use crate::plan::pv::released_since;
 use crate::plan::select::name_of;
 use crate::plan::status::Problem;
@@ -44,11 +44,11 @@ impl Pass<'_, '_> {
         if current.released_at.is_none() {
             out.event(pv, false, "Released", "Schedule", format!(
                 "the claim is gone: the volume will be scrubbed ({:?}) after the release grace period of {}, then offered again",
-                self.method, self.input.pool.spec.release_grace_period
+                self.rules.method, self.input.pool.spec.release_grace_period
             ));
         }
         let elapsed = Duration::try_from(now.duration_since(released_at)).unwrap_or_default();
-        let left = self.grace.saturating_sub(elapsed);
+        let left = self.rules.grace.saturating_sub(elapsed);
         if !left.is_zero() {
             out.wake(left);
             if want != *current {
@@ -57,7 +57,7 @@ impl Pass<'_, '_> {
             return;
         }
         let pool_name = name_of(self.input.pool);
-        if self.method == CleanupMethod::None {
+        if self.rules.method == CleanupMethod::None {
             out.delete(
                 &current.name,
                 uid,
@@ -143,14 +143,11 @@ impl Pass<'_, '_> {
             None => {}
         }
         self.cleaning.insert(name.to_string());
-        out.cleanups
-            .entry(current.node.clone())
-            .or_default()
-            .push(CleanupRequest {
-                volume_id: current.volume_id.clone(),
-                persistent_volume: current.name.clone(),
-                pv_uid: uid.into(),
-                method: self.method,
-            });
+        self.cleanups.push(CleanupRequest {
+            volume_id: current.volume_id.clone(),
+            persistent_volume: current.name.clone(),
+            pv_uid: uid.into(),
+            method: self.rules.method,
+        });
     }
 }

@@ -1,38 +1,42 @@
-//! The reflector stores the plan reads: VolumePools, NodeVolumes, Nodes (metadata only),
-//! StorageClasses, the PVs labelled `app.kubernetes.io/managed-by=volpool`, claims, and the
-//! Pending pods (only which claims they use).
+//! The stores the plan reads: VolumePools, NodeVolumes, Nodes (metadata only),
+//! StorageClasses, claims and the Pending pods (only which claims they use) in reflector
+//! stores, and the PVs labelled `app.kubernetes.io/managed-by=volpool` in a compact store of
+//! their own (`pvs.rs`). Each keeps only what the plan reads.
 //!
 //! ```text
-//!  apiserver ══watch══► reflector ──► Store ──snapshot()──► World ──► plan
-//!                           └──► Notify (any change wakes the controller loop)
+//!  apiserver ══watch══► reflector / PvStore ──snapshot()──► World (NFS pools' PVs) ──► plan
+//!                           │                 └─pv_view()──► the local pools' PVs, node by node
+//!                           ├──► Notify (any change wakes the controller loop)
+//!                           └──► Dirty (the nodes a change touched: the next pass plans those)
 //! ```
 //!
 //! After a pass writes, [`Stores::caught_up`] waits until the stores show those writes, so the
 //! next pass never plans from a view older than its own writes (which would repeat them).
 
+mod pvs;
+mod watch;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::{
-    Node, PersistentVolume, PersistentVolumeClaim, Pod, PodSpec, Volume,
-};
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim, Pod, PodSpec, Volume};
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::jiff::Timestamp;
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource};
-use serde::de::DeserializeOwned;
+use kube::{Api, Client};
 use tokio::sync::Notify;
 use volpool_api::{LABEL_MANAGED_BY, MANAGED_BY, NodeVolumes, VolumePool};
 
-use crate::error::Error;
+use self::pvs::PvStore;
+pub use self::pvs::PvView;
+pub use self::watch::Dirty;
+use self::watch::{SharedDirty, mark_by_name, spawn, spawn_pvs};
 use crate::metrics::Metrics;
 use crate::plan::claims::NO_PROVISIONER;
-use crate::plan::{ClassInfo, NodeInfo, World};
+use crate::plan::{ClassInfo, LocalPvs, NodeInfo, World};
 
 /// Read handles on every store.
 #[derive(Clone)]
@@ -43,7 +47,9 @@ pub struct Stores {
     every_pool: Option<Store<VolumePool>>,
     reports: Store<NodeVolumes>,
     nodes: Store<PartialObjectMeta<Node>>,
-    pvs: Store<PersistentVolume>,
+    pvs: Arc<RwLock<PvStore>>,
+    pvs_ready: tokio::sync::watch::Receiver<bool>,
+    dirty: SharedDirty,
     classes: Store<StorageClass>,
     claims: Store<PersistentVolumeClaim>,
     pending_pods: Store<Pod>,
@@ -71,41 +77,6 @@ pub enum WrittenKind {
     Pool,
 }
 
-fn spawn<K>(
-    stream: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-    kind: &'static str,
-    notify: Arc<Notify>,
-    metrics: Arc<Metrics>,
-) -> Store<K>
-where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
-{
-    let (reader, writer) = reflector::store();
-    // NB: managedFields are most of a PV's size and the plan never reads them; dropping them
-    // keeps 10,000 PVs in well under half the memory.
-    let stream = stream
-        .modify(|object: &mut K| {
-            object.meta_mut().managed_fields = None;
-        })
-        .default_backoff()
-        .reflect(writer);
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(_) => notify.notify_one(),
-                Err(source) => {
-                    let e = Error::Watch { kind, source };
-                    metrics.error(&e);
-                    tracing::warn!(error = %e, "watch failed; retrying");
-                }
-            }
-        }
-    });
-    reader
-}
-
 impl Stores {
     /// Start every watch; each change wakes `notify`. `pool_selector` limits the pools planned.
     pub fn start(
@@ -127,8 +98,21 @@ impl Stores {
                 "VolumePool",
                 notify.clone(),
                 metrics.clone(),
+                |_| {},
             )
         });
+        let dirty = SharedDirty::default();
+        let (ready, pvs_ready) = tokio::sync::watch::channel(false);
+        let pvs = Arc::new(RwLock::new(PvStore::default()));
+        spawn_pvs(
+            watcher(Api::all(client.clone()), pv_config),
+            pvs.clone(),
+            dirty.clone(),
+            ready,
+            notify.clone(),
+            metrics.clone(),
+        );
+        let (for_reports, for_nodes) = (dirty.clone(), dirty.clone());
         Stores {
             every_pool,
             pools: spawn(
@@ -136,36 +120,38 @@ impl Stores {
                 "VolumePool",
                 notify.clone(),
                 metrics.clone(),
+                |_| {},
             ),
             reports: spawn(
-                watcher(Api::all(client.clone()), all()),
+                watcher(Api::all(client.clone()), all()).modify(strip_report),
                 "NodeVolumes",
                 notify.clone(),
                 metrics.clone(),
+                move |event| mark_by_name(&for_reports, event),
             ),
             nodes: spawn(
                 watcher(Api::<PartialObjectMeta<Node>>::all(client.clone()), all()),
                 "Node",
                 notify.clone(),
                 metrics.clone(),
+                move |event| mark_by_name(&for_nodes, event),
             ),
-            pvs: spawn(
-                watcher(Api::all(client.clone()), pv_config),
-                "PersistentVolume",
-                notify.clone(),
-                metrics.clone(),
-            ),
+            pvs,
+            pvs_ready,
+            dirty,
             classes: spawn(
                 watcher(Api::all(client.clone()), all()),
                 "StorageClass",
                 notify.clone(),
                 metrics.clone(),
+                |_| {},
             ),
             claims: spawn(
                 watcher(Api::all(client.clone()), all()),
                 "PersistentVolumeClaim",
                 notify.clone(),
                 metrics.clone(),
+                |_| {},
             ),
             // NB: only Pending pods, and of those only the volumes: a claim of a
             // WaitForFirstConsumer class is explained once a pod waits for it.
@@ -186,6 +172,7 @@ impl Stores {
                 "Pod",
                 notify,
                 metrics,
+                |_| {},
             ),
         }
     }
@@ -195,11 +182,12 @@ impl Stores {
         if let Some(every_pool) = &self.every_pool {
             let _ = every_pool.wait_until_ready().await;
         }
+        let mut pvs_ready = self.pvs_ready.clone();
         let _ = tokio::join!(
             self.pools.wait_until_ready(),
             self.reports.wait_until_ready(),
             self.nodes.wait_until_ready(),
-            self.pvs.wait_until_ready(),
+            pvs_ready.wait_for(|ready| *ready),
             self.classes.wait_until_ready(),
             self.claims.wait_until_ready(),
             self.pending_pods.wait_until_ready(),
@@ -279,7 +267,7 @@ impl Stores {
                     labels: Some(n.metadata.labels.clone().unwrap_or_default()),
                 })
                 .collect(),
-            pvs: self.pvs.state(),
+            pvs: self.nfs_pvs(),
             storage_classes: Some(classes),
             claims,
             claims_in_use,
@@ -288,6 +276,33 @@ impl Stores {
             exports: BTreeMap::new(),
             now,
         }
+    }
+
+    /// The PVs of the NFS pools (the local pools' are read node by node through
+    /// [`Stores::pv_view`]).
+    fn nfs_pvs(&self) -> Vec<Arc<k8s_openapi::api::core::v1::PersistentVolume>> {
+        let view = self.pv_view();
+        let nfs = self.pools.state();
+        let nfs = nfs.iter().filter(|p| p.spec.local.is_none());
+        nfs.flat_map(|p| view.of_pool(p.metadata.name.as_deref().unwrap_or_default()))
+            .collect()
+    }
+
+    /// The PV store as the plan reads it.
+    pub fn pv_view(&self) -> PvView<'_> {
+        PvView(&self.pvs)
+    }
+
+    /// The nodes that changed since the last call (everything on the first).
+    pub fn take_dirty(&self) -> Dirty {
+        let mut dirty = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut *dirty)
+    }
+
+    /// Mark nodes to plan again next pass.
+    pub fn mark_dirty(&self, nodes: impl IntoIterator<Item = String>) {
+        let mut dirty = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+        dirty.nodes.extend(nodes);
     }
 
     /// Wait (at most `timeout`) until the stores show every write of the last pass. Returns
@@ -307,10 +322,11 @@ impl Stores {
 
     fn shows(&self, written: &Written) -> bool {
         let seen = match written.kind {
-            WrittenKind::Pv => self
-                .pvs
-                .get(&ObjectRef::new(&written.name))
-                .map(|o| o.metadata.resource_version.clone()),
+            WrittenKind::Pv => {
+                let pvs = self.pvs.read().unwrap_or_else(|e| e.into_inner());
+                let pv = pvs.get(&written.name);
+                pv.map(|pv| pv.resource_version().map(String::from))
+            }
             WrittenKind::Report => self
                 .reports
                 .get(&ObjectRef::new(&written.name))
@@ -330,6 +346,26 @@ impl Stores {
                 (Ok(want), Ok(seen)) => seen >= want,
                 _ => seen.as_deref() == Some(want.as_str()),
             },
+        }
+    }
+}
+
+/// Drop what the plan never reads from a report: the agent's node facts (limits, network),
+/// each volume's filesystem, device and message, and most of the metadata.
+fn strip_report(report: &mut NodeVolumes) {
+    let meta = &mut report.metadata;
+    meta.owner_references = None;
+    meta.annotations = None;
+    meta.labels = None;
+    if let Some(status) = &mut report.status {
+        status.limits = None;
+        status.network = None;
+        status.machine_id = String::new();
+        status.agent_version = String::new();
+        for volume in &mut status.volumes {
+            volume.fs_type = String::new();
+            volume.device = String::new();
+            volume.message = String::new();
         }
     }
 }
