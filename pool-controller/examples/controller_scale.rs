@@ -1,7 +1,8 @@
 //! Benchmark driver behind `bench/controller-scale`: publishes `nodes × volumes` NodeVolumes
 //! straight into the apiserver, measures the apiserver's raw PV-creation rate, then times the
-//! real controller binary until every PV exists, and checks that its next idle pass writes
-//! nothing.
+//! real controller binary until every PV exists, checks that its idle passes (over the changed
+//! nodes, and over every node) write nothing and times them, and times one NodeVolumes change
+//! to the matching PV write.
 //!
 //! ```text
 //!  driver ──► Nodes + NodeVolumes (agent-style SSA) ──► apiserver ◄── volpool-controller (timed)
@@ -31,8 +32,10 @@ struct Args {
     cluster_dir: Option<String>,
     /// Also time a raw loop of server-side applies (the controller's kind of write).
     raw_apply: bool,
-    /// Where the controller's log goes (at level info); else warnings to stderr.
+    /// Where the controller's log goes (its passes at level debug); else a temporary file.
     controller_log: Option<String>,
+    /// Leave the PVs, Nodes and pool in place (the cluster is torn down instead).
+    no_cleanup: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -44,11 +47,13 @@ fn args() -> anyhow::Result<Args> {
         cluster_dir: None,
         raw_apply: false,
         controller_log: None,
+        no_cleanup: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        if flag == "--raw-apply" {
-            args.raw_apply = true;
+        if flag == "--raw-apply" || flag == "--no-cleanup" {
+            args.raw_apply |= flag == "--raw-apply";
+            args.no_cleanup |= flag == "--no-cleanup";
             continue;
         }
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -320,9 +325,7 @@ async fn main() -> anyhow::Result<()> {
             let object = json!({"apiVersion": "volpool.io/v1alpha1", "kind": "NodeVolumes",
                                 "metadata": {"name": node, "ownerReferences": [owner]}, "spec": {}});
             reports.patch(node, &agent, &Patch::Apply(&object)).await?;
-            let vols: Vec<_> = (0..volumes).map(|v| json!({
-                "pool": run, "volumeID": format!("uuid:{node}-{v}"), "path": format!("/mnt/disks/vol{v:02}"),
-                "volumeMode": "Filesystem", "fsType": "ext4", "capacityBytes": (10u64 << 30) + v as u64, "state": "Ready"})).collect();
+            let vols = volumes_json(&run, node, volumes, 10u64 << 30);
             let status = json!({"apiVersion": "volpool.io/v1alpha1", "kind": "NodeVolumes",
                                 "status": {"nodeUID": created.metadata.uid, "agentVersion": "bench", "volumes": vols}});
             reports.patch_status(node, &agent, &Patch::Apply(&status)).await?;
@@ -341,13 +344,10 @@ async fn main() -> anyhow::Result<()> {
     // 3. The controller, from start until every PV exists.
     let port = free_port()?;
     let addr = format!("127.0.0.1:{port}");
-    let (log_level, log_to) = match &args.controller_log {
-        Some(path) => (
-            "info",
-            std::process::Stdio::from(std::fs::File::create(path)?),
-        ),
-        None => ("warn", std::process::Stdio::inherit()),
-    };
+    let log_path = args
+        .controller_log
+        .clone()
+        .unwrap_or_else(|| format!("/tmp/{run}-controller.log"));
     let cpu0 = cluster_cpu(dir);
     let started = Instant::now();
     let mut child = std::process::Command::new(&args.controller)
@@ -366,11 +366,13 @@ async fn main() -> anyhow::Result<()> {
             &format!("{BENCH_LABEL}={run}"),
             "--resync",
             "5s",
+            "--full-resync",
+            "20s",
             "--concurrency",
             &args.concurrency.to_string(),
         ])
-        .env("RUST_LOG", log_level)
-        .stderr(log_to)
+        .env("RUST_LOG", "info,volpool_controller::pass=debug")
+        .stderr(std::fs::File::create(&log_path)?)
         .spawn()
         .context("failed to start the controller")?;
     let pid = child.id();
@@ -382,8 +384,8 @@ async fn main() -> anyhow::Result<()> {
         if applied >= total as f64 && count_pvs(&client, &selector).await? >= total {
             break;
         }
-        if started.elapsed() > Duration::from_secs(600) {
-            bail!("the controller did not create {total} PVs in 10 minutes");
+        if started.elapsed() > Duration::from_secs(3600) {
+            bail!("the controller did not create {total} PVs in an hour");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -393,7 +395,7 @@ async fn main() -> anyhow::Result<()> {
     let rss = rss_kib(pid, "VmRSS:");
     eprintln!("controller: {total} PVs in {:.2}s", converge.as_secs_f64());
 
-    // 4. Let it settle (pool status), then count the writes of idle passes.
+    // 4. Let it settle (pool status), then count the writes of idle passes and time them.
     let mut writes = metric(port, "volpool_controller_api_writes_total").await?;
     loop {
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -403,12 +405,26 @@ async fn main() -> anyhow::Result<()> {
         }
         writes = now;
     }
-    let passes = metric(port, "volpool_controller_reconcile_duration_seconds_count").await?;
-    while metric(port, "volpool_controller_reconcile_duration_seconds_count").await? < passes + 2.0
-    {
+    let settled_rss = rss_kib(pid, "VmRSS:");
+    let seen = passes(&log_path).len();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let idle = loop {
+        let idle: Vec<Pass> = passes(&log_path).split_off(seen);
+        if idle.iter().any(|p| p.full) && idle.iter().filter(|p| !p.full).count() >= 2 {
+            break idle;
+        }
+        if Instant::now() > deadline {
+            bail!("no idle full pass in 5 minutes");
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    };
     let idle_writes = metric(port, "volpool_controller_api_writes_total").await? - writes;
+
+    // 5. One volume of one node changes size: time until its PV shows the new capacity.
+    let mut changes = Vec::new();
+    for node in [&nodes[0], &nodes[nodes.len() / 2], &nodes[nodes.len() - 1]] {
+        changes.push(change_to_write(&client, &run, node, args.volumes).await?);
+    }
     let peak = rss_kib(pid, "VmHWM:");
     let _ = child.kill();
     let _ = child.wait();
@@ -440,13 +456,36 @@ async fn main() -> anyhow::Result<()> {
     println!("controller_phase_cpu_seconds: volpool-controller={controller_cpu:.1} {converge_cpu}");
     println!("load_average_at_end={}", load_average());
     println!("api_writes_until_settled={writes} idle_pass_writes={idle_writes}");
+    for pass in &idle {
+        println!(
+            "idle_pass scope={} plan_seconds={:.3} seconds={:.3} writes={}",
+            if pass.full {
+                "all-nodes"
+            } else {
+                "changed-nodes"
+            },
+            pass.plan_seconds,
+            pass.seconds,
+            pass.writes
+        );
+    }
+    for (node, seconds) in &changes {
+        println!("change_to_pv_write node={node} seconds={seconds:.3}");
+    }
     println!(
-        "controller_rss_mib_at_converge={:.1} controller_peak_rss_mib={:.1}",
+        "controller_rss_mib_at_converge={:.1} controller_rss_mib_settled={:.1} controller_peak_rss_mib={:.1}",
         rss as f64 / 1024.0,
+        settled_rss as f64 / 1024.0,
         peak as f64 / 1024.0
     );
+    if args.controller_log.is_none() {
+        let _ = std::fs::remove_file(&log_path);
+    }
+    if args.no_cleanup {
+        return Ok(());
+    }
 
-    // 5. Clean up: the controller's PVs, the nodes (their NodeVolumes go by ownerReference), the pool.
+    // 6. Clean up: the controller's PVs, the nodes (their NodeVolumes go by ownerReference), the pool.
     wait_gone(&client, &selector, args.concurrency).await?;
     run_all(
         args.concurrency,
@@ -463,4 +502,96 @@ async fn main() -> anyhow::Result<()> {
         .delete(&run, &DeleteParams::default())
         .await?;
     Ok(())
+}
+
+/// One pass of the controller, from its log.
+struct Pass {
+    full: bool,
+    writes: u64,
+    plan_seconds: f64,
+    seconds: f64,
+}
+
+/// Every pass the controller logged so far (`volpool_controller::pass` at level debug).
+fn passes(log: &str) -> Vec<Pass> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter(|l| l.contains("volpool_controller::pass") && l.contains(" pass "))
+        .filter_map(|line| {
+            let field = |name: &str| {
+                let rest = line.split(&format!(" {name}=")).nth(1)?;
+                Some(
+                    rest.split_whitespace()
+                        .next()?
+                        .trim_matches('"')
+                        .to_string(),
+                )
+            };
+            Some(Pass {
+                full: field("nodes")? == "all",
+                writes: field("writes")?.parse().ok()?,
+                plan_seconds: field("plan_seconds")?.parse().ok()?,
+                seconds: field("seconds")?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// Grow the first volume of `node` by 1 GiB, as its agent would report it, and time until the
+/// controller has written the new capacity into its PV.
+async fn change_to_write(
+    client: &Client,
+    run: &str,
+    node: &str,
+    volumes: usize,
+) -> anyhow::Result<(String, f64)> {
+    let agent = PatchParams::apply(volpool_api::FIELD_MANAGER_AGENT).force();
+    let reports: Api<NodeVolumes> = Api::all(client.clone());
+    let uid = reports
+        .get_status(node)
+        .await?
+        .status
+        .map(|s| s.node_uid)
+        .unwrap_or_default();
+    let grown = 11u64 << 30;
+    let status = json!({"apiVersion": "volpool.io/v1alpha1", "kind": "NodeVolumes",
+                        "status": {"nodeUID": uid, "agentVersion": "bench",
+                                   "volumes": volumes_json(run, node, volumes, grown)}});
+    let name = volpool_api::local_pv_name(run, node, "vol00", &format!("uuid:{node}-0"));
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let started = Instant::now();
+    reports
+        .patch_status(node, &agent, &Patch::Apply(&status))
+        .await?;
+    loop {
+        let pv = pvs.get(&name).await?;
+        let capacity = pv
+            .spec
+            .and_then(|s| s.capacity?.get("storage").cloned())
+            .map(|q| q.0)
+            .unwrap_or_default();
+        if volpool_api::units::parse_bytes(&capacity).ok() == Some(grown) {
+            return Ok((node.to_string(), started.elapsed().as_secs_f64()));
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            bail!("PV {name} not grown after a minute");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A node's volumes as its agent reports them; the first one `first_bytes` large.
+fn volumes_json(run: &str, node: &str, volumes: usize, first_bytes: u64) -> Vec<serde_json::Value> {
+    (0..volumes)
+        .map(|v| {
+            let bytes = if v == 0 {
+                first_bytes
+            } else {
+                (10u64 << 30) + v as u64
+            };
+            json!({"pool": run, "volumeID": format!("uuid:{node}-{v}"),
+                   "path": format!("/mnt/disks/vol{v:02}"), "volumeMode": "Filesystem",
+                   "fsType": "ext4", "capacityBytes": bytes, "state": "Ready"})
+        })
+        .collect()
 }
