@@ -107,20 +107,28 @@ fn an_entry_that_cannot_be_deleted_fails_the_scrub_by_name_and_the_rest_goes() {
 
 #[test]
 fn another_filesystem_inside_the_volume_is_left_alone_and_named() {
-    let other = (0, 99);
-    let fs = volume()
-        .dir(&format!("{VOL}/a/m"), other)
-        .file(&format!("{VOL}/a/m/data"), other);
-    let result = scrub(&fs, VolumeMode::Filesystem, ID, CleanupMethod::Wipe);
-    assert_eq!(result.result, CleanupOutcome::Failed);
-    assert!(
-        result
-            .message
-            .contains("left 1 mount point(s) inside the volume alone: /mnt/disks/my vol/a/m"),
-        "{}",
-        result.message
-    );
-    assert!(left(&fs).contains(&PathBuf::from(format!("{VOL}/a/m/data"))));
+    let m = format!("{VOL}/a/m");
+    // Another device; and a bind mount of the volume's own filesystem made after the mount
+    // table was read (the same st_dev: only opening it tells).
+    let other = volume()
+        .dir(&m, (0, 99))
+        .file(&format!("{m}/data"), (0, 99));
+    let meanwhile = volume()
+        .dir(&m, DEV)
+        .file(&format!("{m}/data"), DEV)
+        .mounted_meanwhile(&m);
+    for fs in [other, meanwhile] {
+        let result = scrub(&fs, VolumeMode::Filesystem, ID, CleanupMethod::Wipe);
+        assert_eq!(result.result, CleanupOutcome::Failed);
+        assert!(
+            result
+                .message
+                .contains("left 1 mount point(s) inside the volume alone: /mnt/disks/my vol/a/m"),
+            "{}",
+            result.message
+        );
+        assert!(left(&fs).contains(&PathBuf::from(format!("{m}/data"))));
+    }
 }
 
 #[test]

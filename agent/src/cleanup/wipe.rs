@@ -9,7 +9,11 @@
 //!
 //! Every step is relative to an open directory descriptor, so a symlink swapped in for a
 //! directory during the walk makes `openat(O_NOFOLLOW)` fail instead of redirecting the walk;
-//! `.` and `..` are never followed. The root directory itself stays (it is the mount point),
+//! `.` and `..` are never followed. A directory is opened with `RESOLVE_NO_XDEV`, so a mount
+//! that appears during the walk (after the mount table was read), even a bind mount of the
+//! volume's own filesystem, fails the open (`EXDEV`) and is left alone and reported, as is an
+//! entry whose removal fails with `EBUSY` (a mount point). `agent/tests/scrub_race.rs` races
+//! all of this. The root directory itself stays (it is the mount point),
 //! and so does a `lost+found` directly in it (e2fsck needs it; its contents are deleted).
 //! Directories deeper than [`MAX_DEPTH`] are moved up into the root (same filesystem, a
 //! `rename` with no replace) and wiped on the next pass, so no tree can exhaust descriptors.
@@ -240,6 +244,11 @@ impl<H: ScrubHost> Walk<'_, H> {
             match self.host.unlink_at(&parent.dir, done.name.as_c_str(), true) {
                 Ok(()) => self.out.dirs += 1,
                 Err(Errno::ENOENT) => {}
+                Err(Errno::EBUSY) => {
+                    // NB: emptied, then something was mounted on it.
+                    parent.kept = true;
+                    self.out.mounts.push(done.rel);
+                }
                 Err(e) => {
                     parent.kept = true;
                     self.out
@@ -285,6 +294,11 @@ impl<H: ScrubHost> Walk<'_, H> {
                     Step::Done
                 }
                 Err(Errno::ENOENT) => Step::Done,
+                Err(Errno::EBUSY) => {
+                    // NB: a file bind-mounted over this one.
+                    self.out.mounts.push(rel.to_path_buf());
+                    Step::Kept
+                }
                 Err(e) => {
                     self.problem(rel, e);
                     Step::Kept
@@ -302,6 +316,12 @@ impl<H: ScrubHost> Walk<'_, H> {
         let opened = match self.host.open_at(dir, name) {
             Ok(opened) => opened,
             Err(Errno::ENOENT) => return Step::Done,
+            // NB: a mount appeared there since the mount table was read (even a bind mount
+            // of this very filesystem, which `st_dev` cannot tell): never entered.
+            Err(Errno::EXDEV) => {
+                self.out.mounts.push(rel.to_path_buf());
+                return Step::Kept;
+            }
             Err(e) => {
                 // ELOOP/ENOTDIR: it was replaced by a symlink or a file meanwhile.
                 self.problem(rel, format!("cannot open as a directory: {e}"));

@@ -1,5 +1,6 @@
 //! [`ScrubHost`] for unit tests: an in-memory tree of directories, files and symlinks, each on
-//! a device, that can be told to refuse deleting some paths and what `blkdiscard` answers.
+//! a device, that can be told to refuse deleting some paths, which directories became mount
+//! points after the mount table was read, and what `blkdiscard` answers.
 //! What is left, and which `blkdiscard` ran, can be read back.
 
 use std::collections::{BTreeMap, HashSet};
@@ -32,6 +33,7 @@ struct Node {
 pub struct MemFs {
     nodes: Mutex<BTreeMap<PathBuf, Node>>,
     refuse: HashSet<PathBuf>,
+    mounted: HashSet<PathBuf>,
     discard: Option<CommandOutput>,
     discarded: Mutex<Vec<(PathBuf, bool)>>,
     next_ino: u64,
@@ -75,6 +77,13 @@ impl MemFs {
     /// Deleting `path` fails with `EPERM` (an immutable file).
     pub fn refuse_delete(mut self, path: &str) -> Self {
         self.refuse.insert(PathBuf::from(path));
+        self
+    }
+
+    /// `path` is a mount point the mount table did not list (one made during the scrub):
+    /// opening it as a directory of the walk fails with `EXDEV`, as `RESOLVE_NO_XDEV` does.
+    pub fn mounted_meanwhile(mut self, path: &str) -> Self {
+        self.mounted.insert(PathBuf::from(path));
         self
     }
 
@@ -158,7 +167,11 @@ impl ScrubHost for MemFs {
     }
 
     fn open_at(&self, dir: &PathBuf, name: &CStr) -> nix::Result<PathBuf> {
-        self.open(&join(dir, name))
+        let path = join(dir, name);
+        if self.mounted.contains(&path) {
+            return Err(Errno::EXDEV);
+        }
+        self.open(&path)
     }
 
     fn unlink_at(&self, dir: &PathBuf, name: &CStr, is_dir: bool) -> nix::Result<()> {

@@ -4,13 +4,14 @@
 use std::ffi::{CStr, CString};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use nix::dir::Dir;
-use nix::fcntl::{AtFlags, OFlag, RenameFlags, openat, renameat2};
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, OpenHow, RenameFlags, ResolveFlag, openat, openat2, renameat2};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat, major, minor};
 use nix::sys::statvfs::statvfs;
 use nix::unistd::{UnlinkatFlags, unlinkat};
@@ -151,6 +152,31 @@ const DIR_FLAGS: OFlag = OFlag::O_RDONLY
     .union(OFlag::O_NOFOLLOW)
     .union(OFlag::O_CLOEXEC);
 
+/// `openat(O_NOFOLLOW)` for kernels before 5.6 (no `openat2`): the opened directory must be
+/// in the mount `dir` is in (`mnt_id` of `/proc/self/fdinfo`, since Linux 3.15), else EXDEV.
+fn open_in_same_mount(dir: &Dir, name: &CStr) -> nix::Result<OwnedFd> {
+    let fd = openat(dir.as_fd(), name, DIR_FLAGS, Mode::empty())?;
+    if mount_id(dir.as_fd())? != mount_id(fd.as_fd())? {
+        return Err(Errno::EXDEV);
+    }
+    Ok(fd)
+}
+
+/// The mount an open file is in, from `/proc/self/fdinfo/<fd>`.
+fn mount_id(fd: BorrowedFd<'_>) -> nix::Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
+        .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(Errno::EIO as i32)))?;
+    parse_mount_id(&text).ok_or(Errno::EIO)
+}
+
+/// `mnt_id:` of an fdinfo text.
+fn parse_mount_id(fdinfo: &str) -> Option<u64> {
+    fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 fn entry_stat(st: &FileStat) -> EntryStat {
     EntryStat {
         dev: split(st.st_dev),
@@ -195,7 +221,17 @@ impl ScrubHost for RealHost {
     }
 
     fn open_at(&self, dir: &Dir, name: &CStr) -> nix::Result<Dir> {
-        openat(dir.as_fd(), name, DIR_FLAGS, Mode::empty()).and_then(Dir::from_fd)
+        // NB: RESOLVE_NO_XDEV makes entering a mount point fail (EXDEV) as part of the open
+        // itself, so a mount that appears between the walk's `fstatat` and this open, even a
+        // bind mount of the volume's own filesystem (same st_dev), is never entered.
+        let how = OpenHow::new()
+            .flags(DIR_FLAGS)
+            .resolve(ResolveFlag::RESOLVE_NO_XDEV | ResolveFlag::RESOLVE_NO_SYMLINKS);
+        let fd = match openat2(dir.as_fd(), name, how) {
+            Err(Errno::ENOSYS) => open_in_same_mount(dir, name)?,
+            other => other?,
+        };
+        Dir::from_fd(fd)
     }
 
     fn unlink_at(&self, dir: &Dir, name: &CStr, is_dir: bool) -> nix::Result<()> {
@@ -228,5 +264,38 @@ impl ScrubHost for RealHost {
             status: out.status.to_string(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(path: &str) -> Dir {
+        RealHost::new("/").open_root(Path::new(path)).expect("open")
+    }
+
+    #[test]
+    fn a_scrub_never_opens_its_way_into_another_mount() {
+        let host = RealHost::new("/");
+        let base = std::env::temp_dir().join(format!("volpool-real-{}", std::process::id()));
+        std::fs::create_dir_all(base.join("sub")).expect("mkdir");
+        let inside = host.open_at(&dir(&base.to_string_lossy()), c"sub");
+        let fallback = open_in_same_mount(&dir(&base.to_string_lossy()), c"sub");
+        let _ = std::fs::remove_dir_all(&base);
+        assert!(inside.is_ok() && fallback.is_ok());
+        // NB: /proc is a mount of its own on every Linux machine.
+        assert_eq!(host.open_at(&dir("/"), c"proc").err(), Some(Errno::EXDEV));
+        assert_eq!(
+            open_in_same_mount(&dir("/"), c"proc").err(),
+            Some(Errno::EXDEV)
+        );
+    }
+
+    #[test]
+    fn the_mount_id_is_read_from_fdinfo() {
+        let text = "pos:\t0\nflags:\t02100000\nmnt_id:\t27\nino:\t2\n";
+        assert_eq!(parse_mount_id(text), Some(27));
+        assert_eq!(parse_mount_id("pos:\t0\n"), None);
     }
 }

@@ -3,7 +3,7 @@
 //! (never by path), and a block device is discarded or zeroed with util-linux `blkdiscard`.
 //!
 //! ```text
-//!  cleanup::wipe ─► ScrubHost::{open_root, list, stat_at, open_at, unlink_at, move_at} ─┬─► RealHost: openat/fstatat/unlinkat/renameat2
+//!  cleanup::wipe ─► ScrubHost::{open_root, list, stat_at, open_at, unlink_at, move_at} ─┬─► RealHost: openat2/fstatat/unlinkat/renameat2
 //!  cleanup::block ─► ScrubHost::blkdiscard ──────────────────────────────────────────────┤
 //!                                                                                        └─► fixture::FixtureVolume (tests): an in-memory tree
 //! ```
@@ -52,7 +52,8 @@ pub trait ScrubHost {
     fn list(&self, dir: &mut Self::Dir) -> nix::Result<Vec<CString>>;
     /// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`.
     fn stat_at(&self, dir: &Self::Dir, name: &CStr) -> nix::Result<EntryStat>;
-    /// Open the directory `name` in `dir`, refusing a symlink (`openat(O_NOFOLLOW)`).
+    /// Open the directory `name` in `dir`, refusing a symlink (`O_NOFOLLOW`) and a mount
+    /// point (`EXDEV`: `openat2` with `RESOLVE_NO_XDEV`).
     fn open_at(&self, dir: &Self::Dir, name: &CStr) -> nix::Result<Self::Dir>;
     /// Remove `name` from `dir` (`unlinkat`, with `AT_REMOVEDIR` when `is_dir`); a symlink
     /// is removed, never its target.
