@@ -2,18 +2,21 @@
 //! binder binds claims to them. The export is served by nfs-ganesha in a network namespace
 //! (the controller speaks NFSv3 to it, no kernel mount) or, for `access: Mounted`, is a plain
 //! directory standing for the mount. Directories are always checked on the server's side: the
-//! exported directory on this machine's disk.
+//! exported directory on this machine's disk. A directory operation the server refuses is
+//! told once, in Events on the pool and the claim, as `kubectl describe` shows them.
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-use kube::api::{DeleteParams, PostParams};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use volpool_api::VolumePool;
 use volpool_e2e::controller::{Controller, LONG, apply_pool, class_and_namespace, phase, pvs_of};
+use volpool_e2e::deploy::kubectl_ok;
 use volpool_e2e::nfs::{NfsServer, dirs_on_server, pv_dir};
 use volpool_e2e::{unique, wait_for};
 use volpool_testkit::TempDir;
@@ -45,14 +48,21 @@ async fn dir_of(client: &Client, name: &str) -> anyhow::Result<String> {
     ))
 }
 
-/// A claim on the pool's class (no volumeName: the PV binder picks a PV); returns the PV.
-async fn claim(client: &Client, ns: &str, name: &str, class: &str) -> anyhow::Result<String> {
+/// Create a 1 MiB ReadWriteMany claim on `class` (no volumeName: the PV binder picks a PV).
+async fn create_claim(client: &Client, ns: &str, name: &str, class: &str) -> anyhow::Result<()> {
     let pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
         "spec": {"storageClassName": class, "accessModes": ["ReadWriteMany"],
                  "resources": {"requests": {"storage": "1Mi"}}}});
-    let api = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
-    api.create(&PostParams::default(), &serde_json::from_value(pvc)?)
+    Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &serde_json::from_value(pvc)?)
         .await?;
+    Ok(())
+}
+
+/// A claim on the pool's class, once Bound; returns the PV.
+async fn claim(client: &Client, ns: &str, name: &str, class: &str) -> anyhow::Result<String> {
+    create_claim(client, ns, name, class).await?;
+    let api = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
     wait_for(&format!("claim {ns}/{name} Bound"), LONG, || async {
         let pvc = api.get(name).await?;
         let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
@@ -385,5 +395,84 @@ async fn a_root_squashing_server_is_reported_with_the_fix() -> anyhow::Result<()
         "no PV without its directory"
     );
     assert!(dirs_on_server(&dir.0, "pv-").is_empty());
+    Ok(())
+}
+
+/// `kubectl describe <kind> <name>` (with `-n <ns>` when given), as a user would run it.
+fn describe(kind: &str, name: &str, ns: Option<&str>) -> anyhow::Result<String> {
+    let mut args = vec!["describe", kind, name];
+    if let Some(ns) = ns {
+        args.extend(["-n", ns]);
+    }
+    kubectl_ok(&args)
+}
+
+/// The controller's Events with `reason` about the object named `regarding`, in `namespace`.
+async fn events_about(
+    client: &Client,
+    namespace: &str,
+    regarding: &str,
+    reason: &str,
+) -> anyhow::Result<Vec<Event>> {
+    let lp = ListParams::default().fields(&format!("regarding.name={regarding}"));
+    let events = Api::<Event>::namespaced(client.clone(), namespace)
+        .list(&lp)
+        .await?;
+    Ok(events
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .collect())
+}
+
+#[tokio::test]
+async fn a_refused_mkdir_is_told_once_on_the_pool_and_the_claim_with_the_fix() -> anyhow::Result<()>
+{
+    let test = unique("nfs-refused");
+    let dir = TempDir::new(&format!("volpool-{test}"))?;
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755))?;
+    let server = NfsServer::start(&[&dir.0])?;
+    // Root is squashed to nobody, who may not write into the export's root: every MKDIR is
+    // refused (NFS3ERR_ACCES).
+    server.squash_root()?;
+    let client = class_and_namespace(&test, false).await?;
+    // NB: minAvailable 0, so the only directory asked for is the claim's.
+    create_nfs_pool(&client, &test, served(&server, &dir.0, 0)).await?;
+    let controller = Controller::start(&test, &format!("{test}-a")).await?;
+    create_claim(&client, &test, "data", &test).await?;
+
+    let export = format!("{}:{}/pv-", server.address(), dir.0.display());
+    let says_it_all = |text: &str| {
+        text.contains("MakeDirectoryFailed")
+            && text.contains(&format!("could not make directory {export}"))
+            && text.contains("NFS3ERR_ACCES")
+            && text.contains("no_root_squash")
+    };
+    // What `kubectl describe` shows, on the pool and on the claim.
+    let pool = wait_for("the Event in kubectl describe volumepool", LONG, || async {
+        let text = describe("volumepool", &test, None)?;
+        Ok(says_it_all(&text).then_some(text))
+    })
+    .await?;
+    assert!(pool.contains("Warning"), "{pool}");
+    wait_for("the Event in kubectl describe pvc", LONG, || async {
+        let text = describe("pvc", "data", Some(&test))?;
+        Ok(says_it_all(&text).then_some(()))
+    })
+    .await?;
+
+    // The controller keeps retrying (each pass another MKDIR, refused the same way), and says
+    // it once: one Event on the pool, one on the claim.
+    controller.writes_during_passes(5.0).await?;
+    let reason = "MakeDirectoryFailed";
+    assert_eq!(
+        events_about(&client, "kube-system", &test, reason)
+            .await?
+            .len(),
+        1
+    );
+    assert_eq!(events_about(&client, &test, "data", reason).await?.len(), 1);
+    assert!(dirs_on_server(&dir.0, "pv-").is_empty());
+    assert!(pvs_of(&client, &test).await?.is_empty());
     Ok(())
 }

@@ -5,6 +5,7 @@
 //!  spec.nfs ──► Export::for_pool ─┬─► Nfs3     (portmap → MOUNT → NFSv3 over TCP, no kernel mount)
 //!                                 └─► Mounted  (plain file operations under mountedPath)
 //!  run.rs ──► observe (reads only) ──► ExportView ──► plan::nfs (pure) ──► ExportOp ──► execute
+//!                                                        a failed operation ──► told ──► Events (once per failure)
 //! ```
 //!
 //! Every name is one path component directly under the pool's root (checked here), and a tree
@@ -17,6 +18,7 @@ mod nfs3;
 mod ops;
 #[cfg(test)]
 mod tests;
+mod told;
 
 use volpool_api::{NfsAccess, NfsSource};
 

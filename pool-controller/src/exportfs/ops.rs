@@ -9,8 +9,11 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use volpool_api::{ExportSpace, LABEL_POOL, NfsSource};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Resource;
+use volpool_api::{ExportSpace, LABEL_POOL, NfsSource, VolumePool};
 
+use super::told::Told;
 use super::{Export, ExportError, ExportFs, FailKind};
 use crate::error::Error;
 use crate::plan::nfs::{ExportOp, ExportView, Op, SeenDir, is_pool_dir, nfs_pools, pv_dir};
@@ -23,6 +26,10 @@ struct Handle {
     spec: NfsSource,
     export: Export,
     denied: Option<String>,
+    /// The pool, for Events.
+    pool: ObjectReference,
+    /// Failed operations already told in Events.
+    told: Told,
 }
 
 /// The exports of the NFS pools, kept across passes (one NFS connection each).
@@ -38,21 +45,23 @@ fn same_export(a: &NfsSource, b: &NfsSource) -> bool {
 }
 
 impl Exports {
-    fn handle(&mut self, pool: &str, nfs: &NfsSource) -> &mut Handle {
+    fn handle(&mut self, pool: &VolumePool, nfs: &NfsSource) -> &mut Handle {
+        let name = pool.metadata.name.clone().unwrap_or_default();
+        let reference = pool.object_ref(&());
         let stale = self
             .handles
-            .get(pool)
-            .is_some_and(|h| !same_export(&h.spec, nfs));
+            .get(&name)
+            .is_some_and(|h| !same_export(&h.spec, nfs) || h.pool.uid != reference.uid);
         if stale {
-            self.handles.remove(pool);
+            self.handles.remove(&name);
         }
-        self.handles
-            .entry(pool.to_string())
-            .or_insert_with(|| Handle {
-                spec: nfs.clone(),
-                export: Export::for_pool(nfs),
-                denied: None,
-            })
+        self.handles.entry(name).or_insert_with(|| Handle {
+            spec: nfs.clone(),
+            export: Export::for_pool(nfs),
+            denied: None,
+            pool: reference,
+            told: Told::default(),
+        })
     }
 }
 
@@ -88,7 +97,7 @@ pub async fn observe(world: &World, exports: &mut Exports) -> BTreeMap<String, E
             })
             .filter_map(|pv| pv_dir(pv))
             .collect();
-        exports.handle(name, nfs);
+        exports.handle(pool, nfs);
         wanted.push((name.to_string(), owned));
     }
     // NB: all exports at once, so one hung server costs a pass one deadline, not one per pool.
@@ -155,13 +164,15 @@ async fn read(export: &Export, owned: &HashSet<String>, denied: Option<String>) 
 /// What `execute` did.
 #[derive(Default)]
 pub struct Executed {
-    /// Follow-up writes of the operations that succeeded.
+    /// Follow-up writes of the operations that succeeded, and the Events about those that
+    /// failed.
     pub changes: Vec<Change>,
     /// Operations that failed (the next pass plans them again).
     pub failed: Vec<Error>,
 }
 
-/// Carry out the directory operations in order; a failed one drops its follow-up writes.
+/// Carry out the directory operations in order; a failed one drops its follow-up writes and,
+/// the first time it fails that way, gives Events saying so (`told.rs`).
 pub async fn execute(exports: &mut Exports, ops: Vec<ExportOp>) -> Executed {
     let crash_after_mkdir = std::env::var(CRASH_AFTER_MKDIR).is_ok_and(|v| v == "1");
     let mut done = Executed::default();
@@ -190,6 +201,7 @@ pub async fn execute(exports: &mut Exports, ops: Vec<ExportOp>) -> Executed {
         };
         match result {
             Ok(()) => {
+                handle.told.worked(&op.op);
                 if matches!(op.op, Op::MakeDir { .. }) {
                     handle.denied = None;
                     if crash_after_mkdir {
@@ -205,6 +217,8 @@ pub async fn execute(exports: &mut Exports, ops: Vec<ExportOp>) -> Executed {
                 if e.kind == FailKind::Denied {
                     handle.denied = Some(e.message.clone());
                 }
+                let told = handle.told.failed(&handle.pool, &handle.spec, &op, &e);
+                done.changes.extend(told.into_iter().map(Change::Event));
                 let error = failure(&op, e);
                 tracing::warn!(%error, "the next pass retries");
                 done.failed.push(error);

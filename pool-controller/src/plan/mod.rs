@@ -27,7 +27,7 @@ pub mod claims;
 pub mod events;
 mod local;
 pub mod nfs;
-mod pv;
+pub(crate) mod pv;
 mod select;
 pub mod status;
 #[cfg(test)]

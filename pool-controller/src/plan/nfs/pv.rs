@@ -52,6 +52,20 @@ pub struct ClaimRef {
     pub uid: String,
 }
 
+impl ClaimRef {
+    /// A reference to the claim, for the PV's `claimRef` and Events.
+    pub fn reference(&self) -> ObjectReference {
+        ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("PersistentVolumeClaim".into()),
+            namespace: Some(self.namespace.clone()),
+            name: Some(self.name.clone()),
+            uid: Some(self.uid.clone()),
+            ..Default::default()
+        }
+    }
+}
+
 impl NfsPv {
     /// Path the PV mounts.
     pub fn path(&self) -> String {
@@ -82,14 +96,7 @@ impl NfsPv {
         }
         let spec = pv.spec.get_or_insert_default();
         if let Some(claim) = &self.claim {
-            spec.claim_ref = Some(ObjectReference {
-                api_version: Some("v1".into()),
-                kind: Some("PersistentVolumeClaim".into()),
-                namespace: Some(claim.namespace.clone()),
-                name: Some(claim.name.clone()),
-                uid: Some(claim.uid.clone()),
-                ..Default::default()
-            });
+            spec.claim_ref = Some(claim.reference());
             let annotations = pv.metadata.annotations.get_or_insert_default();
             let at = format!("{}/{}", claim.namespace, claim.name);
             annotations.insert(ANNOTATION_PRE_BOUND.into(), at);
