@@ -29,6 +29,6 @@ pub use diff::json_diff;
 pub use http::{free_port, http_get};
 pub use loopdev::{Fs, LoopDevice};
 pub use node::FakeNode;
-pub use process::{Reaper, cargo_binary, check, repo_root, run};
+pub use process::{Reaper, cargo_binary, check, repo_root, run, stdout_of};
 pub use temp::TempDir;
 pub use wait::{wait_for, wait_for_blocking};

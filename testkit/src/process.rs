@@ -21,13 +21,19 @@ pub fn check(out: &Output, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The stdout of a command that ran as `what`, or an error with its output unless it
+/// succeeded.
+pub fn stdout_of(out: &Output, what: &str) -> anyhow::Result<String> {
+    check(out, what)?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Run `cmd` to its end: its stdout, or an error with its output.
 pub fn run(cmd: &mut Command) -> anyhow::Result<String> {
     let out = cmd
         .output()
         .with_context(|| format!("cannot run {cmd:?}"))?;
-    check(&out, &format!("{cmd:?}"))?;
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    stdout_of(&out, &format!("{cmd:?}"))
 }
 
 /// Children killed and reaped on drop. Declare it before the `FakeNode` they run in, so it

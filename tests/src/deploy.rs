@@ -15,11 +15,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use kube::Api;
 use kube::config::Kubeconfig;
 use serde_json::json;
+use volpool_testkit::{check, stdout_of};
 
 use crate::{FIELD_MANAGER, client, kubeconfig, repo_root, unique, wait_for};
 
@@ -63,16 +64,7 @@ pub fn kubectl(args: &[&str]) -> anyhow::Result<Output> {
 
 /// Like [`kubectl`], but fail unless it exits 0; returns its stdout.
 pub fn kubectl_ok(args: &[&str]) -> anyhow::Result<String> {
-    let output = kubectl(args)?;
-    if !output.status.success() {
-        bail!(
-            "kubectl {} failed:\n{}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    stdout_of(&kubectl(args)?, &format!("kubectl {}", args.join(" ")))
 }
 
 /// Apply the base's Namespace, ServiceAccounts, roles and bindings for real.
@@ -101,13 +93,7 @@ pub fn apply_rbac() -> anyhow::Result<()> {
         .current_dir(repo_root())
         .output()
         .with_context(|| format!("failed to run {}", path.display()))?;
-    if !output.status.success() {
-        bail!(
-            "applying deploy/ RBAC failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(())
+    check(&output, "applying deploy/ RBAC")
 }
 
 /// The token of ServiceAccount `volpool-system/<name>`, from the Secret that 1.20's token

@@ -23,13 +23,14 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use serde_json::json;
+use volpool_testkit::stdout_of;
 
 /// Field manager of everything the tests write.
 pub const FIELD_MANAGER: &str = "volpool-e2e";
@@ -56,14 +57,7 @@ fn start_cluster() -> anyhow::Result<PathBuf> {
         .arg(&up)
         .output()
         .with_context(|| format!("failed to run {}", up.display()))?;
-    if !output.status.success() {
-        bail!(
-            "{} failed:\n{}",
-            up.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = stdout_of(&output, &up.display().to_string())?;
     let path = stdout
         .lines()
         .filter_map(|l| l.strip_prefix("export KUBECONFIG="))

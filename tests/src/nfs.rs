@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::PersistentVolume;
 
-use volpool_testkit::TempDir;
+use volpool_testkit::{TempDir, stdout_of};
 
 use crate::repo_root;
 
@@ -47,16 +47,7 @@ pub fn output_within(cmd: &mut Command, deadline: Duration) -> anyhow::Result<Ou
 }
 
 fn run_ok(cmd: &mut Command, deadline: Duration) -> anyhow::Result<String> {
-    let out = output_within(cmd, deadline)?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    stdout_of(&output_within(cmd, deadline)?, &format!("{cmd:?}"))
 }
 
 /// nfs-ganesha (NFSv3 + v4) with rpcbind in a network namespace of its own, reachable from

@@ -15,10 +15,11 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use serde_json::{Value, json};
 use volpool_e2e::deploy::{kubectl, kubectl_ok, kubectl_path};
 use volpool_e2e::{kubeconfig, repo_root, unique, wait_for};
+use volpool_testkit::{run, stdout_of};
 
 const CHART: &str = "charts/volpool";
 /// The labels Helm's conventions add: the only difference allowed between the chart's default
@@ -61,16 +62,7 @@ fn helm(args: &[&str]) -> anyhow::Result<Output> {
 
 /// Like [`helm`], but fail unless it exits 0; returns its stdout.
 fn helm_ok(args: &[&str]) -> anyhow::Result<String> {
-    let output = helm(args)?;
-    if !output.status.success() {
-        bail!(
-            "helm {} failed:\n{}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    stdout_of(&helm(args)?, &format!("helm {}", args.join(" ")))
 }
 
 /// Like [`helm_ok`], against the test cluster.
@@ -979,18 +971,16 @@ struct NodeCluster {
 
 impl NodeCluster {
     fn up() -> anyhow::Result<Self> {
-        let images = run_script(
-            Command::new("flock")
-                .arg(std::env::temp_dir().join("volpool-build-local.lock"))
-                .arg(repo_root().join("deploy/images/build-local"))
-                .arg("volpool"),
-        )?;
+        let images = run(Command::new("flock")
+            .arg(std::env::temp_dir().join("volpool-build-local.lock"))
+            .arg(repo_root().join("deploy/images/build-local"))
+            .arg("volpool"))?;
         let dir = std::env::temp_dir().join(unique("volpool-helm-nodes"));
         let mut cluster = Self {
             dir,
             kubeconfig: String::new(),
         };
-        let up = run_script(cluster.script("tests/cluster/up").args(["--nodes", "1"]))?;
+        let up = run(cluster.script("tests/cluster/up").args(["--nodes", "1"]))?;
         cluster.kubeconfig = up
             .lines()
             .filter_map(|l| l.strip_prefix("export KUBECONFIG="))
@@ -999,7 +989,7 @@ impl NodeCluster {
             .trim()
             .to_string();
         let tarballs = images.lines().filter_map(|l| l.split_whitespace().nth(1));
-        run_script(cluster.script("tests/cluster/node-load").args(tarballs))?;
+        run(cluster.script("tests/cluster/node-load").args(tarballs))?;
         Ok(cluster)
     }
 
@@ -1018,7 +1008,7 @@ impl NodeCluster {
     fn get(&self, args: &[&str]) -> anyhow::Result<Value> {
         let mut command = Command::new(kubectl_path());
         command.args(["--kubeconfig", &self.kubeconfig, "get", "-o", "json"]);
-        Ok(serde_json::from_str(&run_script(command.args(args))?)?)
+        Ok(serde_json::from_str(&run(command.args(args))?)?)
     }
 }
 
@@ -1027,19 +1017,6 @@ impl Drop for NodeCluster {
         let _ = self.script("tests/cluster/down").output();
         let _ = std::fs::remove_file(self.dir.with_extension("lock"));
     }
-}
-
-/// Run a command to its end; its stdout, or an error with its stderr.
-fn run_script(command: &mut Command) -> anyhow::Result<String> {
-    let output = command
-        .output()
-        .with_context(|| format!("failed to run {command:?}"))?;
-    ensure!(
-        output.status.success(),
-        "{command:?} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8(output.stdout)?)
 }
 
 fn condition(object: &Value, kind: &str) -> bool {
@@ -1070,7 +1047,7 @@ async fn on_a_real_node_the_release_runs_makes_pvs_rolls_and_leaves_them() -> an
     let cluster = NodeCluster::up()?;
     let pool = unique("helm-disks");
     let disk = format!("/mnt/{pool}/vol1");
-    run_script(cluster.script("tests/cluster/node-exec").args([
+    run(cluster.script("tests/cluster/node-exec").args([
         "node-1",
         "--",
         "sh",
@@ -1148,11 +1125,9 @@ async fn on_a_real_node_the_release_runs_makes_pvs_rolls_and_leaves_them() -> an
             "README command {command:?} is not kubectl"
         );
         let mut kubectl = Command::new(kubectl_path());
-        run_script(
-            kubectl
-                .args(["--kubeconfig", &cluster.kubeconfig])
-                .args(args),
-        )?;
+        run(kubectl
+            .args(["--kubeconfig", &cluster.kubeconfig])
+            .args(args))?;
     }
     let pvs = cluster.get(&["pv", "-l", "volpool.io/pool"])?;
     assert!(items(&pvs["items"]).is_empty(), "PVs left: {pvs}");

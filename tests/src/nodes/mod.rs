@@ -23,6 +23,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
+use volpool_testkit::stdout_of;
 
 use crate::deploy::{AGENT, CONTROLLER, NAMESPACE, kubectl_path};
 use crate::{repo_root, wait_for};
@@ -56,15 +57,10 @@ fn run_locked(lock: &Path, program: &Path, args: &[&str]) -> anyhow::Result<Stri
         .current_dir(repo_root())
         .output()
         .with_context(|| format!("failed to run {}", program.display()))?;
-    if !output.status.success() {
-        bail!(
-            "{} {} failed:\n{}",
-            program.display(),
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    stdout_of(
+        &output,
+        &format!("{} {}", program.display(), args.join(" ")),
+    )
 }
 
 /// Kubeconfig of the real-node cluster, started at most once (the first test of a run waits
@@ -101,14 +97,7 @@ pub fn kubectl(args: &[&str]) -> anyhow::Result<String> {
         .current_dir(repo_root())
         .output()
         .context("failed to run kubectl")?;
-    if !output.status.success() {
-        bail!(
-            "kubectl {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    stdout_of(&output, &format!("kubectl {}", args.join(" ")))
 }
 
 /// kubectl against the real-node cluster whatever its exit status (for commands whose status
@@ -175,13 +164,7 @@ pub fn node_exec(node: &str, script: &str) -> anyhow::Result<String> {
         .env("VOLPOOL_CLUSTER_DIR", cluster_dir())
         .output()
         .context("failed to run tests/cluster/node-exec")?;
-    if !output.status.success() {
-        bail!(
-            "on {node}: `{script}` failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    stdout_of(&output, &format!("on {node}: `{script}`"))
 }
 
 /// Build the `:dev` images from this workspace, import them into every node and install
