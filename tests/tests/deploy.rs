@@ -51,20 +51,28 @@ fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
 async fn base_installs_on_a_1_20_apiserver() -> anyhow::Result<()> {
     // NB: a server dry run of namespaced objects needs their Namespace to exist for real.
     apply_rbac()?;
-    let output = kubectl_ok(&["apply", "-k", "deploy/", "--dry-run=server"])?;
-    for object in [
-        "customresourcedefinition.apiextensions.k8s.io/volumepools.volpool.io",
-        "customresourcedefinition.apiextensions.k8s.io/nodevolumes.volpool.io",
-        "daemonset.apps/volpool-agent",
-        "deployment.apps/volpool-controller",
-        "service/volpool-agent",
-        "service/volpool-controller",
-        "clusterrolebinding.rbac.authorization.k8s.io/volpool-agent",
-        "rolebinding.rbac.authorization.k8s.io/volpool-controller-leader",
-    ] {
+    dry_run_applies(
+        "deploy/",
+        &[
+            "customresourcedefinition.apiextensions.k8s.io/volumepools.volpool.io",
+            "customresourcedefinition.apiextensions.k8s.io/nodevolumes.volpool.io",
+            "daemonset.apps/volpool-agent",
+            "deployment.apps/volpool-controller",
+            "service/volpool-agent",
+            "service/volpool-controller",
+            "clusterrolebinding.rbac.authorization.k8s.io/volpool-agent",
+            "rolebinding.rbac.authorization.k8s.io/volpool-controller-leader",
+        ],
+    )
+}
+
+/// `kubectl apply -k <dir> --dry-run=server` succeeds and names every one of `objects`.
+fn dry_run_applies(dir: &str, objects: &[&str]) -> anyhow::Result<()> {
+    let output = kubectl_ok(&["apply", "-k", dir, "--dry-run=server"])?;
+    for object in objects {
         assert!(
             output.contains(object),
-            "{object} missing from the dry run:\n{output}"
+            "{object} missing from the dry run of {dir}:\n{output}"
         );
     }
     Ok(())
@@ -178,16 +186,15 @@ async fn controller_runs_two_unprivileged_replicas() -> anyhow::Result<()> {
 #[tokio::test]
 async fn examples_are_accepted_by_the_crds() -> anyhow::Result<()> {
     apply_crds(&client().await?).await?;
-    let output = kubectl_ok(&["apply", "-k", "deploy/examples/", "--dry-run=server"])?;
-    for object in [
-        "volumepool.volpool.io/fast-disks",
-        "volumepool.volpool.io/nfs-shared",
-        "storageclass.storage.k8s.io/fast-disks",
-        "storageclass.storage.k8s.io/nfs-shared",
-    ] {
-        assert!(output.contains(object), "{object} missing:\n{output}");
-    }
-    Ok(())
+    dry_run_applies(
+        "deploy/examples/",
+        &[
+            "volumepool.volpool.io/fast-disks",
+            "volumepool.volpool.io/nfs-shared",
+            "storageclass.storage.k8s.io/fast-disks",
+            "storageclass.storage.k8s.io/nfs-shared",
+        ],
+    )
 }
 
 /// What `kubectl auth can-i` answers, as `who` (impersonated) or with `token`.
