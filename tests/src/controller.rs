@@ -349,7 +349,7 @@ pub async fn wait_for_pv(
     .await
 }
 
-/// A claim in `ns` pre-bound to the PV `pv`; returns when the PV is Bound.
+/// A claim in `ns` pre-bound to the PV `pv` (asking 1 GiB); returns when the PV is Bound.
 pub async fn bind(
     client: &Client,
     ns: &str,
@@ -357,13 +357,31 @@ pub async fn bind(
     pv: &str,
     class: &str,
 ) -> anyhow::Result<()> {
-    let pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim},
-                     "spec": {"storageClassName": class, "volumeName": pv, "accessModes": ["ReadWriteOnce"],
-                              "resources": {"requests": {"storage": "1Gi"}}}});
+    create_claim(client, ns, claim, class, "ReadWriteOnce", "1Gi", Some(pv)).await?;
+    wait_for_pv(client, pv, "Bound", |p| phase(p) == Some("Bound")).await?;
+    Ok(())
+}
+
+/// A claim `name` in `ns` of `class`, asking for `size` with access mode `mode`; pre-bound to
+/// the PV `volume` when one is given, else the PV binder picks its PV.
+pub async fn create_claim(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    class: &str,
+    mode: &str,
+    size: &str,
+    volume: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+                         "spec": {"storageClassName": class, "accessModes": [mode],
+                                  "resources": {"requests": {"storage": size}}}});
+    if let Some(pv) = volume {
+        pvc["spec"]["volumeName"] = pv.into();
+    }
     Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
         .create(&PostParams::default(), &serde_json::from_value(pvc)?)
         .await?;
-    wait_for_pv(client, pv, "Bound", |p| phase(p) == Some("Bound")).await?;
     Ok(())
 }
 

@@ -10,12 +10,12 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use volpool_api::VolumePool;
 use volpool_e2e::controller::{
-    Controller, apply_pool, class_and_namespace, create_class, pvs_of, wait_for_event,
+    Controller, apply_pool, class_and_namespace, create_claim, create_class, pvs_of, wait_for_event,
 };
 use volpool_e2e::nfs::{NfsServer, dirs_on_server, pv_dir};
 use volpool_e2e::{FIELD_MANAGER, unique, wait_for};
@@ -36,23 +36,6 @@ async fn create_nfs_pool(
         spec.extend(extra.clone());
     }
     apply_pool(client, test, test, spec).await
-}
-
-async fn create_claim(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    class: &str,
-    mode: &str,
-    size: &str,
-) -> anyhow::Result<()> {
-    let pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
-        "spec": {"storageClassName": class, "accessModes": [mode],
-                 "resources": {"requests": {"storage": size}}}});
-    Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &serde_json::from_value(pvc)?)
-        .await?;
-    Ok(())
 }
 
 fn claim_uid(pv: &PersistentVolume) -> Option<String> {
@@ -220,6 +203,7 @@ async fn a_burst_of_200_claims_binds_with_one_pv_each_within_max_volumes() -> an
             &test,
             "ReadWriteOnce",
             "1Mi",
+            None,
         )
         .await?;
     }
@@ -316,11 +300,29 @@ async fn every_stuck_claim_hears_the_fix_once() -> anyhow::Result<()> {
     .await?;
     let identity = format!("{test}-a");
     let controller = Controller::start(&test, &identity).await?;
-    create_claim(&client, &test, "rwo", &test, "ReadWriteOnce", "1Mi").await?;
-    create_claim(&client, &test, "first", &test, "ReadWriteMany", "1Mi").await?;
+    create_claim(&client, &test, "rwo", &test, "ReadWriteOnce", "1Mi", None).await?;
+    create_claim(&client, &test, "first", &test, "ReadWriteMany", "1Mi", None).await?;
     wait_bound(&client, &test, "first").await?;
-    create_claim(&client, &test, "second", &test, "ReadWriteMany", "1Mi").await?;
-    create_claim(&client, &test, "lost", &orphan, "ReadWriteOnce", "1Mi").await?;
+    create_claim(
+        &client,
+        &test,
+        "second",
+        &test,
+        "ReadWriteMany",
+        "1Mi",
+        None,
+    )
+    .await?;
+    create_claim(
+        &client,
+        &test,
+        "lost",
+        &orphan,
+        "ReadWriteOnce",
+        "1Mi",
+        None,
+    )
+    .await?;
     let expected = [
         (
             "rwo",
@@ -352,7 +354,7 @@ async fn every_stuck_claim_hears_the_fix_once() -> anyhow::Result<()> {
     .await?;
     wait_bound(&client, &test, "second").await?;
     server.stop()?;
-    create_claim(&client, &test, "late", &test, "ReadWriteMany", "1Mi").await?;
+    create_claim(&client, &test, "late", &test, "ReadWriteMany", "1Mi", None).await?;
     let seen = wait_for_event(&client, &test, "late", "NoMatchingVolume").await?;
     assert!(seen.contains("the export is unreachable ("), "{seen}");
     // Three more passes (resync 1s): still one Event per claim and reason.

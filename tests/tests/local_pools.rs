@@ -16,7 +16,7 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 use volpool_api::{
@@ -24,8 +24,9 @@ use volpool_api::{
 };
 use volpool_e2e::agent::wait_for_entry;
 use volpool_e2e::controller::{
-    Controller, LEASE_NAMESPACE, capacity, claim_ref, create_class, create_namespace, create_pool,
-    label, phase, pvs_of, spread_statefulset, wait_for_event, wait_for_pv, wait_for_pvs,
+    Controller, LEASE_NAMESPACE, capacity, claim_ref, create_claim, create_class, create_namespace,
+    create_pool, label, phase, pvs_of, spread_statefulset, wait_for_event, wait_for_pv,
+    wait_for_pvs,
 };
 use volpool_e2e::disks::DiskNode;
 use volpool_e2e::{apply_crds, client, unique};
@@ -140,13 +141,9 @@ impl Fixture {
 /// A claim `claim` in the test's namespace pre-bound to the PV `pv` (asking for 1 MiB: the
 /// disks here are small); returns when the PV is Bound.
 async fn bind(fx: &Fixture, claim: &str, pv: &str) -> anyhow::Result<()> {
-    let pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim},
-                     "spec": {"storageClassName": fx.test, "volumeName": pv, "accessModes": ["ReadWriteOnce"],
-                              "resources": {"requests": {"storage": "1Mi"}}}});
-    Api::<PersistentVolumeClaim>::namespaced(fx.client.clone(), &fx.test)
-        .create(&PostParams::default(), &serde_json::from_value(pvc)?)
-        .await?;
-    wait_for_pv(&fx.client, pv, "Bound", |p| phase(p) == Some("Bound")).await?;
+    let (client, ns) = (&fx.client, &fx.test);
+    create_claim(client, ns, claim, ns, "ReadWriteOnce", "1Mi", Some(pv)).await?;
+    wait_for_pv(client, pv, "Bound", |p| phase(p) == Some("Bound")).await?;
     Ok(())
 }
 

@@ -11,11 +11,13 @@ use std::path::Path;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use volpool_api::VolumePool;
-use volpool_e2e::controller::{Controller, LONG, apply_pool, class_and_namespace, phase, pvs_of};
+use volpool_e2e::controller::{
+    Controller, LONG, apply_pool, class_and_namespace, create_claim, phase, pvs_of,
+};
 use volpool_e2e::deploy::kubectl_ok;
 use volpool_e2e::nfs::{NfsServer, dirs_on_server, pv_dir};
 use volpool_e2e::{unique, wait_for};
@@ -48,20 +50,9 @@ async fn dir_of(client: &Client, name: &str) -> anyhow::Result<String> {
     ))
 }
 
-/// Create a 1 MiB ReadWriteMany claim on `class` (no volumeName: the PV binder picks a PV).
-async fn create_claim(client: &Client, ns: &str, name: &str, class: &str) -> anyhow::Result<()> {
-    let pvc = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
-        "spec": {"storageClassName": class, "accessModes": ["ReadWriteMany"],
-                 "resources": {"requests": {"storage": "1Mi"}}}});
-    Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &serde_json::from_value(pvc)?)
-        .await?;
-    Ok(())
-}
-
 /// A claim on the pool's class, once Bound; returns the PV.
 async fn claim(client: &Client, ns: &str, name: &str, class: &str) -> anyhow::Result<String> {
-    create_claim(client, ns, name, class).await?;
+    create_claim(client, ns, name, class, "ReadWriteMany", "1Mi", None).await?;
     let api = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
     wait_for(&format!("claim {ns}/{name} Bound"), LONG, || async {
         let pvc = api.get(name).await?;
@@ -439,7 +430,7 @@ async fn a_refused_mkdir_is_told_once_on_the_pool_and_the_claim_with_the_fix() -
     // NB: minAvailable 0, so the only directory asked for is the claim's.
     create_nfs_pool(&client, &test, served(&server, &dir.0, 0)).await?;
     let controller = Controller::start(&test, &format!("{test}-a")).await?;
-    create_claim(&client, &test, "data", &test).await?;
+    create_claim(&client, &test, "data", &test, "ReadWriteMany", "1Mi", None).await?;
 
     let export = format!("{}:{}/pv-", server.address(), dir.0.display());
     let says_it_all = |text: &str| {
