@@ -227,3 +227,6 @@ pub fn env_value(text: &str, key: &str) -> Option<String> {
         (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
     })
 }
+
+#[cfg(test)]
+mod props;
