@@ -27,6 +27,11 @@ pub fn agent_binary() -> anyhow::Result<PathBuf> {
     cargo_binary("volpool-agent", "volpool-agent")
 }
 
+/// The log of the agent of Node `node` (stderr; made anew by each start).
+pub fn agent_log(node: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("volpool-agent-{node}.log"))
+}
+
 /// The entry at `path` in NodeVolumes/`node`, once one passes `check`: what an agent has
 /// published about one volume.
 pub async fn wait_for_entry(
@@ -85,7 +90,7 @@ pub trait AgentNode {
         port: u16,
         extra: &[&str],
     ) -> anyhow::Result<Child> {
-        let log = std::env::temp_dir().join(format!("volpool-agent-{node}.log"));
+        let log = agent_log(node);
         let log = std::fs::File::create(&log)
             .with_context(|| format!("cannot create {}", log.display()))?;
         self.fake_node()

@@ -47,14 +47,7 @@ impl DiskNode {
         name: &str,
         labels: serde_json::Value,
     ) -> anyhow::Result<DiskNode> {
-        create_node(client, name).await?;
-        // NB: a merge patch, not an apply: an apply by the field manager that created the Node
-        // would drop the hostname label it does not repeat.
-        let patch = json!({"metadata": {"labels": labels}});
-        Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
-            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .with_context(|| format!("failed to label Node {name}"))?;
+        create_labelled_node(client, name, labels).await?;
         let mut node = DiskNode {
             name: name.to_string(),
             port: free_port()?,
@@ -85,6 +78,11 @@ impl DiskNode {
             let _ = agent.kill();
             let _ = agent.wait();
         }
+    }
+
+    /// A command that runs in the node's namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+        self.fake.command(program)
     }
 
     /// Run a shell script in the node's namespace.
@@ -161,6 +159,24 @@ impl DiskNode {
             _ => bail!("unexpected `stat -f` output {out:?}"),
         }
     }
+}
+
+/// Create Node `name` (as [`create_node`] does) with `labels` added: a test's node, or one
+/// re-created with the same name.
+pub async fn create_labelled_node(
+    client: &Client,
+    name: &str,
+    labels: serde_json::Value,
+) -> anyhow::Result<()> {
+    create_node(client, name).await?;
+    // NB: a merge patch, not an apply: an apply by the field manager that created the Node
+    // would drop the hostname label it does not repeat.
+    let patch = json!({"metadata": {"labels": labels}});
+    Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .with_context(|| format!("failed to label Node {name}"))?;
+    Ok(())
 }
 
 impl Drop for DiskNode {

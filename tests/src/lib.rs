@@ -8,6 +8,7 @@
 //! Every test gets its own names from [`unique`], so tests run in parallel without colliding.
 
 pub mod agent;
+pub mod chaos;
 pub mod controller;
 pub mod deploy;
 pub mod disks;
