@@ -11,7 +11,7 @@
 //! it: those are forgotten, not checked.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::Api;
@@ -23,6 +23,7 @@ use super::check::{annotation, describe, name, uid};
 use super::disk::{read_mark, write_mark};
 use super::world::World;
 use crate::controller::{claim_ref, label, phase};
+use crate::disks::DiskNode;
 
 const CANARY: &str = "chaos-canary";
 const SENTINEL: &str = "chaos-sentinel";
@@ -208,38 +209,42 @@ fn place(bed: &Bed, pv: &PersistentVolume) -> Option<Place> {
     Some(Place::Nfs(bed.export.join(dir)))
 }
 
+/// The node, path and identity of a local place (the node may be gone from the bed).
+fn local<'a>(bed: &'a Bed, place: &'a Place) -> Option<(&'a DiskNode, &'a Path, &'a str)> {
+    let Place::Local {
+        node,
+        path,
+        identity,
+    } = place
+    else {
+        return None;
+    };
+    let i = bed.node_index(node)?;
+    Some((&bed.nodes[i], path, identity))
+}
+
 fn write(bed: &Bed, place: &Place, file: &str, content: &str) -> anyhow::Result<bool> {
-    match place {
-        Place::Local {
-            node,
-            path,
-            identity,
-        } => match bed.node_index(node) {
-            Some(i) => write_mark(&bed.nodes[i], path, identity, file, content),
-            None => Ok(false),
-        },
-        Place::Nfs(dir) => {
-            if !dir.is_dir() {
-                return Ok(false);
-            }
-            std::fs::write(dir.join(file), content)?;
-            Ok(true)
+    if let Place::Nfs(dir) = place {
+        if !dir.is_dir() {
+            return Ok(false);
         }
+        std::fs::write(dir.join(file), content)?;
+        return Ok(true);
+    }
+    match local(bed, place) {
+        Some((node, path, identity)) => write_mark(node, path, identity, file, content),
+        None => Ok(false),
     }
 }
 
 /// `None` when the place cannot be read now (its disk is not mounted there); else whether the
 /// file is there and what it holds.
 fn read(bed: &Bed, place: &Place, file: &str) -> anyhow::Result<Option<Option<String>>> {
-    match place {
-        Place::Local {
-            node,
-            path,
-            identity,
-        } => match bed.node_index(node) {
-            Some(i) => read_mark(&bed.nodes[i], path, identity, file),
-            None => Ok(None),
-        },
-        Place::Nfs(dir) => Ok(Some(std::fs::read_to_string(dir.join(file)).ok())),
+    if let Place::Nfs(dir) = place {
+        return Ok(Some(std::fs::read_to_string(dir.join(file)).ok()));
+    }
+    match local(bed, place) {
+        Some((node, path, identity)) => read_mark(node, path, identity, file),
+        None => Ok(None),
     }
 }
