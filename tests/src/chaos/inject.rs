@@ -161,6 +161,18 @@ fn junk(bed: &Bed) -> anyhow::Result<Vec<PathBuf>> {
     .to_vec())
 }
 
+/// Wait until the apiserver answers (and reaches etcd): after every recovery, as etcd and the
+/// apiserver may both have been down.
+pub async fn wait_for_apiserver(bed: &Bed) -> anyhow::Result<()> {
+    let namespaces = Api::<Namespace>::all(bed.client.clone());
+    wait_for(
+        "the apiserver to answer",
+        Duration::from_secs(120),
+        || async { Ok(namespaces.get_opt("default").await?.map(drop)) },
+    )
+    .await
+}
+
 /// Undo what [`inject`] did.
 pub async fn recover(bed: &mut Bed, undo: Undo) -> anyhow::Result<()> {
     match undo {
@@ -172,13 +184,6 @@ pub async fn recover(bed: &mut Bed, undo: Undo) -> anyhow::Result<()> {
         Undo::Component(name) => {
             let plane = bed.control_plane.as_mut().context("no control plane")?;
             plane.restart(name)?;
-            let namespaces = Api::<Namespace>::all(bed.client.clone());
-            wait_for(
-                &format!("the apiserver to answer after {name} restarted"),
-                Duration::from_secs(120),
-                || async { Ok(namespaces.get_opt("default").await?.map(drop)) },
-            )
-            .await?;
         }
         Undo::Mount(n, device, path) => disk::mount(&bed.nodes[n], &device, &path)?,
         Undo::Node(n) => {

@@ -94,7 +94,10 @@ pub async fn run(opts: Options) -> anyhow::Result<Summary> {
         opts.nodes,
         DISKS.len()
     );
-    let bed = Bed::up(opts.nodes).await?;
+    let bed = tokio::select! {
+        bed = Bed::up(opts.nodes) => bed?,
+        signal = interrupted() => anyhow::bail!("interrupted by {signal} during the set-up"),
+    };
     let scope = Scope {
         nodes: opts.nodes,
         disks: DISKS.len(),
@@ -131,10 +134,14 @@ pub async fn run(opts: Options) -> anyhow::Result<Summary> {
         r = run.soak(&schedule) => r,
         signal = interrupted() => Err(anyhow::anyhow!("interrupted by {signal}")),
     };
+    // NB: a soak that cannot go on (a recovery failed, a signal) fails, with what it counted.
+    if let Err(e) = result {
+        println!("chaos: the soak stopped early: {e:#}");
+        run.summary.violations += 1;
+    }
     run.print_kinds();
     let Run { bed, summary, .. } = run;
     bed.down().await;
-    result?;
     Ok(summary)
 }
 
@@ -201,9 +208,17 @@ impl Run {
             self.load_step().await;
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+        let mut failed = None;
         for u in undo.into_iter().rev() {
-            inject::recover(&mut self.bed, u).await?;
+            if let Err(e) = inject::recover(&mut self.bed, u).await {
+                println!("chaos: recovery failed: {e:#}");
+                failed = Some(e);
+            }
         }
+        if let Some(e) = failed {
+            return Err(e.context(format!("recovering from {step}")));
+        }
+        inject::wait_for_apiserver(&self.bed).await?;
         let t = Instant::now();
         self.settle_and_check(&step.to_string()).await?;
         let settled = t.elapsed().as_secs_f64();
