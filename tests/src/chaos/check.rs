@@ -9,6 +9,7 @@ use volpool_api::{ANNOTATION_PATH, LABEL_HEALTH, LABEL_NODE, VolumeState};
 
 use super::world::World;
 use crate::controller::{claim_ref, label, phase};
+use crate::nfs::pv_dir;
 
 /// No two PVs for one volume identity.
 pub const ONE_PV_PER_VOLUME: &str = "one PV per volume identity";
@@ -170,19 +171,9 @@ pub fn settled(world: &World) -> Vec<Violation> {
         out.extend(local_pv(world, pv));
     }
     let mut wanted = BTreeMap::new();
-    for pv in world
-        .nfs
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-    {
-        let path = pv
-            .spec
-            .as_ref()
-            .and_then(|s| s.nfs.as_ref())
-            .map(|n| n.path.as_str());
-        let dir = path.and_then(|p| p.rsplit('/').next()).unwrap_or_default();
-        wanted.insert(dir.to_string(), pv);
-        if !world.dirs.contains_key(dir) {
+    for pv in &world.nfs {
+        let dir = pv_dir(pv);
+        if !world.dirs.contains_key(&dir) && pv.metadata.deletion_timestamp.is_none() {
             let invariant = if phase(pv) == Some("Available") {
                 AVAILABLE_IS_READY
             } else {
@@ -193,6 +184,7 @@ pub fn settled(world: &World) -> Vec<Violation> {
                 format!("no directory {dir} for {}", describe(pv)),
             ));
         }
+        wanted.insert(dir, pv);
     }
     // NB: an empty directory without a PV is the documented adoption window (a crash between
     // MKDIR and the PV create; the next PV adopts it); one with anything in it is a leak.
