@@ -29,6 +29,8 @@ pub struct PoolInput<'a> {
     pub pool: &'a VolumePool,
     pub nodes: &'a HashMap<&'a str, &'a NodeInfo>,
     pub reports: &'a BTreeMap<&'a str, &'a NodeVolumes>,
+    /// Identities this node's report is refused, and why (another node offers them).
+    pub refused: Option<&'a BTreeMap<String, String>>,
     pub now: Timestamp,
 }
 
@@ -76,6 +78,10 @@ pub fn desired<'a>(
                 .insert((node_name, volume.path.as_str()), volume.volume_id.as_str());
         }
         if volume.state != VolumeState::Ready || volume.volume_id.is_empty() {
+            continue;
+        }
+        if let Some(why) = input.refused.and_then(|r| r.get(&volume.volume_id)) {
+            problems.push(Problem::new("DuplicateVolume", why.clone()));
             continue;
         }
         desired.contributing.insert(node_name);

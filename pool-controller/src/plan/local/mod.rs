@@ -14,9 +14,11 @@
 //! depends only on the pool's spec, the node's report, Node and PVs, and — while it has
 //! something to write or a grace period running — the time, so the parts of the other nodes
 //! from earlier passes are what planning them again would give. Changing any pool's spec plans
-//! every node again.
+//! every node again. One cross-node rule: a volume identity two nodes report gets one PV
+//! (`duplicates.rs`); a node refused one is planned on every pass until it is not.
 
 mod desired;
+mod duplicates;
 mod explain;
 mod node;
 pub mod pv;
@@ -44,6 +46,9 @@ pub struct LocalParts {
     pools: Vec<(String, VolumePoolSpec, Option<Refusal>)>,
     /// By pool, then node.
     by_pool: BTreeMap<String, BTreeMap<String, NodePart>>,
+    /// Nodes refused a volume identity another node offers: planned again every pass, so
+    /// they get it once the other node no longer does.
+    refused: BTreeSet<String>,
 }
 
 /// The nodes a pass plans, and what it looks them up in.
@@ -92,12 +97,16 @@ pub(super) fn plan(
         _ => {
             *parts = LocalParts {
                 pools: key,
-                by_pool: BTreeMap::new(),
+                ..LocalParts::default()
             };
             let reported = lookup.reports.keys().map(|n| n.to_string());
             reported.chain(pvs.nodes()).collect()
         }
     };
+    let mut nodes = nodes;
+    nodes.extend(std::mem::take(&mut parts.refused));
+    let refused = duplicates::refusals(&lookup.reports, pvs, &nodes);
+    parts.refused = refused.keys().cloned().collect();
     let planned: Vec<&VolumePool> = pools
         .iter()
         .filter(|p| !input.refused.contains_key(name_of(p)))
@@ -108,7 +117,11 @@ pub(super) fn plan(
     let mut busy = BTreeSet::new();
     for node in &nodes {
         let (writes, wakes) = (out.len(), out.wakes);
-        on_node(input, &lookup, &pools, node, pvs, parts, &mut out);
+        let here = Here {
+            node,
+            refused: refused.get(node),
+        };
+        on_node(input, &lookup, &pools, here, pvs, parts, &mut out);
         let report = lookup.reports.get(node.as_str());
         let info = lookup.info.get(node.as_str()).copied();
         let change = report.and_then(|r| cleanup_change(r, info, &planned, parts, pvs));
@@ -133,16 +146,23 @@ pub(super) fn plan(
     (plan, busy)
 }
 
+/// The node being planned, and the identities its report is refused (`duplicates.rs`).
+struct Here<'a> {
+    node: &'a str,
+    refused: Option<&'a BTreeMap<String, String>>,
+}
+
 /// Plan every local pool on one node and keep what each found.
 fn on_node(
     input: &Input,
     lookup: &Nodes,
     pools: &[&VolumePool],
-    node: &str,
+    at: Here,
     pvs: &dyn LocalPvs,
     parts: &mut LocalParts,
     out: &mut Output,
 ) {
+    let node = at.node;
     let here = pvs.on_node(node);
     let mut by_pool: HashMap<&str, Vec<&PersistentVolume>> = HashMap::new();
     for pv in &here {
@@ -160,6 +180,7 @@ fn on_node(
                 pool,
                 nodes: &lookup.info,
                 reports: &lookup.reports,
+                refused: at.refused,
                 now: input.world.now,
             };
             plan_node(&pool_input, &Rules::of(pool), node, observed, out)

@@ -208,3 +208,88 @@ fn a_pass_over_the_changed_nodes_plans_what_a_full_pass_would() {
     w.nodes.retain(|n| n.name != "n2");
     same_as_full(&w, &parts, &["n2"]);
 }
+
+/// Node `node` also reports a Ready volume of identity `id` at `/mnt/disks/<entry>`.
+fn also_reports(world: &mut World, node: &str, entry: &str, id: &str) {
+    let report = world
+        .reports
+        .iter_mut()
+        .find(|r| r.metadata.name.as_deref() == Some(node))
+        .expect("report");
+    let status = Arc::make_mut(report).status.as_mut().expect("status");
+    let mut volume = status.volumes[0].clone();
+    volume.volume_id = id.into();
+    volume.path = format!("/mnt/disks/{entry}");
+    status.volumes.push(volume);
+}
+
+fn degraded(plan: &Plan) -> String {
+    plan.changes
+        .iter()
+        .find_map(|c| match c {
+            crate::plan::Change::PoolStatus { status, .. } => status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Degraded")
+                .map(|c| c.message.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+fn creates(plan: &Plan) -> Vec<String> {
+    plan.changes
+        .iter()
+        .filter_map(|c| match c {
+            crate::plan::Change::CreatePv { pv } => Some(pv.name.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_volume_another_node_already_offers_gets_no_second_pv_and_the_pool_names_both() {
+    let mut w = world();
+    let parts = converge(&mut w);
+    let pv = w.pvs[pv_on(&w, "n1", "a")].metadata.name.clone();
+    // n2's report also claims n1's disk (a report written by hand, or a copied disk).
+    also_reports(&mut w, "n2", "stolen", "uuid:n1-a");
+    let plan = same_as_full(&w, &parts, &["n2"]);
+    assert!(creates(&plan).is_empty(), "{plan:?}");
+    let message = degraded(&plan);
+    assert!(
+        message.contains(
+            "NodeVolumes \"n2\" reports volume uuid:n1-a, which node n1 already offers as PV"
+        ) && message.contains(pv.as_deref().unwrap_or("?")),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_volume_two_nodes_report_before_either_has_a_pv_waits_until_one_does() {
+    let mut w = world();
+    let mut parts = converge(&mut w);
+    also_reports(&mut w, "n1", "shared", "uuid:shared");
+    also_reports(&mut w, "n2", "shared", "uuid:shared");
+    let pvs = WorldPvs::new(&w.pvs);
+    let scope = Scope::Nodes(["n1".to_string(), "n2".to_string()].into());
+    let (plan, _) = plan_pass(&w, &pvs, &scope, &mut parts);
+    assert!(creates(&plan).is_empty(), "{plan:?}");
+    assert!(
+        degraded(&plan).contains("nodes n1, n2 all report volume uuid:shared"),
+        "{}",
+        degraded(&plan)
+    );
+    // n2 no longer reports it: n1 gets its PV, though only n2's report changed.
+    let report = Arc::make_mut(&mut w.reports[1]);
+    report.status.as_mut().expect("status").volumes.pop();
+    let pvs = WorldPvs::new(&w.pvs);
+    let (plan, _) = plan_pass(
+        &w,
+        &pvs,
+        &Scope::Nodes(["n2".to_string()].into()),
+        &mut parts,
+    );
+    let made = creates(&plan);
+    assert!(made.len() == 1 && made[0].contains("n1"), "{made:?}");
+}
