@@ -197,3 +197,6 @@ fn is_nfs_module(path: &str) -> bool {
     let name = path.rsplit('/').next().unwrap_or(path);
     ["nfs.ko", "nfs.ko.xz", "nfs.ko.zst", "nfs.ko.gz"].contains(&name)
 }
+
+#[cfg(test)]
+mod props;

@@ -239,3 +239,6 @@ pub async fn statd(portmap: SocketAddr, deadline: Duration) -> Check {
         ),
     }
 }
+
+#[cfg(test)]
+mod props;
