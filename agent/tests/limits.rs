@@ -11,6 +11,7 @@ use std::process::Child;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
+use volpool_testkit::agent::json_report;
 use volpool_testkit::{FakeNode, TempDir, wait_for_blocking};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_volpool-agent");
@@ -191,13 +192,7 @@ fn limits_maps_processes_to_pods_and_reports_their_limits_and_locked_memory() ->
         .env_remove("NODE_NAME")
         .output()
         .expect("agent runs");
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let report = json_report(&out, "volpool-agent limits");
     assert_eq!(
         out.status.code(),
         Some(1),

@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 use volpool_testkit::TempDir;
-use volpool_testkit::agent::{check_of, message_of};
+use volpool_testkit::agent::{check_of, json_report, message_of};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_volpool-agent");
 
@@ -77,8 +77,7 @@ fn check_network(root: &str, server: Option<&str>, args: &[&str]) -> (Value, i32
         .output()
         .expect("unshare");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let report: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}\n{stderr}", String::from_utf8_lossy(&out.stdout)));
+    let report = json_report(&out, "volpool-agent check-network");
     (report, out.status.code().unwrap_or(-1), stderr)
 }
 

@@ -3,6 +3,7 @@
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
+use std::process::Output;
 
 use volpool_api::{NodeVolumesStatus, VolumeReport};
 
@@ -53,6 +54,18 @@ pub fn find<'a>(status: &'a NodeVolumesStatus, pool: &str, name: &str) -> &'a Vo
         .iter()
         .find(|v| v.pool == pool && v.path.ends_with(&format!("/{name}")))
         .unwrap_or_else(|| panic!("no entry {pool}/{name} in {status:#?}"))
+}
+
+/// The JSON report an agent command (`what`) printed, whatever its exit status; panics,
+/// showing its stdout and stderr, when it printed none.
+pub fn json_report(out: &Output, what: &str) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{what} printed no JSON ({e}):\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
 }
 
 /// Check `name` of a `check-nfs` or `check-network` JSON report: (status, message); panics,

@@ -17,7 +17,7 @@ use volpool_api::{
 use volpool_e2e::agent::agent_binary;
 use volpool_e2e::nfs::{HostRoot, NfsServer, output_within};
 use volpool_e2e::{apply_crds, client, create_node, unique, wait_for};
-use volpool_testkit::agent::{check_of, message_of};
+use volpool_testkit::agent::{check_of, json_report, message_of};
 use volpool_testkit::{TempDir, free_port, http_get};
 
 /// Generous: an install downloads and unpacks ~30 packages on a shared 2-core machine.
@@ -25,13 +25,7 @@ const INSTALL_DEADLINE: Duration = Duration::from_secs(900);
 const CHECK_DEADLINE: Duration = Duration::from_secs(120);
 
 fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "check-nfs printed no JSON ({e}):\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
+    json_report(out, "check-nfs")
 }
 
 fn server<'a>(report: &'a Value, pool: &str) -> &'a Value {
