@@ -1,7 +1,7 @@
 //! `volpool-agent scan` on a fake node with real mounts: tmpfs, ext4 on a loop device, a
 //! mount whose name has a space, a plain directory, a stray file, `lost+found` and a symlink
-//! to a loop block device. Each gets the right state, and capacities are what `df -B1` and
-//! `blockdev --getsize64` say.
+//! to a loop block device (and, elsewhere, a mount point whose name is not UTF-8). Each gets
+//! the right state, and capacities are what `df -B1` and `blockdev --getsize64` say.
 
 use std::process::Command;
 
@@ -205,5 +205,40 @@ fn a_tmpfs_mounted_again_is_a_new_volume() -> anyhow::Result<()> {
         second.volume_id, first.volume_id,
         "a new tmpfs is a new volume"
     );
+    Ok(())
+}
+
+#[test]
+fn a_mount_point_that_is_not_utf8_does_not_stop_the_scan() -> anyhow::Result<()> {
+    // NB: the kernel writes path bytes raw in mountinfo (a Latin-1 USB label, say); read as a
+    // string, such a line made the whole mount table unreadable and every scan failed.
+    let tmp = TempDir::new("volpool-mounts-latin1")?;
+    let disks = tmp.join("disks");
+    std::fs::create_dir_all(disks.join("vol1")).expect("mkdir");
+    let node = FakeNode::new()?;
+    let t = tmp.0.display();
+    node.sh(&format!(
+        "latin1=\"$(printf '{t}/caf\\351')\"; mkdir \"$latin1\"; \
+         mount -t tmpfs -o size=8m t \"$latin1\"; mount -t tmpfs -o size=32m t '{t}/disks/vol1'"
+    ))?;
+    let pools = pools_file(&tmp, &disks, "16Mi", true)?;
+    let out = node
+        .command(AGENT)
+        .args([
+            "scan",
+            "--host-root",
+            "/",
+            "--node-name",
+            "n1",
+            "-o",
+            "json",
+            "--pools-file",
+        ])
+        .arg(&pools)
+        .output()
+        .expect("agent runs");
+    check(&out, "volpool-agent scan")?;
+    let status: NodeVolumesStatus = serde_json::from_slice(&out.stdout).expect("json status");
+    assert_eq!(find(&status, "fs", "vol1").state, VolumeState::Ready);
     Ok(())
 }
