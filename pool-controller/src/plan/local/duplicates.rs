@@ -41,6 +41,10 @@ pub fn refusals(
         .filter_map(|n| reports.get(n.as_str()))
         .flat_map(|report| ready(report))
         .collect();
+    if planned.is_empty() {
+        // NB: a pass over no node with Ready volumes reads no other report.
+        return Refusals::new();
+    }
     let mut claimants: HashMap<&str, BTreeSet<&str>> = HashMap::new();
     for (node, report) in reports {
         for id in ready(report).filter(|id| planned.contains(id)) {
