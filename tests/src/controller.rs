@@ -393,20 +393,39 @@ pub async fn wait_for_event(
     regarding: &str,
     reason: &str,
 ) -> anyhow::Result<String> {
-    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
-    let lp = ListParams::default().fields(&format!("regarding.name={regarding}"));
     wait_for(
         &format!("Event {reason} about {regarding}"),
         LONG,
         || async {
-            let found = events.list(&lp).await?.items.into_iter().find(|e| {
-                e.reason.as_deref() == Some(reason)
-                    && e.reporting_controller.as_deref() == Some("volpool.io/volpool-controller")
-            });
+            let found = events_about(client, namespace, regarding, reason)
+                .await?
+                .into_iter()
+                .find(|e| {
+                    e.reporting_controller.as_deref() == Some("volpool.io/volpool-controller")
+                });
             Ok(found.map(|e| e.note.unwrap_or_default()))
         },
     )
     .await
+}
+
+/// The Events (events.k8s.io) with `reason` about the object named `regarding`, in
+/// `namespace`.
+pub async fn events_about(
+    client: &Client,
+    namespace: &str,
+    regarding: &str,
+    reason: &str,
+) -> anyhow::Result<Vec<Event>> {
+    let lp = ListParams::default().fields(&format!("regarding.name={regarding}"));
+    let events = Api::<Event>::namespaced(client.clone(), namespace)
+        .list(&lp)
+        .await?;
+    Ok(events
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .collect())
 }
 
 /// Run a StatefulSet `es` of 3 replicas in `ns`, with a claim of `size` of class `class` each

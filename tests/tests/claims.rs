@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use volpool_api::VolumePool;
 use volpool_e2e::controller::{
-    Controller, apply_pool, class_and_namespace, create_claim, create_class, pvs_of, wait_for_event,
+    Controller, apply_pool, class_and_namespace, create_claim, create_class, events_about, pvs_of,
+    wait_for_event,
 };
 use volpool_e2e::nfs::{NfsServer, dirs_on_server, pv_dir};
 use volpool_e2e::{FIELD_MANAGER, unique, wait_for};
@@ -267,14 +267,9 @@ async fn notes(
     claim: &str,
     instance: &str,
 ) -> anyhow::Result<Vec<String>> {
-    let lp = ListParams::default().fields(&format!("regarding.name={claim}"));
-    let events = Api::<Event>::namespaced(client.clone(), ns)
-        .list(&lp)
-        .await?;
-    Ok(events
-        .items
+    Ok(events_about(client, ns, claim, "NoMatchingVolume")
+        .await?
         .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("NoMatchingVolume"))
         .filter(|e| e.reporting_instance.as_deref() == Some(instance))
         .filter_map(|e| e.note)
         .collect())

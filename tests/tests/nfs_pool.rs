@@ -10,13 +10,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{DeleteParams, ListParams};
+use kube::api::DeleteParams;
 use kube::{Api, Client};
 use serde_json::{Value, json};
 use volpool_api::VolumePool;
 use volpool_e2e::controller::{
-    Controller, LONG, apply_pool, class_and_namespace, create_claim, phase, pvs_of,
+    Controller, LONG, apply_pool, class_and_namespace, create_claim, events_about, phase, pvs_of,
 };
 use volpool_e2e::deploy::kubectl_ok;
 use volpool_e2e::nfs::{NfsServer, dirs_on_server, pv_dir};
@@ -366,16 +365,26 @@ async fn a_stopped_server_holds_upkeep_without_deleting_then_it_resumes() -> any
     Ok(())
 }
 
-#[tokio::test]
-async fn a_root_squashing_server_is_reported_with_the_fix() -> anyhow::Result<()> {
-    let test = unique("nfs-squash");
+/// A root-squashing server whose export's root (mode 0755) only root may write to, and the
+/// test's class, namespace, pool over it (`min_available` volumes) and controller.
+async fn root_squashed(
+    prefix: &str,
+    min_available: u32,
+) -> anyhow::Result<(String, TempDir, NfsServer, Client, Controller)> {
+    let test = unique(prefix);
     let dir = TempDir::new(&format!("volpool-{test}"))?;
     std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755))?;
     let server = NfsServer::start(&[&dir.0])?;
     server.squash_root()?;
     let client = class_and_namespace(&test, false).await?;
-    create_nfs_pool(&client, &test, served(&server, &dir.0, 1)).await?;
-    let _controller = Controller::start(&test, &format!("{test}-a")).await?;
+    create_nfs_pool(&client, &test, served(&server, &dir.0, min_available)).await?;
+    let controller = Controller::start(&test, &format!("{test}-a")).await?;
+    Ok((test, dir, server, client, controller))
+}
+
+#[tokio::test]
+async fn a_root_squashing_server_is_reported_with_the_fix() -> anyhow::Result<()> {
+    let (test, dir, _server, client, _controller) = root_squashed("nfs-squash", 1).await?;
     let message = wait_for_condition(&client, &test, "RootSquashed", "True").await?;
     assert!(
         message.contains("no_root_squash") && message.contains("Squash = No_Root_Squash"),
@@ -398,38 +407,13 @@ fn describe(kind: &str, name: &str, ns: Option<&str>) -> anyhow::Result<String> 
     kubectl_ok(&args)
 }
 
-/// The controller's Events with `reason` about the object named `regarding`, in `namespace`.
-async fn events_about(
-    client: &Client,
-    namespace: &str,
-    regarding: &str,
-    reason: &str,
-) -> anyhow::Result<Vec<Event>> {
-    let lp = ListParams::default().fields(&format!("regarding.name={regarding}"));
-    let events = Api::<Event>::namespaced(client.clone(), namespace)
-        .list(&lp)
-        .await?;
-    Ok(events
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some(reason))
-        .collect())
-}
-
 #[tokio::test]
 async fn a_refused_mkdir_is_told_once_on_the_pool_and_the_claim_with_the_fix() -> anyhow::Result<()>
 {
-    let test = unique("nfs-refused");
-    let dir = TempDir::new(&format!("volpool-{test}"))?;
-    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755))?;
-    let server = NfsServer::start(&[&dir.0])?;
     // Root is squashed to nobody, who may not write into the export's root: every MKDIR is
-    // refused (NFS3ERR_ACCES).
-    server.squash_root()?;
-    let client = class_and_namespace(&test, false).await?;
-    // NB: minAvailable 0, so the only directory asked for is the claim's.
-    create_nfs_pool(&client, &test, served(&server, &dir.0, 0)).await?;
-    let controller = Controller::start(&test, &format!("{test}-a")).await?;
+    // refused (NFS3ERR_ACCES). NB: minAvailable 0, so the only directory asked for is the
+    // claim's.
+    let (test, dir, server, client, controller) = root_squashed("nfs-refused", 0).await?;
     create_claim(&client, &test, "data", &test, "ReadWriteMany", "1Mi", None).await?;
 
     let export = format!("{}:{}/pv-", server.address(), dir.0.display());
