@@ -16,6 +16,7 @@ pub mod network;
 pub mod node;
 pub mod pool;
 pub mod pool_status;
+pub mod retry;
 pub mod selector;
 pub mod units;
 

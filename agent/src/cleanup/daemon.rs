@@ -28,6 +28,7 @@ use kube::{Api, Client};
 use tokio::sync::{mpsc, watch};
 use volpool_api::{CleanupOutcome, CleanupRequest, CleanupResult, NodeVolumes, NodeVolumesStatus};
 
+use crate::cluster::Retry;
 use crate::context::Context;
 use crate::pools::LocalPool;
 use crate::state::RunningScrub;
@@ -126,7 +127,7 @@ pub struct Cleaner {
 pub async fn run(ctx: Arc<Context>, client: Client, cleaner: Cleaner) {
     let api: Api<NodeVolumes> = Api::all(client);
     let config = watcher::Config::default().fields(&format!("metadata.name={}", ctx.node));
-    let mut stream = std::pin::pin!(watcher::watcher(api, config).default_backoff());
+    let mut stream = std::pin::pin!(watcher::watcher(api, config).backoff(Retry::default()));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<CleanupResult>();
     let mut running: HashSet<String> = HashSet::new();
     let mut requests: Vec<CleanupRequest> = Vec::new();

@@ -15,9 +15,12 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::Resource;
 use kube::runtime::reflector::{self, Store};
+use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, watch};
+
+use volpool_api::retry::WatchRetry;
 
 use super::pvs::PvStore;
 use crate::error::Error;
@@ -59,6 +62,25 @@ pub fn mark_by_name<K: Resource>(dirty: &SharedDirty, event: &watcher::Event<K>)
     }
 }
 
+/// The retries of a failed watch: volpool's [`WatchRetry`] (at most 5 s apart), not kube's
+/// default (up to 30 s, for two minutes after an outage, with stale stores meanwhile).
+#[derive(Clone, Debug, Default)]
+pub struct Retry(WatchRetry);
+
+impl Iterator for Retry {
+    type Item = std::time::Duration;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next()
+    }
+}
+
+impl Backoff for Retry {
+    fn reset(&mut self) {
+        self.0.reset();
+    }
+}
+
 /// Keep a reflector store of `stream`; every event wakes `notify` and goes through `on_event`.
 pub fn spawn<K>(
     stream: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
@@ -77,7 +99,7 @@ where
         .modify(|object: &mut K| {
             object.meta_mut().managed_fields = None;
         })
-        .default_backoff()
+        .backoff(Retry::default())
         .reflect(writer);
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
@@ -112,7 +134,7 @@ pub fn spawn_pvs(
     metrics: Arc<Metrics>,
 ) {
     tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream.default_backoff());
+        let mut stream = std::pin::pin!(stream.backoff(Retry::default()));
         while let Some(event) = stream.next().await {
             let event = match event {
                 Ok(event) => event,
