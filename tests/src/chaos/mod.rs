@@ -398,9 +398,14 @@ impl Run {
         for (kind, s) in &self.kinds {
             let min = s.settle.iter().copied().fold(f64::INFINITY, f64::min);
             let max = s.settle.iter().copied().fold(0.0, f64::max);
+            let settled = if s.settle.is_empty() {
+                "not settled".to_string()
+            } else {
+                format!("settled in {min:.0}–{max:.0}s")
+            };
             let effects: Vec<String> = s.effects.iter().map(|(e, n)| format!("{e} ×{n}")).collect();
             println!(
-                "chaos:   {kind}: {} time(s); settled in {min:.0}–{max:.0}s; {}",
+                "chaos:   {kind}: {} time(s); {settled}; {}",
                 s.count,
                 effects.join(", ")
             );
