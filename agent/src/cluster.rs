@@ -13,31 +13,12 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use tokio::sync::Notify;
 use volpool_api::events::{self, Notice, Reporter};
-use volpool_api::retry::WatchRetry;
 
-/// The retries of a failed watch: volpool's [`WatchRetry`] (at most 5 s apart), not kube's
-/// default (up to 30 s, for two minutes after an outage, with stale stores meanwhile).
-#[derive(Clone, Debug, Default)]
-pub struct Retry(WatchRetry);
-
-impl Iterator for Retry {
-    type Item = std::time::Duration;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        self.0.next()
-    }
-}
-
-impl Backoff for Retry {
-    fn reset(&mut self) {
-        self.0.reset();
-    }
-}
+volpool_api::watch_backoff!();
 
 /// A reflector store of `api`, kept up to date on a task; `trigger` is notified on each event.
 pub fn spawn_reflector<K>(api: Api<K>, config: watcher::Config, trigger: Arc<Notify>) -> Store<K>

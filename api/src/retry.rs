@@ -46,6 +46,33 @@ impl Iterator for WatchRetry {
     }
 }
 
+/// Declare `Retry`: a kube `Backoff` (for `WatchStreamExt::backoff`) that follows
+/// [`WatchRetry`]. Each program that watches declares it with this macro (they depend on kube's
+/// runtime; this crate does not, so it cannot implement the trait itself).
+#[macro_export]
+macro_rules! watch_backoff {
+    () => {
+        /// The retries of a failed watch: `volpool_api::retry::WatchRetry`,
+        /// at most 5 s apart, not kube's default (up to 30 s, for two minutes after an outage).
+        #[derive(Clone, Debug, Default)]
+        pub struct Retry($crate::retry::WatchRetry);
+
+        impl Iterator for Retry {
+            type Item = std::time::Duration;
+
+            fn next(&mut self) -> Option<Self::Item> {
+                self.0.next()
+            }
+        }
+
+        impl kube::runtime::utils::Backoff for Retry {
+            fn reset(&mut self) {
+                self.0.reset();
+            }
+        }
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,12 +15,9 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::Resource;
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::utils::Backoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, watch};
-
-use volpool_api::retry::WatchRetry;
 
 use super::pvs::PvStore;
 use crate::error::Error;
@@ -62,24 +59,7 @@ pub fn mark_by_name<K: Resource>(dirty: &SharedDirty, event: &watcher::Event<K>)
     }
 }
 
-/// The retries of a failed watch: volpool's [`WatchRetry`] (at most 5 s apart), not kube's
-/// default (up to 30 s, for two minutes after an outage, with stale stores meanwhile).
-#[derive(Clone, Debug, Default)]
-pub struct Retry(WatchRetry);
-
-impl Iterator for Retry {
-    type Item = std::time::Duration;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        self.0.next()
-    }
-}
-
-impl Backoff for Retry {
-    fn reset(&mut self) {
-        self.0.reset();
-    }
-}
+volpool_api::watch_backoff!();
 
 /// Keep a reflector store of `stream`; every event wakes `notify` and goes through `on_event`.
 pub fn spawn<K>(
