@@ -3,6 +3,7 @@
 //! to a loop block device (and, elsewhere, a mount point whose name is not UTF-8). Each gets
 //! the right state, and capacities are what `df -B1` and `blockdev --getsize64` say.
 
+use std::path::Path;
 use std::process::Command;
 
 use volpool_api::{NodeVolumesStatus, VolumeMode, VolumeState};
@@ -10,6 +11,27 @@ use volpool_testkit::agent::{find, pools_file, scan};
 use volpool_testkit::{FakeNode, Fs, LoopDevice, TempDir, check};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_volpool-agent");
+
+/// The report `volpool-agent scan` makes on `node`, as the agent of Node `n1`.
+fn scan_as_n1(node: &FakeNode, pools: &Path) -> anyhow::Result<NodeVolumesStatus> {
+    let out = node
+        .command(AGENT)
+        .args([
+            "scan",
+            "--host-root",
+            "/",
+            "--node-name",
+            "n1",
+            "-o",
+            "json",
+            "--pools-file",
+        ])
+        .arg(pools)
+        .output()
+        .expect("agent runs");
+    check(&out, "volpool-agent scan")?;
+    Ok(serde_json::from_slice(&out.stdout).expect("json status"))
+}
 
 #[test]
 fn scan_reports_every_entry_with_its_state_and_real_capacity() -> anyhow::Result<()> {
@@ -31,23 +53,7 @@ fn scan_reports_every_entry_with_its_state_and_real_capacity() -> anyhow::Result
     ))?;
     let pools = pools_file(&tmp, &disks, "16Mi", true)?;
 
-    let out = node
-        .command(AGENT)
-        .args([
-            "scan",
-            "--host-root",
-            "/",
-            "--node-name",
-            "n1",
-            "-o",
-            "json",
-            "--pools-file",
-        ])
-        .arg(&pools)
-        .output()
-        .expect("agent runs");
-    check(&out, "volpool-agent scan")?;
-    let status: NodeVolumesStatus = serde_json::from_slice(&out.stdout).expect("json status");
+    let status = scan_as_n1(&node, &pools)?;
 
     let df = |name: &str| -> u64 {
         let text = node.sh(&format!("df -B1 --output=size '{d}/{name}' | tail -n 1"));
@@ -222,23 +228,7 @@ fn a_mount_point_that_is_not_utf8_does_not_stop_the_scan() -> anyhow::Result<()>
          mount -t tmpfs -o size=8m t \"$latin1\"; mount -t tmpfs -o size=32m t '{t}/disks/vol1'"
     ))?;
     let pools = pools_file(&tmp, &disks, "16Mi", true)?;
-    let out = node
-        .command(AGENT)
-        .args([
-            "scan",
-            "--host-root",
-            "/",
-            "--node-name",
-            "n1",
-            "-o",
-            "json",
-            "--pools-file",
-        ])
-        .arg(&pools)
-        .output()
-        .expect("agent runs");
-    check(&out, "volpool-agent scan")?;
-    let status: NodeVolumesStatus = serde_json::from_slice(&out.stdout).expect("json status");
+    let status = scan_as_n1(&node, &pools)?;
     assert_eq!(find(&status, "fs", "vol1").state, VolumeState::Ready);
     Ok(())
 }
