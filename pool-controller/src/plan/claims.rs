@@ -19,7 +19,7 @@ use volpool_api::{AccessMode, ClaimCounts, LABEL_POOL, selector_matches};
 
 use super::change::{Change, Plan};
 use super::events::Notice;
-use super::pv::{access_mode_from, access_mode_name};
+use super::pv::{access_mode_from, access_mode_name, claim_reference};
 use super::world::{LocalPvs, World};
 
 /// Provisioner of the StorageClasses whose claims only pre-made PVs serve.
@@ -108,14 +108,7 @@ impl<'a> Claim<'a> {
 
     /// A reference to the claim, for Events and a PV's `claimRef`.
     pub fn reference(&self) -> ObjectReference {
-        ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("PersistentVolumeClaim".into()),
-            namespace: Some(self.namespace.into()),
-            name: Some(self.name.into()),
-            uid: Some(self.uid.into()),
-            ..Default::default()
-        }
+        claim_reference(self.namespace, self.name, self.uid)
     }
 
     /// The modes the claim asks that `offered` lacks.

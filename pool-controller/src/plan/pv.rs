@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, PersistentVolume,
+    NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectReference, PersistentVolume,
     PersistentVolumeSpec, VolumeNodeAffinity,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -259,5 +259,17 @@ pub fn phase(pv: &PersistentVolume) -> Phase {
         _ if claimed => Phase::Bound,
         Some("Bound") => Phase::Bound,
         _ => Phase::Available,
+    }
+}
+
+/// A reference to claim `namespace/name` with `uid`, for Events and a PV's `claimRef`.
+pub fn claim_reference(namespace: &str, name: &str, uid: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("PersistentVolumeClaim".into()),
+        namespace: Some(namespace.into()),
+        name: Some(name.into()),
+        uid: Some(uid.into()),
+        ..Default::default()
     }
 }

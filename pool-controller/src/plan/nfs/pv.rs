@@ -8,7 +8,7 @@
 use k8s_openapi::api::core::v1::{NFSVolumeSource, ObjectReference, PersistentVolume};
 use volpool_api::{ANNOTATION_PRE_BOUND, LABEL_HEALTH, LABEL_NFS_CLIENT, NFS_CLIENT_READY};
 
-use crate::plan::pv::{Base, Observed, PoolFields, affinity_in};
+use crate::plan::pv::{Base, Observed, PoolFields, affinity_in, claim_reference};
 
 /// Value of `volpool.io/health` on a PV in use whose directory is gone from the export.
 pub const HEALTH_MISSING: &str = "missing";
@@ -55,14 +55,7 @@ pub struct ClaimRef {
 impl ClaimRef {
     /// A reference to the claim, for the PV's `claimRef` and Events.
     pub fn reference(&self) -> ObjectReference {
-        ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("PersistentVolumeClaim".into()),
-            namespace: Some(self.namespace.clone()),
-            name: Some(self.name.clone()),
-            uid: Some(self.uid.clone()),
-            ..Default::default()
-        }
+        claim_reference(&self.namespace, &self.name, &self.uid)
     }
 }
 
