@@ -348,6 +348,7 @@ async fn main() -> anyhow::Result<()> {
         .controller_log
         .clone()
         .unwrap_or_else(|| format!("/tmp/{run}-controller.log"));
+    let log = std::fs::File::create(&log_path)?;
     let cpu0 = cluster_cpu(dir);
     let started = Instant::now();
     let mut child = std::process::Command::new(&args.controller)
@@ -372,7 +373,9 @@ async fn main() -> anyhow::Result<()> {
             &args.concurrency.to_string(),
         ])
         .env("RUST_LOG", "info,volpool_controller::pass=debug")
-        .stderr(std::fs::File::create(&log_path)?)
+        .env("NO_COLOR", "1")
+        .stdout(log.try_clone()?)
+        .stderr(log)
         .spawn()
         .context("failed to start the controller")?;
     let pid = child.id();
@@ -516,6 +519,7 @@ struct Pass {
 fn passes(log: &str) -> Vec<Pass> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     text.lines()
+        .map(without_colours)
         .filter(|l| l.contains("volpool_controller::pass") && l.contains(" pass "))
         .filter_map(|line| {
             let field = |name: &str| {
@@ -535,6 +539,20 @@ fn passes(log: &str) -> Vec<Pass> {
             })
         })
         .collect()
+}
+
+/// A log line without its terminal colour codes (`ESC [ ... m`).
+fn without_colours(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|c| *c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Grow the first volume of `node` by 1 GiB, as its agent would report it, and time until the

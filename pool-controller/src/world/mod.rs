@@ -33,7 +33,7 @@ use volpool_api::{LABEL_MANAGED_BY, MANAGED_BY, NodeVolumes, VolumePool};
 use self::pvs::PvStore;
 pub use self::pvs::PvView;
 pub use self::watch::Dirty;
-use self::watch::{SharedDirty, mark_by_name, spawn, spawn_pvs};
+use self::watch::{SharedDirty, mark_by_name, node_marker, spawn, spawn_pvs};
 use crate::metrics::Metrics;
 use crate::plan::claims::NO_PROVISIONER;
 use crate::plan::{ClassInfo, LocalPvs, NodeInfo, World};
@@ -98,7 +98,7 @@ impl Stores {
                 "VolumePool",
                 notify.clone(),
                 metrics.clone(),
-                |_| {},
+                |_| true,
             )
         });
         let dirty = SharedDirty::default();
@@ -112,7 +112,7 @@ impl Stores {
             notify.clone(),
             metrics.clone(),
         );
-        let (for_reports, for_nodes) = (dirty.clone(), dirty.clone());
+        let for_reports = dirty.clone();
         Stores {
             every_pool,
             pools: spawn(
@@ -120,7 +120,7 @@ impl Stores {
                 "VolumePool",
                 notify.clone(),
                 metrics.clone(),
-                |_| {},
+                |_| true,
             ),
             reports: spawn(
                 watcher(Api::all(client.clone()), all()).modify(strip_report),
@@ -134,7 +134,7 @@ impl Stores {
                 "Node",
                 notify.clone(),
                 metrics.clone(),
-                move |event| mark_by_name(&for_nodes, event),
+                node_marker(dirty.clone()),
             ),
             pvs,
             pvs_ready,
@@ -144,14 +144,14 @@ impl Stores {
                 "StorageClass",
                 notify.clone(),
                 metrics.clone(),
-                |_| {},
+                |_| true,
             ),
             claims: spawn(
                 watcher(Api::all(client.clone()), all()),
                 "PersistentVolumeClaim",
                 notify.clone(),
                 metrics.clone(),
-                |_| {},
+                |_| true,
             ),
             // NB: only Pending pods, and of those only the volumes: a claim of a
             // WaitForFirstConsumer class is explained once a pod waits for it.
@@ -172,7 +172,7 @@ impl Stores {
                 "Pod",
                 notify,
                 metrics,
-                |_| {},
+                |_| true,
             ),
         }
     }

@@ -7,13 +7,15 @@
 //!  watch ──► PvStore (compact)                                               └─► Dirty {nodes}
 //! ```
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Debug;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, RwLock};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::PersistentVolume;
+use k8s_openapi::api::core::v1::{Node, PersistentVolume};
 use kube::Resource;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
@@ -49,7 +51,7 @@ pub fn mark(dirty: &SharedDirty, node: Option<&str>) {
 }
 
 /// Mark the object's name as a changed node; a finished re-list marks everything.
-pub fn mark_by_name<K: Resource>(dirty: &SharedDirty, event: &watcher::Event<K>) {
+pub fn mark_by_name<K: Resource>(dirty: &SharedDirty, event: &watcher::Event<K>) -> bool {
     match event {
         watcher::Event::Apply(o) | watcher::Event::Delete(o) => {
             mark(dirty, Some(o.meta().name.as_deref().unwrap_or_default()));
@@ -57,17 +59,61 @@ pub fn mark_by_name<K: Resource>(dirty: &SharedDirty, event: &watcher::Event<K>)
         watcher::Event::InitDone => mark(dirty, None),
         watcher::Event::Init | watcher::Event::InitApply(_) => {}
     }
+    true
 }
 
 volpool_api::watch_backoff!();
 
-/// Keep a reflector store of `stream`; every event wakes `notify` and goes through `on_event`.
+/// For the Node watch: mark a node only when what the plan reads of it (UID, labels) changed,
+/// not on each status update of its kubelet. Returns whether the event matters.
+pub fn node_marker(
+    dirty: SharedDirty,
+) -> impl FnMut(&watcher::Event<PartialObjectMeta<Node>>) -> bool + Send + 'static {
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    move |event| {
+        let read = |node: &PartialObjectMeta<Node>| {
+            let mut hasher = DefaultHasher::new();
+            (&node.metadata.uid, &node.metadata.labels).hash(&mut hasher);
+            let name = node.metadata.name.clone().unwrap_or_default();
+            (name, hasher.finish())
+        };
+        match event {
+            watcher::Event::Apply(node) => {
+                let (name, facts) = read(node);
+                let changed = seen.insert(name.clone(), facts) != Some(facts);
+                if changed {
+                    mark(&dirty, Some(&name));
+                }
+                changed
+            }
+            watcher::Event::Delete(node) => {
+                let (name, _) = read(node);
+                seen.remove(&name);
+                mark(&dirty, Some(&name));
+                true
+            }
+            watcher::Event::InitApply(node) => {
+                let (name, facts) = read(node);
+                seen.insert(name, facts);
+                false
+            }
+            watcher::Event::Init => false,
+            watcher::Event::InitDone => {
+                mark(&dirty, None);
+                true
+            }
+        }
+    }
+}
+
+/// Keep a reflector store of `stream`; each event goes through `on_event`, and wakes `notify`
+/// when that says it matters.
 pub fn spawn<K>(
     stream: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
     kind: &'static str,
     notify: Arc<Notify>,
     metrics: Arc<Metrics>,
-    on_event: impl Fn(&watcher::Event<K>) + Send + 'static,
+    mut on_event: impl FnMut(&watcher::Event<K>) -> bool + Send + 'static,
 ) -> Store<K>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -86,8 +132,9 @@ where
         while let Some(event) = stream.next().await {
             match event {
                 Ok(event) => {
-                    on_event(&event);
-                    notify.notify_one();
+                    if on_event(&event) {
+                        notify.notify_one();
+                    }
                 }
                 Err(source) => failed(kind, source, &metrics),
             }

@@ -161,8 +161,16 @@ pub fn plan_node<'a>(
         cleanups: Vec::new(),
     };
     let mut taken: HashSet<&str> = HashSet::new();
+    let mut counted = Counted::default();
     for pv in observed {
-        taken.extend(pass.observed_pv(pv, out));
+        // NB: read each PV once, for its plan and its count (a pass may read 100,000).
+        let Some(current) = LocalPv::from_pv(pv, &rules.extra_keys) else {
+            continue;
+        };
+        taken.extend(pass.observed_pv(pv, &current, out));
+        let cleaning = pass.cleaning.contains(&current.name);
+        let bytes = current.capacity_bytes;
+        counted.add(phase(pv), current.health.is_some(), cleaning, bytes);
     }
     for (name, volume) in &desired.pvs {
         if !taken.contains(name.as_str()) {
@@ -170,7 +178,7 @@ pub fn plan_node<'a>(
         }
     }
     NodePart {
-        counted: count(observed, &pass.cleaning),
+        counted,
         contributing: !desired.contributing.is_empty(),
         report_problems,
         release_problems: pass.problems,
@@ -189,8 +197,12 @@ pub fn count_only(observed: &[&PersistentVolume]) -> NodePart {
 impl<'a> Pass<'_, 'a> {
     /// Plan one observed PV; returns its name when it is a local PV of this pool (its volume
     /// then needs no new PV).
-    fn observed_pv(&mut self, pv: &'a PersistentVolume, out: &mut Output) -> Option<&'a str> {
-        let current = LocalPv::from_pv(pv, &self.rules.extra_keys)?;
+    fn observed_pv(
+        &mut self,
+        pv: &'a PersistentVolume,
+        current: &LocalPv,
+        out: &mut Output,
+    ) -> Option<&'a str> {
         let (Some(name), Some(uid)) = (pv.metadata.name.as_deref(), pv.metadata.uid.as_deref())
         else {
             return None;
@@ -209,13 +221,13 @@ impl<'a> Pass<'_, 'a> {
             .get(name)
             .filter(|d| !gone && d.volume_id == current.volume_id);
         let Some(volume) = volume else {
-            let health = self.health(&current, gone);
-            unhealthy(pv, &current, health, phase, uid, out);
+            let health = self.health(current, gone);
+            unhealthy(pv, current, health, phase, uid, out);
             return Some(name);
         };
         // The volume is there with the identity the PV was made for.
         match phase {
-            Phase::Available => available(pv, &current, volume, out),
+            Phase::Available => available(pv, current, volume, out),
             Phase::Bound => {
                 let want = LocalPv {
                     capacity_bytes: current.capacity_bytes,
@@ -223,11 +235,11 @@ impl<'a> Pass<'_, 'a> {
                     cleanup_failed: false,
                     ..volume.clone()
                 };
-                if want != current {
+                if want != *current {
                     out.update(pv, &want, "pool settings or health changed".into());
                 }
             }
-            Phase::Released => self.released(pv, &current, volume, uid, out),
+            Phase::Released => self.released(pv, current, volume, uid, out),
         }
         Some(name)
     }
