@@ -459,17 +459,30 @@ async fn main() -> anyhow::Result<()> {
     println!("controller_phase_cpu_seconds: volpool-controller={controller_cpu:.1} {converge_cpu}");
     println!("load_average_at_end={}", load_average());
     println!("api_writes_until_settled={writes} idle_pass_writes={idle_writes}");
-    for pass in &idle {
+    for full in [false, true] {
+        let mut seconds: Vec<f64> = idle
+            .iter()
+            .filter(|p| p.full == full)
+            .map(|p| p.seconds)
+            .collect();
+        seconds.sort_by(f64::total_cmp);
+        let writes: u64 = idle
+            .iter()
+            .filter(|p| p.full == full)
+            .map(|p| p.writes)
+            .sum();
+        let plan: f64 = idle
+            .iter()
+            .filter(|p| p.full == full)
+            .map(|p| p.plan_seconds)
+            .sum();
         println!(
-            "idle_pass scope={} plan_seconds={:.3} seconds={:.3} writes={}",
-            if pass.full {
-                "all-nodes"
-            } else {
-                "changed-nodes"
-            },
-            pass.plan_seconds,
-            pass.seconds,
-            pass.writes
+            "idle_passes scope={} count={} median_seconds={:.4} max_seconds={:.4} mean_plan_seconds={:.4} writes={writes}",
+            if full { "all-nodes" } else { "changed-nodes" },
+            seconds.len(),
+            seconds.get(seconds.len() / 2).copied().unwrap_or_default(),
+            seconds.last().copied().unwrap_or_default(),
+            plan / seconds.len().max(1) as f64,
         );
     }
     for (node, seconds) in &changes {
