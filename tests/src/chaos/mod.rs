@@ -208,6 +208,13 @@ impl Run {
             self.load_step().await;
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+        // The safety invariants hold during the fault too (when the apiserver answers).
+        let during = format!("{step}, while it lasted");
+        if let Ok(world) = World::observe(&self.bed).await
+            && let Err(e) = self.safety(&world, &during).await
+        {
+            println!("chaos: the check during {step} could not finish: {e:#}");
+        }
         let mut failed = None;
         for u in undo.into_iter().rev() {
             if let Err(e) = inject::recover(&mut self.bed, u).await {
