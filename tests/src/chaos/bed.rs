@@ -176,6 +176,8 @@ impl Bed {
     pub async fn down(mut self) {
         self.controllers.clear();
         self.nodes.clear();
+        // NB: etcd or the apiserver may be down (a soak stopped mid-fault): start them first.
+        drop(self.control_plane.take());
         let c = &self.client;
         let dp = DeleteParams::default();
         let _ = Api::<Namespace>::all(c.clone())

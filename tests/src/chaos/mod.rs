@@ -210,10 +210,12 @@ impl Run {
         }
         // The safety invariants hold during the fault too (when the apiserver answers).
         let during = format!("{step}, while it lasted");
-        if let Ok(world) = World::observe(&self.bed).await
-            && let Err(e) = self.safety(&world, &during).await
-        {
-            println!("chaos: the check during {step} could not finish: {e:#}");
+        if let Ok(world) = World::observe(&self.bed).await {
+            match tokio::time::timeout(world::LOOK, self.safety(&world, &during)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => println!("chaos: the check during {step} could not finish: {e:#}"),
+                Err(_) => println!("chaos: the check during {step} got no answer in time"),
+            }
         }
         let mut failed = None;
         for u in undo.into_iter().rev() {
@@ -248,7 +250,9 @@ impl Run {
     /// One load action, then marks for what it bound or freed.
     async fn load_step(&mut self) {
         let t = Instant::now();
-        let kind = self.load.step(&self.bed).await;
+        let kind = tokio::time::timeout(world::LOOK, self.load.step(&self.bed))
+            .await
+            .unwrap_or("no answer");
         println!(
             "chaos: t+{}s load: {kind} ({:.1}s)",
             self.started.elapsed().as_secs(),

@@ -13,6 +13,9 @@ use volpool_api::{LABEL_POOL, NodeVolumes};
 use super::bed::{Bed, DISKS, LABEL_NODE_OF};
 use super::disk::identities;
 
+/// How long one look may take.
+pub const LOOK: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// What the soak sees at one moment.
 #[derive(Clone, Debug, Default)]
 pub struct World {
@@ -33,8 +36,15 @@ pub struct World {
 }
 
 impl World {
-    /// Look at everything.
+    /// Look at everything, or fail after [`LOOK`] (an apiserver whose etcd is down takes a
+    /// minute to answer each request).
     pub async fn observe(bed: &Bed) -> anyhow::Result<World> {
+        tokio::time::timeout(LOOK, World::look(bed))
+            .await
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {LOOK:?}")))
+    }
+
+    async fn look(bed: &Bed) -> anyhow::Result<World> {
         let pvs = Api::<PersistentVolume>::all(bed.client.clone());
         let of = |pool: String| ListParams::default().labels(&format!("{LABEL_POOL}={pool}"));
         let local = pvs.list(&of(bed.local_pool())).await?.items;
