@@ -44,19 +44,22 @@ fn line(id: usize, m: &Raw) -> Vec<u8> {
     out
 }
 
-/// Path bytes: no NUL (the kernel has none), biased to what needs escaping and to non-UTF-8.
+/// An absolute path as the kernel prints one (`d_path`): `/` and components of bytes without
+/// NUL or `/`, none of them `.` or `..`, no empty component and no trailing `/`; biased to
+/// what needs escaping and to non-UTF-8.
 fn path() -> impl Strategy<Value = Vec<u8>> {
-    prop::collection::vec(
-        prop_oneof![
-            3 => any::<u8>().prop_filter("NUL", |b| *b != 0),
-            1 => prop::sample::select(b" \t\n\\/".to_vec()),
-            1 => 0x80u8..=0xff,
-        ],
-        1..40,
-    )
-    .prop_map(|mut p| {
-        p.insert(0, b'/');
-        p
+    let byte = prop_oneof![
+        3 => any::<u8>().prop_filter("NUL or /", |b| *b != 0 && *b != b'/'),
+        1 => prop::sample::select(b" \t\n\\".to_vec()),
+        1 => 0x80u8..=0xff,
+    ];
+    let component =
+        prop::collection::vec(byte, 1..12).prop_filter(". or ..", |c| c != b"." && c != b"..");
+    prop::collection::vec(component, 1..4).prop_map(|components| {
+        components
+            .iter()
+            .flat_map(|c| [&b"/"[..], c].concat())
+            .collect()
     })
 }
 
