@@ -25,6 +25,7 @@ libc = ctypes.CDLL(None, use_errno=True)\n\
 buf = mmap.mmap(-1, 4 << 20)\n\
 buf.write(b'x' * (4 << 20))\n\
 assert libc.mlockall(1) == 0, ctypes.get_errno()\n\
+libc.prctl(15, b'locked')\n\
 time.sleep(3600)\n";
 
 /// Cgroups made for the test and the processes in them: killed and removed on drop.
@@ -163,10 +164,13 @@ fn limits_maps_processes_to_pods_and_reports_their_limits_and_locked_memory() ->
         ),
         "locker",
     );
+    // NB: mlockall locks one mapping after another, so VmLck is read only once the locker
+    // has named itself `locked` after the call returned.
     let locked = wait_for_blocking("mlockall", Duration::from_secs(20), || {
-        let bytes = vm_lck_bytes(locker_pid);
-        (bytes >= 4 << 20).then_some(bytes)
+        let comm = std::fs::read_to_string(format!("/proc/{locker_pid}/comm")).ok()?;
+        (comm.trim() == "locked").then(|| vm_lck_bytes(locker_pid))
     })?;
+    assert!(locked >= 4 << 20, "the 4 MiB buffer is locked: {locked}");
 
     // A systemd-driver (cgroup v2) container running Elasticsearch, asked to lock its memory,
     // with memlock 64 KiB.

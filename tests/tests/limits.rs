@@ -174,8 +174,14 @@ async fn pods_on_the_node_name_the_containers_in_metrics_and_get_an_event_when_a
         &uid(&app_pod),
         &app_id,
         "prlimit --memlock=8388608:8388608 --nofile=1024:4096 -- python3 -c \
-         'import ctypes, time; assert ctypes.CDLL(None).mlockall(1) == 0; time.sleep(3600)'",
+         'import ctypes, time; c = ctypes.CDLL(None); assert c.mlockall(1) == 0; \
+         c.prctl(15, b\"locked\"); time.sleep(3600)'",
     )?;
+    // NB: mlockall locks one mapping after another; the app names itself `locked` once done.
+    volpool_testkit::wait_for_blocking("the app's mlockall", DEADLINE, || {
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", app.pid)).ok()?;
+        (comm.trim() == "locked").then_some(())
+    })?;
     let port = free_port()?;
     let _agent = fake
         .spawn_agent(&node_name, port, &["--resync", "2s"])
