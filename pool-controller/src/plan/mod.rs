@@ -45,6 +45,7 @@ pub use events::Notice;
 pub use local::LocalParts;
 #[cfg(test)]
 use local::pv::ANNOTATION_NODE_UID;
+pub use local::pv::affinity_node;
 #[cfg(test)]
 use pv::ANNOTATION_RELEASED_AT;
 pub use world::{ClassInfo, Input, LocalPvs, NodeInfo, Scope, World, WorldPvs};

@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::jiff::Timestamp;
-use volpool_api::{LABEL_NODE, LABEL_POOL, NodeVolumes, VolumePool};
+use volpool_api::{LABEL_POOL, NodeVolumes, VolumePool};
 
+use super::local::pv::node_of;
 use super::nfs::export::ExportView;
 use super::select::Refusal;
 
@@ -101,9 +102,10 @@ pub enum Scope {
 /// The local pools' PVs, as a pass reads them: a node's at a time, so a pass over a few nodes
 /// never touches the others'.
 pub trait LocalPvs {
-    /// The PVs labelled `volpool.io/node: <node>`.
+    /// The PVs on `node`: pinned to it by their node affinity, or (PVs without one) labelled
+    /// `volpool.io/node: <node>`.
     fn on_node(&self, node: &str) -> Vec<Arc<PersistentVolume>>;
-    /// Every value of `volpool.io/node` some PV has.
+    /// Every node some PV is on (as [`LocalPvs::on_node`] reads it).
     fn nodes(&self) -> Vec<String>;
     /// The PVs labelled `volpool.io/pool: <pool>`.
     fn of_pool(&self, pool: &str) -> Vec<Arc<PersistentVolume>>;
@@ -129,7 +131,7 @@ impl<'a> WorldPvs<'a> {
         let mut by_name = HashMap::new();
         for pv in pvs {
             by_node
-                .entry(label(pv, LABEL_NODE).unwrap_or_default())
+                .entry(node_of(pv).unwrap_or_default())
                 .or_default()
                 .push(pv);
             if let Some(name) = pv.metadata.name.as_deref() {

@@ -4,8 +4,15 @@
 //! class) shared. A pass turns back into `PersistentVolume`s only the PVs it plans.
 //!
 //! ```text
-//!  watch ──► StoredPv::from_pv ──► PvStore {by name, names by node label} ──► to_pv (planned nodes)
-//!                                        └──► Dirty (the node labels a change touched)
+//!  watch ──► StoredPv::from_pv ──► PvStore {by name, names by node} ──► to_pv (planned nodes)
+//!                                        └──► Dirty (the nodes a change touched)
+//! ```
+//!
+//! A local PV's node is the one its node affinity pins it to (immutable), not its
+//! `volpool.io/node` label (anyone can edit it); only a PV without such an affinity is filed
+//! under its label.
+//!
+//! ```text
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -17,9 +24,10 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::ObjectMeta;
-use volpool_api::{LABEL_NODE, LABEL_POOL, LABEL_VOLUME_ID};
+use volpool_api::{LABEL_HOSTNAME, LABEL_NODE, LABEL_POOL, LABEL_VOLUME_ID};
 
-use crate::plan::{LocalPvs, READ_ANNOTATIONS};
+use crate::plan::pv::affinity_in;
+use crate::plan::{LocalPvs, READ_ANNOTATIONS, affinity_node};
 
 type Pairs<V> = Option<Box<[(Arc<str>, V)]>>;
 
@@ -46,8 +54,10 @@ struct StoredSpec {
     volume_mode: Option<Arc<str>>,
     local_path: Option<Box<str>>,
     nfs: Option<Box<NFSVolumeSource>>,
-    /// Kept for NFS PVs only (the NFS plan reads it; a local PV's is never read).
+    /// Kept for NFS PVs only (the NFS plan reads it).
     node_affinity: Option<Box<VolumeNodeAffinity>>,
+    /// A local PV's node affinity: the one node it names (`local::pv::affinity_node`).
+    local_node: Option<Arc<str>>,
     claim_ref: Option<Box<ObjectReference>>,
 }
 
@@ -88,6 +98,7 @@ impl StoredSpec {
         let storage_class = shared(&spec.storage_class_name);
         let reclaim_policy = shared(&spec.persistent_volume_reclaim_policy);
         let volume_mode = shared(&spec.volume_mode);
+        let local_node = affinity_node(spec).map(|n| strings.get(n));
         StoredSpec {
             storage: spec
                 .capacity
@@ -112,6 +123,7 @@ impl StoredSpec {
                 .as_ref()
                 .and(spec.node_affinity.clone())
                 .map(Box::new),
+            local_node,
             claim_ref: spec.claim_ref.clone().map(Box::new),
         }
     }
@@ -139,7 +151,10 @@ impl StoredSpec {
                 fs_type: None,
             }),
             nfs: self.nfs.as_deref().cloned(),
-            node_affinity: self.node_affinity.as_deref().cloned(),
+            node_affinity: match &self.local_node {
+                Some(node) => Some(affinity_in(LABEL_HOSTNAME, node.to_string())),
+                None => self.node_affinity.as_deref().cloned(),
+            },
             claim_ref: self.claim_ref.as_deref().cloned(),
             ..Default::default()
         }
@@ -220,8 +235,8 @@ impl StoredPv {
 
 type Index = HashMap<Arc<str>, BTreeSet<Arc<str>>>;
 
-/// Every stored PV by name, and their names by node label and by pool label ("" for PVs
-/// without one).
+/// Every stored PV by name, and their names by node (see the module docs) and by pool label
+/// ("" for PVs without one).
 #[derive(Default)]
 pub struct PvStore {
     by_name: HashMap<Arc<str>, StoredPv>,
@@ -233,7 +248,7 @@ pub struct PvStore {
 }
 
 impl PvStore {
-    /// Store a PV (added or changed); returns the node labels it was and is on.
+    /// Store a PV (added or changed); returns the nodes it was and is on.
     pub fn apply(&mut self, pv: &PersistentVolume) -> Vec<Arc<str>> {
         let Some(name) = pv.metadata.name.as_deref() else {
             return Vec::new();
@@ -242,7 +257,7 @@ impl PvStore {
         let mut touched = self.remove(name);
         // NB: names are unique: sharing them through the interner would only cost an entry.
         let name: Arc<str> = Arc::from(name);
-        let node = self.key(&stored, LABEL_NODE);
+        let node = self.node_key(&stored);
         self.by_node
             .entry(node.clone())
             .or_default()
@@ -257,12 +272,12 @@ impl PvStore {
         touched
     }
 
-    /// Forget a PV; returns the node label it was on.
+    /// Forget a PV; returns the node it was on.
     pub fn remove(&mut self, name: &str) -> Vec<Arc<str>> {
         let Some((name, old)) = self.by_name.remove_entry(name) else {
             return Vec::new();
         };
-        let node = self.key(&old, LABEL_NODE);
+        let node = self.node_key(&old);
         unindex(&mut self.by_node, &node, &name);
         let pool = self.key(&old, LABEL_POOL);
         unindex(&mut self.by_pool, &pool, &name);
@@ -295,12 +310,20 @@ impl PvStore {
         self.strings.get(pv.label(label).unwrap_or_default())
     }
 
+    /// The node a PV is filed under: its node affinity's, else its label's.
+    fn node_key(&mut self, pv: &StoredPv) -> Arc<str> {
+        match pv.spec.as_ref().and_then(|s| s.local_node.clone()) {
+            Some(node) => node,
+            None => self.key(pv, LABEL_NODE),
+        }
+    }
+
     /// A stored PV.
     pub fn get(&self, name: &str) -> Option<&StoredPv> {
         self.by_name.get(name)
     }
 
-    /// The PVs labelled with `node` ("" for those without the label).
+    /// The PVs on `node` ("" for those with neither a node affinity nor a node label).
     pub fn on_node<'a>(&'a self, node: &str) -> impl Iterator<Item = (&'a str, &'a StoredPv)> {
         self.by_node
             .get(node)
@@ -309,7 +332,7 @@ impl PvStore {
             .filter_map(|name| Some((&**name, self.by_name.get(name)?)))
     }
 
-    /// Every node label some PV has.
+    /// Every node some PV is on.
     pub fn nodes(&self) -> impl Iterator<Item = &str> {
         self.by_node.keys().map(|n| &**n)
     }
@@ -412,8 +435,6 @@ status: {phase: Bound, message: hello}
             .as_mut()
             .expect("annotations")
             .remove("pv.kubernetes.io/bound-by-controller");
-        let spec = want.spec.as_mut().expect("spec");
-        spec.node_affinity = None;
         want.status = Some(PersistentVolumeStatus {
             phase: Some("Bound".into()),
             ..Default::default()
@@ -422,6 +443,20 @@ status: {phase: Bound, message: hello}
         assert_eq!(store.on_node("n1").count(), 1);
         assert_eq!(store.remove("fast-n1-vol0-1234"), vec![Arc::from("n1")]);
         assert_eq!(store.nodes().count(), 0);
+    }
+
+    #[test]
+    fn a_local_pv_is_on_the_node_of_its_affinity_whatever_its_label_says() {
+        let mut store = PvStore::default();
+        let affinity = "nodeAffinity: {required: {nodeSelectorTerms: [{matchExpressions: [{key: kubernetes.io/hostname, operator: In, values: [n1]}]}]}}";
+        for label in ["n1", "n2", ""] {
+            let touched = store.apply(&pv(&format!(
+                "metadata: {{name: a, labels: {{volpool.io/node: '{label}'}}}}\nspec: {{local: {{path: /mnt/disks/a}}, {affinity}}}"
+            )));
+            assert_eq!(touched, [Arc::from("n1"), Arc::from("n1")][..touched.len()]);
+            assert_eq!(store.on_node("n1").count(), 1, "label {label:?}");
+            assert_eq!(store.nodes().collect::<Vec<_>>(), ["n1"]);
+        }
     }
 
     #[test]

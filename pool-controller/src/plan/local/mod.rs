@@ -20,6 +20,7 @@
 mod desired;
 mod duplicates;
 mod explain;
+mod held;
 mod node;
 pub mod pv;
 mod release;
@@ -32,6 +33,7 @@ use k8s_openapi::api::core::v1::PersistentVolume;
 use volpool_api::{LABEL_POOL, NodeVolumes, VolumePool, VolumePoolSpec, optional_selector_matches};
 
 use self::desired::PoolInput;
+use self::held::Held;
 use self::node::{NodePart, Output, Rules, count_only, plan_node};
 use super::change::{Change, Plan};
 use super::claims;
@@ -164,6 +166,8 @@ fn on_node(
 ) {
     let node = at.node;
     let here = pvs.on_node(node);
+    let all: Vec<&PersistentVolume> = here.iter().map(AsRef::as_ref).collect();
+    let held = Held::of(&all);
     let mut by_pool: HashMap<&str, Vec<&PersistentVolume>> = HashMap::new();
     for pv in &here {
         if let Some(pool) = pv.metadata.labels.as_ref().and_then(|l| l.get(LABEL_POOL)) {
@@ -183,7 +187,7 @@ fn on_node(
                 refused: at.refused,
                 now: input.world.now,
             };
-            plan_node(&pool_input, &Rules::of(pool), node, observed, out)
+            plan_node(&pool_input, &Rules::of(pool), node, (observed, &held), out)
         };
         let kept = parts.by_pool.entry(name.to_string()).or_default();
         if part.is_empty() {

@@ -8,19 +8,26 @@
 //!  PVs on the node ─────────────────┼─► each PV: missing? ─► delete (Available) / label (in use)
 //!                                   │            Available / Bound ─► update when the pool or disk changed
 //!                                   │            Released ─► grace ─► scrub request ─► delete when scrubbed
-//!                                   └─► desired without a PV ─► create
+//!                                   └─► desired without a PV ─► create (unless `held.rs` blocks it)
 //!                                   ══► NodePart {counts, problems, scrub requests}
 //! ```
+//!
+//! A PV is on the node its node affinity names, whatever its `volpool.io/node` label says (an
+//! edited label is written back). It was made for a Node of one UID: when the Node is gone, or
+//! re-created under another UID, the PV is the old node's (`node-gone`) until the agent of
+//! the Node now of that name reports the very identity at the very path again; then the PV
+//! is that disk's again and takes the new UID.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::PersistentVolume;
 use volpool_api::units::parse_duration;
-use volpool_api::{CleanupMethod, CleanupRequest, VolumePool};
+use volpool_api::{CleanupMethod, CleanupRequest, LABEL_NODE, VolumePool};
 
 use super::desired::{Desired, PoolInput, desired};
-use super::pv::{Health, LocalPv};
+use super::held::Held;
+use super::pv::{Health, LocalPv, unreadable};
 use crate::plan::change::Change;
 use crate::plan::events::{Notice, about_pv};
 use crate::plan::pv::{Phase, phase};
@@ -117,7 +124,8 @@ pub struct NodePart {
     pub contributing: bool,
     /// What is wrong with the node's report (unknown or re-created Node).
     pub report_problems: Vec<Problem>,
-    /// Failed scrubs.
+    /// What is wrong with the node's PVs: failed scrubs, unreadable identities, disks that
+    /// already have a PV.
     pub release_problems: Vec<Problem>,
     /// The scrub requests the node should hold for the pool.
     pub cleanups: Vec<CleanupRequest>,
@@ -147,7 +155,7 @@ pub fn plan_node<'a>(
     input: &PoolInput<'a>,
     rules: &Rules<'a>,
     node: &'a str,
-    observed: &[&'a PersistentVolume],
+    (observed, held): (&[&'a PersistentVolume], &Held),
     out: &mut Output,
 ) -> NodePart {
     let mut report_problems = Vec::new();
@@ -165,6 +173,8 @@ pub fn plan_node<'a>(
     for pv in observed {
         // NB: read each PV once, for its plan and its count (a pass may read 100,000).
         let Some(current) = LocalPv::from_pv(pv, &rules.extra_keys) else {
+            pass.problems
+                .extend(unreadable(pv).map(|why| Problem::new(UNREADABLE, why)));
             continue;
         };
         taken.extend(pass.observed_pv(pv, &current, out));
@@ -173,8 +183,17 @@ pub fn plan_node<'a>(
         counted.add(phase(pv), current.health.is_some(), cleaning, bytes);
     }
     for (name, volume) in &desired.pvs {
-        if !taken.contains(name.as_str()) {
-            out.applies.push(Change::CreatePv { pv: volume.clone() });
+        if taken.contains(name.as_str()) {
+            continue;
+        }
+        match held.blocks(volume) {
+            Some((reason, why)) => {
+                let problem = Problem::new(reason, why);
+                if !pass.problems.contains(&problem) {
+                    pass.problems.push(problem);
+                }
+            }
+            None => out.applies.push(Change::CreatePv { pv: volume.clone() }),
         }
     }
     NodePart {
@@ -185,6 +204,9 @@ pub fn plan_node<'a>(
         cleanups: pass.cleanups,
     }
 }
+
+/// Reason of the problem about a PV whose identity cannot be read.
+pub const UNREADABLE: &str = "UnreadablePV";
 
 /// The part of a pool that is not planned (refused): its PVs counted, nothing else.
 pub fn count_only(observed: &[&PersistentVolume]) -> NodePart {
@@ -203,28 +225,56 @@ impl<'a> Pass<'_, 'a> {
         current: &LocalPv,
         out: &mut Output,
     ) -> Option<&'a str> {
-        let (Some(name), Some(uid)) = (pv.metadata.name.as_deref(), pv.metadata.uid.as_deref())
-        else {
-            return None;
-        };
-        let node = self.input.nodes.get(current.node.as_str());
-        let gone = node.is_none_or(|n| !current.node_uid.is_empty() && n.uid != current.node_uid);
-        if !gone && !self.input.reports.contains_key(current.node.as_str()) {
-            // NB: no report yet (agent not started, or its object deleted) proves nothing
-            // about the disks: leave the PV alone.
-            return Some(name);
-        }
-        let phase = phase(pv);
+        let name = pv.metadata.name.as_deref()?;
+        pv.metadata.uid.as_ref()?;
+        // The volume the node's report offers under this PV's name, if it is the PV's very
+        // identity at its very path (the path of a PV cannot change).
         let volume = self
             .desired
             .pvs
             .get(name)
-            .filter(|d| !gone && d.volume_id == current.volume_id);
+            .filter(|d| d.volume_id == current.volume_id && d.path == current.path);
+        let node = self.input.nodes.get(current.node.as_str());
+        let recreated =
+            node.is_some_and(|n| !current.node_uid.is_empty() && n.uid != current.node_uid);
+        // NB: a volume is only desired from a report written for the Node of that name now, so
+        // a re-created Node's agent reporting the disk again takes the PV back.
+        let gone = node.is_none() || (recreated && volume.is_none());
+        let writes = |out: &Output| out.deletes.len() + out.applies.len();
+        let before = writes(out);
+        if gone || self.input.reports.contains_key(current.node.as_str()) {
+            self.planned_pv(pv, current, volume.filter(|_| !gone), gone, out);
+        }
+        // NB: without a report yet (agent not started, or its object deleted), which proves
+        // nothing about the disks, only the label is written back.
+        if writes(out) == before {
+            relabel(pv, current, out);
+        }
+        Some(name)
+    }
+
+    /// Plan a PV of this pool against the volume its node offers for it, if any.
+    fn planned_pv(
+        &mut self,
+        pv: &'a PersistentVolume,
+        current: &LocalPv,
+        volume: Option<&LocalPv>,
+        gone: bool,
+        out: &mut Output,
+    ) {
+        let uid = pv.metadata.uid.as_deref().unwrap_or_default();
+        let phase = phase(pv);
         let Some(volume) = volume else {
             let health = self.health(current, gone);
             unhealthy(pv, current, health, phase, uid, out);
-            return Some(name);
+            return;
         };
+        if volume.node_uid != current.node_uid && !current.node_uid.is_empty() {
+            out.event(pv, false, "NodeReturned", "Update", format!(
+                "node {} was re-created (UID {}) and its agent reports volume {} at {} again: the PV is that disk's again",
+                current.node, volume.node_uid, current.volume_id, current.path
+            ));
+        }
         // The volume is there with the identity the PV was made for.
         match phase {
             Phase::Available => available(pv, current, volume, out),
@@ -241,7 +291,6 @@ impl<'a> Pass<'_, 'a> {
             }
             Phase::Released => self.released(pv, current, volume, uid, out),
         }
-        Some(name)
     }
 
     /// Why the volume a PV was made for is no longer offered.
@@ -258,6 +307,21 @@ impl<'a> Pass<'_, 'a> {
             Health::Missing
         }
     }
+}
+
+/// Write back the `volpool.io/node` label of a PV whose label someone edited or removed (its
+/// node is its node affinity's, which the API keeps as it was made).
+fn relabel(pv: &PersistentVolume, current: &LocalPv, out: &mut Output) {
+    let label = pv.metadata.labels.as_ref().and_then(|l| l.get(LABEL_NODE));
+    if label == Some(&current.node) {
+        return;
+    }
+    let was = label.map_or("removed".to_string(), |l| format!("{l:?}"));
+    out.update(pv, current, format!("label {LABEL_NODE} restored"));
+    out.event(pv, false, "LabelRestored", "Update", format!(
+        "label {LABEL_NODE} was {was}; set back to {}, the node of the PV's nodeAffinity (a PV cannot move to another node)",
+        current.node
+    ));
 }
 
 /// The volume behind a PV is gone: delete the PV when it is Available; label it (once) when it

@@ -7,14 +7,21 @@
 //!
 //! Comparing two `LocalPv`s tells whether a write is needed; every apply carries the whole
 //! object, because server-side apply drops the fields a manager stops sending.
+//!
+//! A PV's identity is what nobody can edit without changing what it mounts: the node of its
+//! `nodeAffinity` and its `local.path` (both immutable in the API), and the volume identity
+//! annotation. The `volpool.io/node` label is only a copy for `kubectl -l`, which the
+//! controller restores when someone edits it.
 
-use k8s_openapi::api::core::v1::{LocalVolumeSource, PersistentVolume};
-use volpool_api::{LABEL_HEALTH, LABEL_HOSTNAME, LABEL_NODE, VolumeMode};
+use k8s_openapi::api::core::v1::{LocalVolumeSource, PersistentVolume, PersistentVolumeSpec};
+use volpool_api::{
+    LABEL_HEALTH, LABEL_HOSTNAME, LABEL_MANAGED_BY, LABEL_NODE, MANAGED_BY, VolumeMode,
+};
 
 use crate::plan::pv::{ANNOTATION_VOLUME_ID, Base, Observed, PoolFields, affinity_in};
 
 /// PV annotation: UID of the Node the volume was found on, so a re-created node with the same
-/// name never inherits the old node's PVs.
+/// name inherits the old node's PVs only for the disks its agent reports again.
 pub const ANNOTATION_NODE_UID: &str = "volpool.io/node-uid";
 /// PV annotation: the agent reported the scrub as failed or refused; the PV stays Released.
 pub const ANNOTATION_CLEANUP_FAILED: &str = "volpool.io/cleanup-failed";
@@ -137,13 +144,15 @@ impl LocalPv {
     }
 
     /// Read back what the controller wrote into an observed PV; `None` when it is not a local
-    /// PV of volpool's making (such a PV is never touched).
+    /// PV of volpool's making or its identity cannot be read ([`unreadable`] says why): such
+    /// a PV is never touched. The node is the one of its `nodeAffinity`, whatever its
+    /// `volpool.io/node` label says.
     pub fn from_pv(pv: &PersistentVolume, extra_label_keys: &[&str]) -> Option<LocalPv> {
         let seen = Observed::read(pv, extra_label_keys)?;
         let annotations = seen.annotations?;
         let local = seen.spec.local.as_ref()?;
         Some(LocalPv {
-            node: seen.labels.get(LABEL_NODE)?.clone(),
+            node: affinity_node(seen.spec)?.to_string(),
             node_uid: annotations
                 .get(ANNOTATION_NODE_UID)
                 .cloned()
@@ -166,4 +175,66 @@ impl LocalPv {
             released_at: seen.released_at,
         })
     }
+}
+
+/// The node a local PV is pinned to: the one value of its `kubernetes.io/hostname In [...]`
+/// node affinity, the way the controller writes it (immutable in the API, unlike a label).
+pub fn affinity_node(spec: &PersistentVolumeSpec) -> Option<&str> {
+    spec.local.as_ref()?;
+    let terms = &spec
+        .node_affinity
+        .as_ref()?
+        .required
+        .as_ref()?
+        .node_selector_terms;
+    let [term] = terms.as_slice() else {
+        return None;
+    };
+    let [only] = term.match_expressions.as_deref()? else {
+        return None;
+    };
+    let values = only.values.as_deref()?;
+    match values {
+        [node] if only.key == LABEL_HOSTNAME && only.operator == "In" => Some(node),
+        _ => None,
+    }
+}
+
+/// The node a local PV is on: its node affinity's, else (a PV that lost it) its label's.
+pub fn node_of(pv: &PersistentVolume) -> Option<&str> {
+    let affinity = pv.spec.as_ref().and_then(affinity_node);
+    let label = || {
+        pv.metadata
+            .labels
+            .as_ref()?
+            .get(LABEL_NODE)
+            .map(String::as_str)
+    };
+    affinity.or_else(label)
+}
+
+/// Why a local PV of volpool's making cannot be identified, and what to fix; `None` when it
+/// can be, or is not volpool's local PV.
+pub fn unreadable(pv: &PersistentVolume) -> Option<String> {
+    let labels = pv.metadata.labels.as_ref()?;
+    if labels.get(LABEL_MANAGED_BY).map(String::as_str) != Some(MANAGED_BY) {
+        return None;
+    }
+    let spec = pv.spec.as_ref()?;
+    let path = &spec.local.as_ref()?.path;
+    let name = pv.metadata.name.as_deref().unwrap_or_default();
+    let annotations = pv.metadata.annotations.as_ref();
+    let id = annotations.and_then(|a| a.get(ANNOTATION_VOLUME_ID));
+    let what = match (affinity_node(spec), id) {
+        (None, _) => {
+            format!("has no node affinity {LABEL_HOSTNAME} In [<node>], so its node is unknown")
+        }
+        (Some(_), None) => format!(
+            "has no annotation {ANNOTATION_VOLUME_ID}, so the disk it was made for is unknown: set it back to the volumeID its node reports at {path}"
+        ),
+        (Some(_), Some(_)) => return None,
+    };
+    Some(format!(
+        "PV {name} (local path {path}) {what}; the controller leaves it alone and makes no other PV for that path; if it is Available, deleting it makes the controller offer a fresh one"
+    ))
 }

@@ -204,6 +204,17 @@ fn a_pass_over_the_changed_nodes_plans_what_a_full_pass_would() {
     let fresh = &w.pvs[pv_on(&w, "n1", "a")];
     assert!(fresh.status.is_none() && fresh.metadata.name == name);
 
+    // Someone edits the node label of a PV of n1: n1 alone writes it back.
+    let i = pv_on(&w, "n1", "b");
+    let labels = Arc::make_mut(&mut w.pvs[i]).metadata.labels.as_mut();
+    labels
+        .expect("labels")
+        .insert("volpool.io/node".into(), "n3".into());
+    let plan4 = same_as_full(&w, &parts, &["n1"]);
+    assert!(creates(&plan4).is_empty(), "{plan4:?}");
+    settle(&mut w, &plan4);
+    parts = converge(&mut w);
+
     // Node n2 goes.
     w.nodes.retain(|n| n.name != "n2");
     same_as_full(&w, &parts, &["n2"]);

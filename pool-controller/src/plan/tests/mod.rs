@@ -478,6 +478,7 @@ fn another_disk_at_the_same_path_is_a_new_pv_and_the_old_one_is_never_scrubbed()
 
 mod bad_input;
 mod claims;
+mod identity;
 mod nfs;
 mod nodes;
 mod release;

@@ -20,8 +20,23 @@ fn a_deleted_node_takes_its_available_pvs_and_marks_bound_ones() {
     );
 }
 
+/// n1 re-created under a new UID, its agent reporting `vol2` (vol1 as before).
+fn recreated_n1_reports(w: &mut World, vol2: (&str, u64)) {
+    w.nodes = vec![NodeInfo {
+        uid: "uid-n1-second".into(),
+        ..node("n1")
+    }];
+    let mut r = (*n1_disks(("uuid:1", 10 * GIB), vol2)[0]).clone();
+    r.status.as_mut().expect("status").node_uid = "uid-n1-second".into();
+    w.reports = vec![Arc::new(r)];
+}
+
+fn node_uid(pv: &PersistentVolume) -> &str {
+    &pv.metadata.annotations.as_ref().expect("annotations")[ANNOTATION_NODE_UID]
+}
+
 #[test]
-fn a_recreated_node_does_not_resurrect_old_pvs() {
+fn a_recreated_node_does_not_resurrect_old_pvs_until_its_agent_reports_the_disks() {
     let (mut w, vol2) = vol2_bound();
     w.nodes[0].uid = "uid-n1-second".into();
     // The old report is still around (garbage collection lags): ignored, with a condition.
@@ -43,21 +58,48 @@ fn a_recreated_node_does_not_resurrect_old_pvs() {
             .iter()
             .any(|c| c.type_ == "Degraded" && c.message.contains("earlier Node"))
     );
-    // The new node's agent reports the same disks: vol1 gets a fresh PV made for the new node;
-    // the Bound vol2 PV stays the old node's, labelled.
-    let mut r = (*two_disks().reports[0]).clone();
-    r.status.as_mut().expect("status").node_uid = "uid-n1-second".into();
-    w.reports = vec![Arc::new(r)];
+    // The new node's agent reports the same disks: vol1 gets a fresh PV made for the new node,
+    // and the Bound vol2 PV is that disk's again: the mark goes, the new UID is written.
+    recreated_n1_reports(&mut w, ("uuid:2", 20 * GIB));
+    let plan2 = plan(&w);
+    assert!(events(&plan2).contains(&("NodeReturned", Some("PersistentVolume"))));
+    settle(&mut w, &plan2);
     converge(&mut w);
     let fresh = pv_named(&w, &pv1()).expect("fresh PV");
+    assert_eq!(node_uid(fresh), "uid-n1-second");
+    let bound = pv_named(&w, &vol2).expect("bound");
+    assert_eq!(label(bound, "volpool.io/health"), None);
+    assert_eq!(node_uid(bound), "uid-n1-second");
+    assert_eq!(w.pools[0].status.as_ref().expect("s").volumes.unhealthy, 0);
+}
+
+#[test]
+fn a_deleted_node_that_comes_back_with_its_disks_takes_its_pvs_back() {
+    let (mut w, vol2) = vol2_bound();
+    w.nodes.clear();
+    w.reports.clear();
+    converge(&mut w);
     assert_eq!(
-        fresh.metadata.annotations.as_ref().expect("a")[ANNOTATION_NODE_UID],
-        "uid-n1-second"
-    );
-    assert_eq!(
-        label(pv_named(&w, &vol2).expect("bound"), "volpool.io/health"),
+        label(pv_named(&w, &vol2).expect("kept"), "volpool.io/health"),
         Some("node-gone")
     );
+    recreated_n1_reports(&mut w, ("uuid:2", 20 * GIB));
+    converge(&mut w);
+    let bound = pv_named(&w, &vol2).expect("bound");
+    assert_eq!(label(bound, "volpool.io/health"), None);
+    assert_eq!(node_uid(bound), "uid-n1-second");
+    assert_eq!(w.pvs.len(), 2);
+}
+
+#[test]
+fn another_disk_at_the_path_on_a_recreated_node_is_not_the_old_pvs() {
+    let (mut w, vol2) = vol2_bound();
+    recreated_n1_reports(&mut w, ("uuid:2-new", 20 * GIB));
+    converge(&mut w);
+    let old = pv_named(&w, &vol2).expect("the old PV is kept");
+    assert_eq!(label(old, "volpool.io/health"), Some("node-gone"));
+    assert_eq!(node_uid(old), "uid-n1", "never re-pointed at the new node");
+    assert!(pv_named(&w, &local_pv_name_of("n1", "vol2", "uuid:2-new")).is_some());
 }
 
 #[test]
@@ -90,4 +132,18 @@ fn a_local_pv_offers_whole_mib_of_its_disk() {
             .is_multiple_of(1 << 20),
         "the report keeps the exact bytes"
     );
+}
+
+#[test]
+fn a_node_recreated_between_two_passes_keeps_the_pvs_of_the_disks_it_reports() {
+    let (mut w, vol2) = vol2_bound();
+    recreated_n1_reports(&mut w, ("uuid:2", 20 * GIB));
+    let plan1 = plan(&w);
+    assert!(!has_any(&plan1, &["create", "delete"]), "{plan1:?}");
+    settle(&mut w, &plan1);
+    for name in [pv1(), vol2] {
+        let pv = pv_named(&w, &name).expect("kept");
+        assert_eq!(node_uid(pv), "uid-n1-second");
+        assert_eq!(pv.metadata.uid, Some(format!("uid-{name}")), "the same PV");
+    }
 }
