@@ -10,8 +10,8 @@ use serde_json::json;
 use volpool_api::{NodeVolumes, VolumePool, local_pv_name};
 use volpool_e2e::controller::{
     Controller, LEASE_NAMESPACE, LONG, bind, capacity, claim_ref, create_class, create_namespace,
-    create_pool, label, phase, publish_report, pvs_of, spread_statefulset, volume, wait_for_event,
-    wait_for_pv, wait_for_pvs,
+    create_pool, events_about, label, phase, publish_report, pvs_of, spread_statefulset, volume,
+    wait_for_event, wait_for_pv, wait_for_pvs,
 };
 use volpool_e2e::{apply_crds, client, create_node, unique, wait_for};
 
@@ -327,18 +327,15 @@ async fn deleting_a_node_takes_its_available_pvs_and_marks_bound_ones() -> anyho
     let (client, test, _controller) = setup_pool("ctl-node", false, json!({})).await?;
     let (pool, ns) = (test.clone(), test.clone());
     let (gone, stays) = (format!("{test}-gone"), format!("{test}-stays"));
+    let disks = |node: &str| {
+        vec![
+            volume(&pool, "a", &format!("uuid:{node}-a"), GIB),
+            volume(&pool, "b", &format!("uuid:{node}-b"), GIB),
+        ]
+    };
     for node in [&gone, &stays] {
         create_node(&client, node).await?;
-        publish_report(
-            &client,
-            node,
-            vec![
-                volume(&pool, "a", &format!("uuid:{node}-a"), GIB),
-                volume(&pool, "b", &format!("uuid:{node}-b"), GIB),
-            ],
-            vec![],
-        )
-        .await?;
+        publish_report(&client, node, disks(node), vec![]).await?;
     }
     let name = |node: &str, e: &str| local_pv_name(&pool, node, e, &format!("uuid:{node}-{e}"));
     let all = [
@@ -349,6 +346,27 @@ async fn deleting_a_node_takes_its_available_pvs_and_marks_bound_ones() -> anyho
     ];
     wait_for_pvs(&client, &pool, &all).await?;
     bind(&client, &ns, "data", &name(&gone, "b"), &test).await?;
+
+    // Someone edits the node label of an Available PV: it is still that disk's PV (same UID),
+    // and the label is written back.
+    let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let edited = name(&stays, "a");
+    let uid = pvs.get(&edited).await?.metadata.uid;
+    let relabel = json!({"metadata": {"labels": {"volpool.io/node": gone}}});
+    pvs.patch(&edited, &PatchParams::default(), &Patch::Merge(&relabel))
+        .await?;
+    let restored = wait_for_pv(&client, &edited, "label written back", |p| {
+        label(p, "volpool.io/node") == Some(stays.as_str())
+    })
+    .await?;
+    assert_eq!(
+        restored.metadata.uid, uid,
+        "the PV was deleted and made again"
+    );
+    wait_for_event(&client, "kube-system", &edited, "LabelRestored").await?;
+    let gone_events = events_about(&client, "kube-system", &edited, "NodeGone").await?;
+    assert!(gone_events.is_empty(), "{gone_events:?}");
+    wait_for_pvs(&client, &pool, &all).await?;
 
     Api::<Node>::all(client.clone())
         .delete(&gone, &DeleteParams::default())
@@ -369,6 +387,23 @@ async fn deleting_a_node_takes_its_available_pvs_and_marks_bound_ones() -> anyho
         Ok(reports.get_opt(&gone).await?.is_none().then_some(()))
     })
     .await?;
+
+    // The node comes back under the same name (a rebuilt VM) and its agent reports the same
+    // disks: the Bound PV is that disk's again, with the new Node's UID.
+    let back = create_node(&client, &gone).await?;
+    publish_report(&client, &gone, disks(&gone), vec![]).await?;
+    let taken = wait_for_pv(&client, &name(&gone, "b"), "node-gone cleared", |p| {
+        label(p, "volpool.io/health").is_none()
+    })
+    .await?;
+    let annotations = taken.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        annotations.get("volpool.io/node-uid"),
+        back.metadata.uid.as_ref()
+    );
+    assert_eq!(phase(&taken), Some("Bound"));
+    wait_for_event(&client, &ns, "data", "NodeReturned").await?;
+    wait_for_pvs(&client, &pool, &all).await?;
     Ok(())
 }
 
