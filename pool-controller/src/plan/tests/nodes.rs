@@ -147,3 +147,33 @@ fn a_node_recreated_between_two_passes_keeps_the_pvs_of_the_disks_it_reports() {
         assert_eq!(pv.metadata.uid, Some(format!("uid-{name}")), "the same PV");
     }
 }
+
+#[test]
+fn a_released_pv_of_a_recreated_node_is_scrubbed_only_once_its_disk_is_reported_again() {
+    let mut w = pv1_released(pool(""));
+    w.nodes[0].uid = "uid-n1-second".into();
+    converge(&mut w);
+    assert!(
+        w.reports[0].spec.cleanups.is_empty(),
+        "no scrub on a gone node"
+    );
+    assert_eq!(
+        label(pv_named(&w, &pv1()).expect("kept"), "volpool.io/health"),
+        Some("node-gone")
+    );
+    recreated_n1_reports(&mut w, ("uuid:2", 20 * GIB));
+    converge(&mut w);
+    let requests = &w.reports[0].spec.cleanups;
+    assert_eq!(requests.len(), 1);
+    assert_eq!(
+        (
+            requests[0].persistent_volume.as_str(),
+            requests[0].volume_id.as_str()
+        ),
+        (pv1().as_str(), "uuid:1")
+    );
+    assert_eq!(
+        node_uid(pv_named(&w, &pv1()).expect("kept")),
+        "uid-n1-second"
+    );
+}
