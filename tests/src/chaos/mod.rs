@@ -371,9 +371,18 @@ impl Run {
         else {
             return Ok(());
         };
+        let pools_before = World::observe(&self.bed).await?.pools;
         let writes = settle::idle_writes(replica).await?;
         if !writes.is_empty() {
-            let state = format!("{} wrote during idle passes: {writes:?}", replica.identity);
+            let pools_after = World::observe(&self.bed).await?.pools;
+            let changed = volpool_testkit::json_diff(
+                &serde_json::to_value(&pools_before)?,
+                &serde_json::to_value(&pools_after)?,
+            );
+            let state = format!(
+                "{} wrote during idle passes: {writes:?}; pools changed: {changed:?}",
+                replica.identity
+            );
             self.violate(
                 after,
                 Violation {

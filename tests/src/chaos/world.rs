@@ -1,5 +1,5 @@
 //! One look at everything the invariants judge, taken in one go: the soak's PVs, claims,
-//! Nodes and NodeVolumes from the API, the filesystem mounted at each disk path of each node,
+//! Nodes, NodeVolumes and VolumePools from the API, the filesystem mounted at each disk path of each node,
 //! and the NFS export's directories as the server has them.
 
 use std::collections::BTreeMap;
@@ -8,7 +8,7 @@ use std::path::Path;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
 use kube::Api;
 use kube::api::ListParams;
-use volpool_api::{LABEL_POOL, NodeVolumes};
+use volpool_api::{LABEL_POOL, NodeVolumes, VolumePool};
 
 use super::bed::{Bed, DISKS, LABEL_NODE_OF};
 use super::disk::identities;
@@ -29,6 +29,8 @@ pub struct World {
     pub nodes: BTreeMap<String, String>,
     /// Each node's report.
     pub reports: BTreeMap<String, NodeVolumes>,
+    /// The two pools, as the controller last wrote their status.
+    pub pools: Vec<VolumePool>,
     /// (node, disk path) → identity of the filesystem mounted there.
     pub disks: BTreeMap<(String, String), Option<String>>,
     /// Each `pv-*` directory of the export → its entries.
@@ -68,6 +70,11 @@ impl World {
                 reports.insert(node.name.clone(), nv);
             }
         }
+        let pool_api = Api::<VolumePool>::all(bed.client.clone());
+        let mut pools = Vec::new();
+        for name in [bed.local_pool(), bed.nfs_pool()] {
+            pools.extend(pool_api.get_opt(&name).await?);
+        }
         let mut disks = BTreeMap::new();
         let paths: Vec<_> = DISKS.iter().map(|d| bed.disk(d)).collect();
         let paths: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();
@@ -82,6 +89,7 @@ impl World {
             claims,
             nodes,
             reports,
+            pools,
             disks,
             dirs: export_dirs(&bed.export),
         })
@@ -104,6 +112,9 @@ impl World {
         let mut all: Vec<String> = self.pvs().map(|p| rv(&p.metadata)).collect();
         all.extend(self.claims.iter().map(|c| rv(&c.metadata)));
         all.extend(self.reports.values().map(|r| rv(&r.metadata)));
+        // NB: a pool's status is the controller's own write; it is in, so that the idle
+        // passes are measured once the controller has caught up with the last change.
+        all.extend(self.pools.iter().map(|p| rv(&p.metadata)));
         all
     }
 }
