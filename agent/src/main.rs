@@ -17,6 +17,7 @@ mod nfs;
 mod output;
 mod pools;
 mod run;
+mod runtime;
 mod state;
 mod volumes;
 
@@ -35,6 +36,9 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    if cli.command.is_none() {
+        runtime::exec_with_malloc_tunables();
+    }
     let in_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
     let host_root = cli
         .host_root
@@ -121,7 +125,7 @@ fn main() -> anyhow::Result<()> {
                 install_nfs_client: cli.install_nfs_client,
                 install_timeout: cli.install_timeout,
             };
-            let runtime = tokio::runtime::Runtime::new()?;
+            let runtime = runtime::build()?;
             let result = runtime.block_on(run::run_until_stopped(config));
             // NB: a scrub or probe thread stuck on a hung mount must not hold the exit up.
             runtime.shutdown_background();

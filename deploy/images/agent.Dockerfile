@@ -7,8 +7,8 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p volpool-agent \
- && install -D -m 0755 target/release/volpool-agent /out/volpool-agent
+    cargo build --profile agent --locked -p volpool-agent \
+ && install -D -m 0755 target/agent/volpool-agent /out/volpool-agent
 
 FROM debian:bookworm-slim
 RUN apt-get update \
