@@ -11,7 +11,8 @@
 //! `/metrics` text (0.6 MiB, served from `mmap`) raises the trim threshold to twice its size, so
 //! each arena keeps up to 1.2 MiB it no longer uses: 7.6 MiB anonymous memory, against 2.9 MiB
 //! with [`TUNABLES`]. glibc reads its tunables only when a process starts, and setting them with
-//! `mallopt` would need `unsafe`, which the workspace forbids: hence the one `exec`.
+//! `mallopt` would need `unsafe`, which the workspace forbids: hence the one `exec`. The
+//! commands the daemon runs inherit the variable; glibc ignores tunables it does not know.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::process::CommandExt;
