@@ -6,8 +6,8 @@
 //! ```
 //!
 //! Everything the two programs must agree on lives here: the CRD types, label and annotation
-//! keys, field managers, PV naming, quantity/duration parsing, selector matching and how an
-//! Event is built.
+//! keys, field managers, PV naming, when a PV counts as Released, quantity/duration parsing,
+//! selector matching and how an Event is built.
 
 pub mod crd;
 pub mod events;
@@ -16,6 +16,7 @@ pub mod network;
 pub mod node;
 pub mod pool;
 pub mod pool_status;
+pub mod pv_phase;
 pub mod retry;
 pub mod selector;
 pub mod units;

@@ -15,6 +15,8 @@ pub const LABEL_POOL: &str = "volpool.io/pool";
 pub const LABEL_NODE: &str = "volpool.io/node";
 /// PV label: the volume identity (hashed when it is not a valid label value).
 pub const LABEL_VOLUME_ID: &str = "volpool.io/volume-id";
+/// PV annotation: the full volume identity (the label may be a hash of it).
+pub const ANNOTATION_VOLUME_ID: &str = "volpool.io/volume-id";
 /// PV label set when the volume behind a Bound PV is `missing`, `replaced` or on a `node-gone`.
 pub const LABEL_HEALTH: &str = "volpool.io/health";
 /// Node label kept by the agent: `ready` or `missing`.

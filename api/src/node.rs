@@ -42,11 +42,16 @@ pub struct CleanupRequest {
     /// Identity the volume must still have; otherwise the agent refuses.
     #[serde(rename = "volumeID")]
     pub volume_id: String,
-    /// The released PV's name.
+    /// The released PV's name. The agent reads this PV before it scrubs, and refuses unless
+    /// it is volpool's PV of this volume on this node, Released, with reclaim policy Delete.
     pub persistent_volume: String,
     /// The released PV's UID, echoed back in the result.
     #[serde(rename = "pvUID")]
     pub pv_uid: String,
+    /// UID of the claim the PV was released from (its `claimRef`); when set, the agent
+    /// refuses unless the PV's claimRef still names that claim.
+    #[serde(default, skip_serializing_if = "String::is_empty", rename = "claimUID")]
+    pub claim_uid: String,
     /// How to scrub.
     pub method: CleanupMethod,
 }
@@ -263,6 +268,7 @@ pub enum CleanupOutcome {
     Succeeded,
     /// The scrub started but did not finish; the message says why.
     Failed,
-    /// The agent would not scrub: the identity no longer matches, or the path is unsafe.
+    /// The agent would not scrub, and touched nothing: the identity no longer matches, the
+    /// path is unsafe, or the PV is not a Released volpool PV of this very volume.
     Refused,
 }

@@ -1,5 +1,6 @@
 //! `volpool-agent scrub`: one scrub by hand, exactly as the daemon performs it for a request
-//! in `spec.cleanups` (same lookup by volume ID, same refusals), with no cluster.
+//! in `spec.cleanups` (same lookup by volume ID, same refusals), with no cluster: the person
+//! running it vouches for it, where the daemon reads the request's PV first.
 //! Exit status: 0 Succeeded, 1 Failed, 2 Refused.
 //!
 //! ```text
@@ -50,10 +51,11 @@ pub fn run(args: Scrub) -> Result<(String, i32)> {
         volume_id: args.volume_id,
         persistent_volume: String::new(),
         pv_uid: String::new(),
+        claim_uid: String::new(),
         method: args.method,
     };
     let host = RealHost::new(&args.host_root);
-    let result = super::perform(&host, &host, &selected, &request);
+    let result = super::perform(&host, &host, &selected, &request, &super::Warrant::Operator);
     let code = match result.result {
         CleanupOutcome::Succeeded => 0,
         CleanupOutcome::Failed => 1,

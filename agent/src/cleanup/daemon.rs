@@ -4,10 +4,17 @@
 //!
 //! ```text
 //!  watch NodeVolumes/<node> ─► spec.cleanups ─► plan: start the new ones, drop results whose request is gone
-//!                                                 │ spawn_blocking(perform) ─► completions ─┐
-//!  Results ◄────────────────────────────────────────────────────────────────────────────────┘
+//!                                                 │ GET its PV (until the API answers)
+//!                                                 │ spawn_blocking(perform with that PV) ─► completions ─┐
+//!  Results ◄─────────────────────────────────────────────────────────────────────────────────────────────┘
 //!     └─► desired status.cleanups (watch) ─► publisher (server-side apply, only on change)
 //! ```
+//!
+//! Each scrub first reads the PersistentVolume its request names, and `perform` refuses unless
+//! that PV backs it (`warrant.rs`): a request is only as good as its PV, since any agent's
+//! token may write `spec.cleanups`. While the PV cannot be read (API down, RBAC missing) the
+//! scrub waits, reported `Running` with a message saying why: nothing is wiped on a state not
+//! known.
 //!
 //! A scrub is reported `Running` (with `startedAt`) as soon as it starts, and counted in
 //! `/metrics` until its thread returns, so one stuck on a hung mount is seen with its age.
@@ -22,12 +29,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 use tokio::sync::{mpsc, watch};
+use volpool_api::retry::WatchRetry;
 use volpool_api::{CleanupOutcome, CleanupRequest, CleanupResult, NodeVolumes, NodeVolumesStatus};
 
+use super::Warrant;
 use crate::cluster::Retry;
 use crate::context::Context;
 use crate::pools::LocalPool;
@@ -125,7 +135,7 @@ pub struct Cleaner {
 
 /// Watch `NodeVolumes/<node>` and perform its cleanups, until the process ends.
 pub async fn run(ctx: Arc<Context>, client: Client, cleaner: Cleaner) {
-    let api: Api<NodeVolumes> = Api::all(client);
+    let api: Api<NodeVolumes> = Api::all(client.clone());
     let config = watcher::Config::default().fields(&format!("metadata.name={}", ctx.node));
     let mut stream = std::pin::pin!(watcher::watcher(api, config).backoff(Retry::default()));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<CleanupResult>();
@@ -167,21 +177,8 @@ pub async fn run(ctx: Arc<Context>, client: Client, cleaner: Cleaner) {
                     cleaner.results.ready.send_replace(true);
                 }
             }
-            Some(mut result) = done_rx.recv() => {
-                running.remove(&result.pv_uid);
-                ctx.state.scrubs.finish(&result.pv_uid);
-                tracing::info!(
-                    volume_id = %result.volume_id, pv_uid = %result.pv_uid,
-                    result = ?result.result, message = %result.message, "scrub finished"
-                );
-                // NB: a request withdrawn while its scrub ran gets no result.
-                if requests.iter().any(|r| r.pv_uid == result.pv_uid) {
-                    let mut results = cleaner.results.lock();
-                    if let Some(reported) = results.get(&result.pv_uid) {
-                        result.started_at = reported.started_at.clone();
-                    }
-                    results.insert(result.pv_uid.clone(), result);
-                }
+            Some(result) = done_rx.recv() => {
+                finished(&ctx, &cleaner.results, &mut running, &requests, result);
             }
         }
         let todo = plan(&requests, &cleaner.results.lock(), &running);
@@ -193,33 +190,7 @@ pub async fn run(ctx: Arc<Context>, client: Client, cleaner: Cleaner) {
         }
         for request in todo.start {
             running.insert(request.pv_uid.clone());
-            // NB: reported Running at once, so a scrub stuck on a hung mount shows its age.
-            let started = super::running(&request, super::now());
-            cleaner
-                .results
-                .lock()
-                .insert(request.pv_uid.clone(), started);
-            ctx.state.scrubs.start(
-                &request.pv_uid,
-                RunningScrub {
-                    persistent_volume: request.persistent_volume.clone(),
-                    volume_id: request.volume_id.clone(),
-                    since: SystemTime::now(),
-                },
-            );
-            tracing::info!(
-                volume_id = %request.volume_id, pv = %request.persistent_volume,
-                method = ?request.method, "scrub started"
-            );
-            let (host, pools, done) = (ctx.host.clone(), (cleaner.pools)(), done_tx.clone());
-            tokio::task::spawn_blocking(move || {
-                let _ = done.send(super::perform(
-                    host.as_ref(),
-                    host.as_ref(),
-                    &pools,
-                    &request,
-                ));
-            });
+            start(&ctx, &client, &cleaner.results, request, done_tx.clone(), (cleaner.pools)());
         }
         let list = cleaner.results.list();
         cleaner.desired.send_if_modified(|status| match status {
@@ -229,6 +200,131 @@ pub async fn run(ctx: Arc<Context>, client: Client, cleaner: Cleaner) {
             }
             _ => false,
         });
+    }
+}
+
+/// Record the news from a scrub: a `Running` note (why it waits) or its end.
+fn finished(
+    ctx: &Context,
+    results: &Results,
+    running: &mut HashSet<String>,
+    requests: &[CleanupRequest],
+    mut result: CleanupResult,
+) {
+    if result.result == CleanupOutcome::Running {
+        let mut results = results.lock();
+        let waiting = results.get_mut(&result.pv_uid);
+        if let Some(waiting) = waiting.filter(|r| r.result == CleanupOutcome::Running) {
+            waiting.message = result.message;
+        }
+        return;
+    }
+    running.remove(&result.pv_uid);
+    ctx.state.scrubs.finish(&result.pv_uid);
+    if result.result == CleanupOutcome::Succeeded {
+        tracing::info!(
+            volume_id = %result.volume_id, pv_uid = %result.pv_uid,
+            result = ?result.result, message = %result.message, "scrub finished"
+        );
+    } else {
+        tracing::warn!(
+            volume_id = %result.volume_id, pv_uid = %result.pv_uid,
+            result = ?result.result, message = %result.message, "scrub not done"
+        );
+    }
+    // NB: a request withdrawn while its scrub ran gets no result.
+    if requests.iter().any(|r| r.pv_uid == result.pv_uid) {
+        let mut results = results.lock();
+        if let Some(reported) = results.get(&result.pv_uid) {
+            result.started_at = reported.started_at.clone();
+        }
+        results.insert(result.pv_uid.clone(), result);
+    }
+}
+
+/// Start the scrub of `request`: reported Running at once (so one stuck on a hung mount or
+/// waiting for the API shows its age), then its PV is read and `perform` runs on a blocking
+/// thread; news and the end go to `done`.
+fn start(
+    ctx: &Arc<Context>,
+    client: &Client,
+    results: &Results,
+    request: CleanupRequest,
+    done: mpsc::UnboundedSender<CleanupResult>,
+    pools: Vec<LocalPool>,
+) {
+    let started = super::running(&request, super::now());
+    results.lock().insert(request.pv_uid.clone(), started);
+    ctx.state.scrubs.start(
+        &request.pv_uid,
+        RunningScrub {
+            persistent_volume: request.persistent_volume.clone(),
+            volume_id: request.volume_id.clone(),
+            since: SystemTime::now(),
+        },
+    );
+    tracing::info!(
+        volume_id = %request.volume_id, pv = %request.persistent_volume,
+        method = ?request.method, "scrub started"
+    );
+    let (ctx, api) = (ctx.clone(), Api::<PersistentVolume>::all(client.clone()));
+    let results = results.clone();
+    tokio::spawn(async move {
+        let Some(pv) = read_pv(&api, &request, &results, &done).await else {
+            let message = "the request was withdrawn while the scrub waited to read its \
+                           PersistentVolume; nothing was touched";
+            let _ = done.send(CleanupResult {
+                result: CleanupOutcome::Refused,
+                message: message.into(),
+                finished_at: super::now(),
+                ..super::running(&request, String::new())
+            });
+            return;
+        };
+        let warrant = Warrant::Pv {
+            node: ctx.node.clone(),
+            pv: pv.map(Box::new),
+        };
+        let host = ctx.host.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = super::perform(host.as_ref(), host.as_ref(), &pools, &request, &warrant);
+            let _ = done.send(result);
+        });
+    });
+}
+
+/// The PV `request` names, as the API has it now (`Some(None)`: there is none). Asks until
+/// the API answers, meanwhile sending a `Running` note on `notes` that says why the scrub
+/// waits; `None` when the request is withdrawn meanwhile (its result gone from `results`).
+async fn read_pv(
+    api: &Api<PersistentVolume>,
+    request: &CleanupRequest,
+    results: &Results,
+    notes: &mpsc::UnboundedSender<CleanupResult>,
+) -> Option<Option<PersistentVolume>> {
+    let name = &request.persistent_volume;
+    if name.is_empty() {
+        return Some(None);
+    }
+    let mut retry = WatchRetry::default();
+    loop {
+        let error = match api.get_opt(name).await {
+            Ok(pv) => return Some(pv),
+            Err(e) => e,
+        };
+        if !results.lock().contains_key(&request.pv_uid) {
+            return None;
+        }
+        let message = format!(
+            "waiting to read PersistentVolume {name} before scrubbing (the agent needs get on              persistentvolumes): {error}; nothing is touched until it can be read"
+        );
+        tracing::warn!(pv = %name, %error, "cannot read the PV of a scrub request; retrying");
+        let note = CleanupResult {
+            message,
+            ..super::running(request, String::new())
+        };
+        let _ = notes.send(note);
+        tokio::time::sleep(retry.next().unwrap_or_default()).await;
     }
 }
 
@@ -242,6 +338,7 @@ mod tests {
             volume_id: format!("uuid:{uid}"),
             persistent_volume: format!("pv-{uid}"),
             pv_uid: uid.into(),
+            claim_uid: String::new(),
             method: CleanupMethod::Wipe,
         }
     }

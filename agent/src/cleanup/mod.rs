@@ -3,6 +3,7 @@
 //! ```text
 //!  CleanupRequest{volumeID, method} ─► discovery now: which entry has that volumeID?
 //!     none, or two ─► Refused (nothing touched)
+//!     its PV (read by the daemon) not Released, not this volume's ─► Refused (warrant.rs)
 //!     a mounted filesystem + Wipe ──────► wipe: delete everything inside, by fd (wipe.rs)
 //!     a block device + Discard / Zero ──► blkdiscard [--zeroout] (block.rs)
 //!     a method that does not fit the volume ─► Refused
@@ -10,12 +11,14 @@
 //! ```
 //!
 //! The identity is looked up afresh for every scrub (never from an older scan), and the wipe
-//! checks again, on the open directory, that it is on the volume's device.
+//! checks again, on the open directory, that it is on the volume's device. A request from the
+//! cluster is only a request: the PV it names, read just before, must back it ([`Warrant`]).
 
 pub mod block;
 pub mod cli;
 pub mod daemon;
 pub mod outcome;
+pub mod warrant;
 pub mod wipe;
 
 #[cfg(test)]
@@ -32,6 +35,7 @@ use crate::pools::LocalPool;
 use crate::volumes::discovery::{Found, discover};
 use crate::volumes::identity;
 pub use outcome::Outcome;
+pub use warrant::Warrant;
 
 /// What a volume ID stands for on this node right now.
 #[derive(Debug, PartialEq, Eq)]
@@ -54,16 +58,27 @@ pub enum Target {
     },
 }
 
+/// The entries of the selected pools that are one volume, and what they are.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Located {
+    /// What to scrub.
+    pub target: Target,
+    /// Host paths of the discovery entries that are it (one, unless symlinks share a device).
+    pub entries: Vec<PathBuf>,
+}
+
 /// Scrub the volume `request` names, on the node seen through `host`, changed through
-/// `writes`. Blocks for as long as the scrub takes: run it on its own thread.
+/// `writes`, if `warrant` backs it. Blocks for as long as the scrub takes: run it on its own
+/// thread.
 pub fn perform<S: ScrubHost>(
     host: &dyn Host,
     writes: &S,
     pools: &[LocalPool],
     request: &CleanupRequest,
+    warrant: &Warrant,
 ) -> CleanupResult {
     let started_at = now();
-    let outcome = scrub(host, writes, pools, request);
+    let outcome = scrub(host, writes, pools, request, warrant);
     let (result, message) = match outcome {
         Outcome::Succeeded(m) => (CleanupOutcome::Succeeded, m),
         Outcome::Failed(m) => (CleanupOutcome::Failed, m),
@@ -101,15 +116,21 @@ fn scrub<S: ScrubHost>(
     writes: &S,
     pools: &[LocalPool],
     request: &CleanupRequest,
+    warrant: &Warrant,
 ) -> Outcome {
     if request.method == CleanupMethod::None {
         return Outcome::Succeeded("method None: nothing to scrub".into());
     }
-    let target = match find_target(host, pools, &request.volume_id) {
-        Ok(target) => target,
+    let located = match find_target(host, pools, &request.volume_id) {
+        Ok(located) => located,
         Err(why) => return Outcome::Refused(why),
     };
-    match (request.method, target) {
+    if let Warrant::Pv { node, pv } = warrant
+        && let Err(why) = warrant::check(pv.as_deref(), request, node, &located.entries)
+    {
+        return Outcome::Refused(why);
+    }
+    match (request.method, located.target) {
         (CleanupMethod::Wipe, Target::Dir { path, dev, nested }) => {
             match wipe::wipe(writes, &path, dev, &nested) {
                 Err(wipe::NotStarted(why)) => {
@@ -141,17 +162,17 @@ fn scrub<S: ScrubHost>(
     }
 }
 
-/// The one entry of the selected pools whose volume ID is `volume_id` now. `Err` (why, for a
+/// The one volume of the selected pools whose volume ID is `volume_id` now. `Err` (why, for a
 /// Refused result) when none or several have it.
 pub fn find_target(
     host: &dyn Host,
     pools: &[LocalPool],
     volume_id: &str,
-) -> Result<Target, String> {
+) -> Result<Located, String> {
     let mounts = host
         .mount_table()
         .map_err(|e| format!("{e}; nothing was touched"))?;
-    let mut found: Vec<Target> = Vec::new();
+    let mut found: Vec<Located> = Vec::new();
     for pool in pools {
         let Ok(entries) = discover(host, &mounts, pool) else {
             continue;
@@ -173,8 +194,13 @@ pub fn find_target(
                 _ => continue,
             };
             // NB: two pools may share a discovery dir; the same entry is found once per pool.
-            if !found.contains(&target) {
-                found.push(target);
+            match found.iter_mut().find(|l| l.target == target) {
+                Some(l) if l.entries.contains(&entry.path) => {}
+                Some(l) => l.entries.push(entry.path),
+                None => found.push(Located {
+                    target,
+                    entries: vec![entry.path],
+                }),
             }
         }
     }
@@ -187,7 +213,7 @@ pub fn find_target(
             "{n} entries have identity {volume_id} ({}): cannot tell which one to scrub; nothing was touched",
             found
                 .iter()
-                .map(|t| match t {
+                .map(|l| match &l.target {
                     Target::Dir { path, .. } => path.display().to_string(),
                     Target::Block { device, .. } => device.display().to_string(),
                 })
@@ -229,6 +255,7 @@ mod tests {
             volume_id: volume_id.into(),
             persistent_volume: "pv-1".into(),
             pv_uid: "uid-1".into(),
+            claim_uid: String::new(),
             method,
         }
     }
@@ -241,7 +268,7 @@ mod tests {
     fn the_volume_is_found_by_its_identity_in_a_captured_mount_table() {
         let fs = [pool("fast", VolumeMode::Filesystem)];
         assert_eq!(
-            find_target(&host(), &fs, "dev:tmpfs:0:40"),
+            find_target(&host(), &fs, "dev:tmpfs:0:40").map(|l| l.target),
             Ok(Target::Dir {
                 path: "/mnt/disks/my vol".into(),
                 dev: (0, 40),
@@ -250,7 +277,7 @@ mod tests {
         );
         let raw = [pool("raw", VolumeMode::Block)];
         assert_eq!(
-            find_target(&host(), &raw, "wwn:0x5000c500a1b2c3d4"),
+            find_target(&host(), &raw, "wwn:0x5000c500a1b2c3d4").map(|l| l.target),
             Ok(Target::Block {
                 device: "/mnt/disks/sdb".into(),
                 dev: (8, 16),
@@ -278,6 +305,7 @@ mod tests {
                 "uuid:0b3f5c2e-6b1d-4c7a-9e1f-2a3b4c5d6e7f",
                 CleanupMethod::Wipe,
             ),
+            &Warrant::Operator,
         );
         assert_eq!(result.result, CleanupOutcome::Refused);
         assert!(
@@ -308,6 +336,7 @@ mod tests {
             root,
             &fs,
             &request("dev:tmpfs:0:40", CleanupMethod::Zero),
+            &Warrant::Operator,
         );
         assert_eq!(on_dir.result, CleanupOutcome::Refused);
         assert!(on_dir.message.contains("use Wipe"), "{}", on_dir.message);
@@ -316,6 +345,7 @@ mod tests {
             root,
             &raw,
             &request("wwn:0x5000c500a1b2c3d4", CleanupMethod::Wipe),
+            &Warrant::Operator,
         );
         assert_eq!(on_block.result, CleanupOutcome::Refused);
         assert!(
@@ -333,6 +363,7 @@ mod tests {
             &RealHost::new("/nonexistent-root"),
             &fs,
             &request("dev:tmpfs:0:40", CleanupMethod::Wipe),
+            &Warrant::Operator,
         );
         assert_eq!(result.result, CleanupOutcome::Refused, "{}", result.message);
         assert!(result.message.contains("cannot open the volume directory"));

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use volpool_api::{CleanupMethod, CleanupOutcome, CleanupRequest, CleanupResult, VolumeMode};
 
-use super::perform;
+use super::{Warrant, perform};
 use crate::host::fixture::FixtureHost;
 use crate::host::memfs::MemFs;
 use crate::host::{CommandOutput, FileKind};
@@ -37,9 +37,10 @@ fn scrub(
         volume_id: volume_id.into(),
         persistent_volume: "pv-1".into(),
         pv_uid: "uid-1".into(),
+        claim_uid: String::new(),
         method,
     };
-    perform(&host, writes, &[pool], &request)
+    perform(&host, writes, &[pool], &request, &Warrant::Operator)
 }
 
 fn volume() -> MemFs {
@@ -177,4 +178,72 @@ fn block_devices_are_zeroed_or_discarded_with_blkdiscard_and_its_error_is_shown(
         failed.message
     );
     assert_eq!(busy.discarded(), [(PathBuf::from("/mnt/disks/sdb"), false)]);
+}
+
+/// The PV of `request`'s volume as the controller made it, in `phase` (with its claimRef).
+fn pv_in(phase: &str) -> Box<k8s_openapi::api::core::v1::PersistentVolume> {
+    let pv = serde_json::json!({
+        "metadata": {
+            "name": "pv-1", "uid": "uid-1",
+            "labels": {"app.kubernetes.io/managed-by": "volpool", "volpool.io/node": "n1"},
+            "annotations": {"volpool.io/volume-id": ID},
+        },
+        "spec": {
+            "local": {"path": VOL},
+            "persistentVolumeReclaimPolicy": "Delete",
+            "claimRef": {"namespace": "apps", "name": "data-0", "uid": "claim-uid"},
+        },
+        "status": {"phase": phase},
+    });
+    Box::new(serde_json::from_value(pv).expect("a PersistentVolume"))
+}
+
+#[test]
+fn the_daemon_scrubs_only_what_the_pv_backs_and_a_bound_volume_keeps_every_file() {
+    let host =
+        FixtureHost::new("host", "mountinfo").with_stat("/mnt/disks/sdb", FileKind::Block, (8, 16));
+    let pool = LocalPool {
+        name: "fast".into(),
+        dir: "/mnt/disks".into(),
+        mode: VolumeMode::Filesystem,
+        pattern: glob::Pattern::new("*").expect("glob"),
+        min_capacity: 0,
+    };
+    let request = CleanupRequest {
+        volume_id: ID.into(),
+        persistent_volume: "pv-1".into(),
+        pv_uid: "uid-1".into(),
+        claim_uid: "claim-uid".into(),
+        method: CleanupMethod::Wipe,
+    };
+    let warrant = |phase: &str| Warrant::Pv {
+        node: "n1".into(),
+        pv: Some(pv_in(phase)),
+    };
+    let fs = volume();
+    let before = left(&fs);
+    let bound = perform(&host, &fs, &[pool.clone()], &request, &warrant("Bound"));
+    assert_eq!(bound.result, CleanupOutcome::Refused, "{}", bound.message);
+    assert!(
+        bound.message.starts_with("PersistentVolume pv-1 is Bound (claim apps/data-0"),
+        "{}",
+        bound.message
+    );
+    assert_eq!(left(&fs), before, "nothing was touched");
+    let gone = Warrant::Pv {
+        node: "n1".into(),
+        pv: None,
+    };
+    let missing = perform(&host, &fs, &[pool.clone()], &request, &gone);
+    assert_eq!(missing.result, CleanupOutcome::Refused);
+    assert_eq!(left(&fs), before, "nothing was touched");
+
+    let released = perform(&host, &fs, &[pool], &request, &warrant("Released"));
+    assert_eq!(
+        released.result,
+        CleanupOutcome::Succeeded,
+        "{}",
+        released.message
+    );
+    assert_eq!(left(&fs).len(), 2, "the root and lost+found stay");
 }

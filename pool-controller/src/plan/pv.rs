@@ -16,13 +16,13 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ObjectMeta;
 use volpool_api::units::parse_bytes;
+pub use volpool_api::ANNOTATION_VOLUME_ID;
+pub use volpool_api::pv_phase::{Phase, phase};
 use volpool_api::{
     ANNOTATION_PATH, ANNOTATION_PROVISIONED_BY, AccessMode, LABEL_MANAGED_BY, LABEL_POOL,
     LABEL_VOLUME_ID, MANAGED_BY, PROVISIONER, ReclaimPolicy, VolumePool, volume_id_label,
 };
 
-/// PV annotation: the full volume identity (the label may be a hash of it).
-pub const ANNOTATION_VOLUME_ID: &str = "volpool.io/volume-id";
 /// PV annotation: when the controller first saw the PV Released (RFC 3339).
 pub const ANNOTATION_RELEASED_AT: &str = "volpool.io/released-at";
 
@@ -237,29 +237,6 @@ pub fn released_since(annotation: Option<&str>, now: Timestamp) -> Timestamp {
     annotation
         .and_then(|t| t.parse::<Timestamp>().ok())
         .unwrap_or(now)
-}
-
-/// Phase of a PV as the controller needs it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    /// Free to bind: no claim, phase Available or not yet set.
-    Available,
-    /// Bound, or being bound (a claimRef is set).
-    Bound,
-    /// The claim is gone (Released, or Failed with a claimRef).
-    Released,
-}
-
-/// The phase of an observed PV. A PV with a claimRef is never `Available`, whatever its
-/// status says, so a PV about to be bound is never deleted.
-pub fn phase(pv: &PersistentVolume) -> Phase {
-    let claimed = pv.spec.as_ref().is_some_and(|s| s.claim_ref.is_some());
-    match pv.status.as_ref().and_then(|s| s.phase.as_deref()) {
-        Some("Released" | "Failed") if claimed => Phase::Released,
-        _ if claimed => Phase::Bound,
-        Some("Bound") => Phase::Bound,
-        _ => Phase::Available,
-    }
 }
 
 /// A reference to claim `namespace/name` with `uid`, for Events and a PV's `claimRef`.

@@ -1,6 +1,7 @@
 //! The release rules of a local pool: a Released PV waits out the pool's grace period, then
 //! its node's agent is asked to scrub the volume, and the PV is deleted only once the agent
-//! reports the scrub of that very volume succeeded (so a fresh PV is offered).
+//! reports the scrub of that very volume succeeded (so a fresh PV is offered). The request
+//! names the PV and the claim it was released from: the agent checks both before it scrubs.
 //!
 //! ```text
 //!  Released ─► grace period ─► CleanupRequest on the node ─► Succeeded ─► DeletePv
@@ -147,7 +148,18 @@ impl Pass<'_, '_> {
             volume_id: current.volume_id.clone(),
             persistent_volume: current.name.clone(),
             pv_uid: uid.into(),
+            // NB: the agent refuses unless the PV is still released from this claim.
+            claim_uid: claim_uid(pv),
             method: self.rules.method,
         });
     }
+}
+
+/// UID of the claim a PV is (or was) bound to; empty when its claimRef names none.
+fn claim_uid(pv: &PersistentVolume) -> String {
+    pv.spec
+        .as_ref()
+        .and_then(|s| s.claim_ref.as_ref())
+        .and_then(|c| c.uid.clone())
+        .unwrap_or_default()
 }

@@ -122,6 +122,7 @@ fn scrub_requests_of_other_pools_are_kept() {
         volume_id: "uuid:x".into(),
         persistent_volume: "other-pv".into(),
         pv_uid: "u".into(),
+        claim_uid: String::new(),
         method: CleanupMethod::Wipe,
     };
     let mut other_pv = (*w.pvs[0]).clone();
@@ -157,6 +158,7 @@ fn requests_whose_pv_is_gone_are_dropped_only_by_the_controller_of_their_pool() 
         volume_id: id.into(),
         persistent_volume: pv.into(),
         pv_uid: format!("uid-{pv}"),
+        claim_uid: String::new(),
         method: CleanupMethod::Wipe,
     };
     // Requests another controller made, whose PVs it has just deleted after their scrub.

@@ -15,6 +15,7 @@ fn released_with_delete_is_scrubbed_by_the_agent_then_recreated() {
             volume_id: "uuid:1".into(),
             persistent_volume: pv1(),
             pv_uid: uid.clone(),
+            claim_uid: "claim-uid".into(),
             method: CleanupMethod::Wipe,
         }]
     );
