@@ -244,6 +244,9 @@ enum Who<'a> {
 type Expectation = (&'static str, &'static str, Option<&'static str>, bool);
 
 const AGENT_EXPECTATIONS: &[Expectation] = &[
+    ("get", "persistentvolumes", None, true),
+    ("list", "persistentvolumes", None, false),
+    ("watch", "persistentvolumes", None, false),
     ("create", "persistentvolumes", None, false),
     ("delete", "persistentvolumes", None, false),
     ("update", "persistentvolumes", None, false),

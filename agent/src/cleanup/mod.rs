@@ -119,6 +119,16 @@ fn scrub<S: ScrubHost>(
     warrant: &Warrant,
 ) -> Outcome {
     if request.method == CleanupMethod::None {
+        if let Warrant::Pv { .. } = warrant {
+            // NB: a Succeeded result would stand for this PV UID, so the controller's real
+            // request would never be performed and the old data offered again.
+            return Outcome::Refused(
+                "method None is never asked for by the controller (a pool with cleanup None has \
+                 its PV recreated without a request): the request was not written by the \
+                 controller; nothing was touched"
+                    .into(),
+            );
+        }
         return Outcome::Succeeded("method None: nothing to scrub".into());
     }
     let located = match find_target(host, pools, &request.volume_id) {

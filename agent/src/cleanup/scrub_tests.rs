@@ -238,6 +238,14 @@ fn the_daemon_scrubs_only_what_the_pv_backs_and_a_bound_volume_keeps_every_file(
     assert_eq!(missing.result, CleanupOutcome::Refused);
     assert_eq!(left(&fs), before, "nothing was touched");
 
+    // The controller never asks for None: a Succeeded for it would stand in for the real scrub.
+    let none = CleanupRequest {
+        method: CleanupMethod::None,
+        ..request.clone()
+    };
+    let skipped = perform(&host, &fs, &[pool.clone()], &none, &warrant("Released"));
+    assert_eq!(skipped.result, CleanupOutcome::Refused, "{}", skipped.message);
+
     let released = perform(&host, &fs, &[pool], &request, &warrant("Released"));
     assert_eq!(
         released.result,
