@@ -58,7 +58,11 @@ mod tests {
         assert_eq!(phase(&pv(Some("Failed"), true)), Phase::Released);
         assert_eq!(phase(&pv(Some("Released"), false)), Phase::Available);
         assert_eq!(phase(&pv(Some("Bound"), true)), Phase::Bound);
-        assert_eq!(phase(&pv(Some("Available"), true)), Phase::Bound, "being bound");
+        assert_eq!(
+            phase(&pv(Some("Available"), true)),
+            Phase::Bound,
+            "being bound"
+        );
         assert_eq!(phase(&pv(None, true)), Phase::Bound);
         assert_eq!(phase(&pv(Some("Bound"), false)), Phase::Bound);
         assert_eq!(phase(&pv(None, false)), Phase::Available);

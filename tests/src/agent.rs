@@ -16,8 +16,14 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
+use k8s_openapi::api::core::v1::PersistentVolume;
+use kube::api::PostParams;
 use kube::{Api, Client};
-use volpool_api::{NodeVolumes, VolumeReport};
+use serde_json::json;
+use volpool_api::{
+    ANNOTATION_VOLUME_ID, LABEL_HOSTNAME, LABEL_MANAGED_BY, LABEL_NODE, LABEL_POOL,
+    LABEL_VOLUME_ID, MANAGED_BY, NodeVolumes, VolumeReport, volume_id_label,
+};
 use volpool_testkit::{FakeNode, cargo_binary};
 
 use crate::{kubeconfig, wait_for};
@@ -111,6 +117,57 @@ impl AgentNode for FakeNode {
     fn fake_node(&self) -> &FakeNode {
         self
     }
+}
+
+/// Create PV `name` as the controller makes one for the volume `volume_id` at `path` of
+/// `node` in `pool` (reclaim policy Delete), with a claimRef to a claim that does not exist,
+/// and wait until the PV binder has released it: the PV of a scrub the agent may perform.
+/// Returns its UID.
+pub async fn create_released_pv(
+    client: &Client,
+    name: &str,
+    node: &str,
+    pool: &str,
+    volume_id: &str,
+    path: &Path,
+) -> anyhow::Result<String> {
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {
+            "name": name,
+            "labels": {
+                LABEL_MANAGED_BY: MANAGED_BY, LABEL_POOL: pool, LABEL_NODE: node,
+                LABEL_VOLUME_ID: volume_id_label(volume_id),
+            },
+            "annotations": {ANNOTATION_VOLUME_ID: volume_id},
+        },
+        "spec": {
+            "capacity": {"storage": "1Mi"},
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": pool,
+            "persistentVolumeReclaimPolicy": "Delete",
+            "local": {"path": path.to_string_lossy()},
+            "claimRef": {"kind": "PersistentVolumeClaim", "namespace": "default",
+                         "name": format!("{name}-gone"), "uid": format!("{name}-claim-uid")},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": LABEL_HOSTNAME, "operator": "In", "values": [node]}]}]}},
+        },
+    }))?;
+    let api: Api<PersistentVolume> = Api::all(client.clone());
+    let created = api.create(&PostParams::default(), &pv).await?;
+    wait_for(
+        &format!("PV {name} released by the PV binder"),
+        Duration::from_secs(60),
+        || async {
+            let pv = api.get(name).await?;
+            let phase = pv.status.and_then(|s| s.phase).unwrap_or_default();
+            Ok(["Released", "Failed"]
+                .contains(&phase.as_str())
+                .then_some(()))
+        },
+    )
+    .await?;
+    Ok(created.metadata.uid.unwrap_or_default())
 }
 
 /// A TCP relay in front of the apiserver whose outage a test controls: while it is down,

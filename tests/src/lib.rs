@@ -69,8 +69,12 @@ fn start_cluster() -> anyhow::Result<PathBuf> {
 
 /// A client for the test cluster (a new one per test: each test has its own runtime).
 pub async fn client() -> anyhow::Result<Client> {
-    let path = kubeconfig()?;
-    let kubeconfig = Kubeconfig::read_from(&path)
+    client_of(&kubeconfig()?).await
+}
+
+/// A client that acts as the kubeconfig at `path` says (e.g. a ServiceAccount's).
+pub async fn client_of(path: &std::path::Path) -> anyhow::Result<Client> {
+    let kubeconfig = Kubeconfig::read_from(path)
         .with_context(|| format!("failed to read kubeconfig {}", path.display()))?;
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
     Ok(Client::try_from(config)?)

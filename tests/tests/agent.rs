@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, PersistentVolume};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client};
@@ -16,7 +16,7 @@ use volpool_api::{
     CleanupOutcome, FIELD_MANAGER_AGENT, FIELD_MANAGER_CONTROLLER, LABEL_HOSTNAME, NodeVolumes,
     NodeVolumesStatus, ServerReachability, VolumePool, VolumeReport, VolumeState,
 };
-use volpool_e2e::agent::{AgentNode, ApiRelay, wait_for_entry};
+use volpool_e2e::agent::{AgentNode, ApiRelay, create_released_pv, wait_for_entry};
 use volpool_e2e::controller::apply_pool;
 use volpool_e2e::{apply_crds, client, create_node, unique, wait_for};
 use volpool_testkit::metrics::sample;
@@ -342,6 +342,17 @@ async fn a_scrub_stuck_on_a_hung_mount_is_reported_running_with_its_age() -> any
         .await?;
     let (node_name, port) = (bed.node.clone(), bed.port);
     let api: Api<NodeVolumes> = Api::all(bed.client.clone());
+    // Its PV, released: the agent scrubs only what such a PV backs.
+    let pv = unique("pv-stuck");
+    let pv_uid = create_released_pv(
+        &bed.client,
+        &pv,
+        &node_name,
+        &bed.pool,
+        &hung.volume_id,
+        &bed.disks.join("hung"),
+    )
+    .await?;
 
     // A request made before the mount hung (the controller asks nothing of a Stuck volume):
     // the wipe waits forever for the volume's directory listing.
@@ -349,8 +360,8 @@ async fn a_scrub_stuck_on_a_hung_mount_is_reported_running_with_its_age() -> any
         "apiVersion": "volpool.io/v1alpha1", "kind": "NodeVolumes",
         "metadata": {"name": node_name},
         "spec": {"cleanups": [{
-            "volumeID": hung.volume_id, "persistentVolume": "pv-stuck",
-            "pvUID": "uid-stuck", "method": "Wipe",
+            "volumeID": hung.volume_id, "persistentVolume": pv,
+            "pvUID": pv_uid, "method": "Wipe",
         }]},
     });
     let params = PatchParams::apply(FIELD_MANAGER_CONTROLLER);
@@ -361,20 +372,17 @@ async fn a_scrub_stuck_on_a_hung_mount_is_reported_running_with_its_age() -> any
         Ok(status
             .cleanups
             .into_iter()
-            .find(|c| c.pv_uid == "uid-stuck" && c.result == CleanupOutcome::Running))
+            .find(|c| c.pv_uid == pv_uid && c.result == CleanupOutcome::Running))
     })
     .await?;
     let started: Timestamp = running.started_at.parse()?;
     assert!(started <= Timestamp::now(), "{running:?}");
 
     // Its age grows in /metrics for as long as the mount hangs; the status stays Running.
+    let pv_label = format!("persistentvolume=\"{pv}\"");
     let age = || {
         let text = http_get(port, "/metrics").map(|r| r.1).unwrap_or_default();
-        sample(
-            &text,
-            "volpool_cleanup_running_seconds",
-            &["persistentvolume=\"pv-stuck\""],
-        )
+        sample(&text, "volpool_cleanup_running_seconds", &[&pv_label])
     };
     let first = wait_for("the running scrub in /metrics", CHANGE_DEADLINE, || async {
         Ok(age())
@@ -385,12 +393,15 @@ async fn a_scrub_stuck_on_a_hung_mount_is_reported_running_with_its_age() -> any
     })
     .await?;
     let status = api.get(&node_name).await?.status.unwrap_or_default();
-    let result = status.cleanups.iter().find(|c| c.pv_uid == "uid-stuck");
+    let result = status.cleanups.iter().find(|c| c.pv_uid == pv_uid);
     assert_eq!(
         result.map(|r| r.result),
         Some(CleanupOutcome::Running),
         "{status:?}"
     );
+    Api::<PersistentVolume>::all(bed.client.clone())
+        .delete(&pv, &DeleteParams::default())
+        .await?;
     bed.teardown().await
 }
 

@@ -20,7 +20,8 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 use volpool_api::{
-    LABEL_HEALTH, LABEL_NODE, LABEL_POOL, VolumePool, VolumeReport, VolumeState, local_pv_name,
+    CleanupOutcome, FIELD_MANAGER_CONTROLLER, LABEL_HEALTH, LABEL_NODE, LABEL_POOL, NodeVolumes,
+    VolumePool, VolumeReport, VolumeState, local_pv_name,
 };
 use volpool_e2e::agent::wait_for_entry;
 use volpool_e2e::controller::{
@@ -28,8 +29,9 @@ use volpool_e2e::controller::{
     create_pool, label, phase, pvs_of, spread_statefulset, wait_for_event, wait_for_pv,
     wait_for_pvs,
 };
+use volpool_e2e::deploy::{AGENT, service_account_kubeconfig};
 use volpool_e2e::disks::DiskNode;
-use volpool_e2e::{apply_crds, client, unique};
+use volpool_e2e::{apply_crds, client, client_of, unique, wait_for};
 use volpool_testkit::{Fs, TempDir};
 
 /// Node label that puts a test's nodes (and only them) in its pool.
@@ -314,6 +316,74 @@ async fn a_released_volume_is_scrubbed_by_the_agent_then_offered_again() -> anyh
     wait_for_event(&fx.client, "kube-system", &name, "Scrubbed").await?;
 
     drop(controller);
+    node.stop_agent();
+    drop(node);
+    let node_name = format!("{}-n", fx.test);
+    fx.clean_up(&[&node_name]).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_scrub_of_a_bound_volume_written_with_an_agent_token_is_refused_and_the_files_stay()
+-> anyhow::Result<()> {
+    let fx = Fixture::new("lp-forge", false).await?;
+    let mut node = fx.node("n").await?;
+    let data = fx.path("data");
+    node.mount_disk(&fx.images, &data, 32, Fs::Ext4)?;
+    let controller = Controller::start(&fx.test, &format!("{}-a", fx.test)).await?;
+    let name = fx.pv_name(&node.name, "data").await?;
+    wait_for_pvs(&fx.client, &fx.pool, std::slice::from_ref(&name)).await?;
+    create_namespace(&fx.client, &fx.test).await?;
+    bind(&fx, "data", &name).await?;
+    let d = data.display();
+    node.sh(&format!(
+        "mkdir -p '{d}/dir' && echo precious > '{d}/dir/file'"
+    ))?;
+    // The controller is down (or has a bug): nothing takes the forged request back.
+    drop(controller);
+
+    // Someone holding an agent's token asks that node's agent to wipe the Bound volume.
+    let pv = Api::<PersistentVolume>::all(fx.client.clone())
+        .get(&name)
+        .await?;
+    let agent = client_of(&service_account_kubeconfig(AGENT).await?).await?;
+    let nodes: Api<NodeVolumes> = Api::all(agent);
+    let forged = json!({
+        "apiVersion": "volpool.io/v1alpha1", "kind": "NodeVolumes",
+        "metadata": {"name": node.name},
+        "spec": {"cleanups": [{
+            "volumeID": fx.reported_id(&node.name, &data).await?,
+            "persistentVolume": name, "pvUID": uid(&pv), "method": "Wipe",
+        }]},
+    });
+    let params = PatchParams::apply(FIELD_MANAGER_CONTROLLER).force();
+    nodes
+        .patch(&node.name, &params, &Patch::Apply(&forged))
+        .await?;
+
+    let result = wait_for("the forged scrub's result", START, || async {
+        let status = nodes.get(&node.name).await?.status.unwrap_or_default();
+        Ok(status
+            .cleanups
+            .into_iter()
+            .find(|c| c.pv_uid == uid(&pv) && c.result != CleanupOutcome::Running))
+    })
+    .await?;
+    assert_eq!(result.result, CleanupOutcome::Refused, "{result:?}");
+    assert!(
+        result.message.starts_with(&format!(
+            "PersistentVolume {name} is Bound (claim {}/data",
+            fx.test
+        )) && result.message.ends_with("nothing was touched"),
+        "{}",
+        result.message
+    );
+    assert_eq!(node.sh(&format!("cat '{d}/dir/file'"))?, "precious\n");
+    let after = Api::<PersistentVolume>::all(fx.client.clone())
+        .get(&name)
+        .await?;
+    assert_eq!(phase(&after), Some("Bound"));
+
     node.stop_agent();
     drop(node);
     let node_name = format!("{}-n", fx.test);

@@ -190,7 +190,14 @@ pub async fn run(ctx: Arc<Context>, client: Client, cleaner: Cleaner) {
         }
         for request in todo.start {
             running.insert(request.pv_uid.clone());
-            start(&ctx, &client, &cleaner.results, request, done_tx.clone(), (cleaner.pools)());
+            start(
+                &ctx,
+                &client,
+                &cleaner.results,
+                request,
+                done_tx.clone(),
+                (cleaner.pools)(),
+            );
         }
         let list = cleaner.results.list();
         cleaner.desired.send_if_modified(|status| match status {

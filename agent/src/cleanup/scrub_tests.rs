@@ -202,13 +202,13 @@ fn pv_in(phase: &str) -> Box<k8s_openapi::api::core::v1::PersistentVolume> {
 fn the_daemon_scrubs_only_what_the_pv_backs_and_a_bound_volume_keeps_every_file() {
     let host =
         FixtureHost::new("host", "mountinfo").with_stat("/mnt/disks/sdb", FileKind::Block, (8, 16));
-    let pool = LocalPool {
+    let pools = [LocalPool {
         name: "fast".into(),
         dir: "/mnt/disks".into(),
         mode: VolumeMode::Filesystem,
         pattern: glob::Pattern::new("*").expect("glob"),
         min_capacity: 0,
-    };
+    }];
     let request = CleanupRequest {
         volume_id: ID.into(),
         persistent_volume: "pv-1".into(),
@@ -222,10 +222,12 @@ fn the_daemon_scrubs_only_what_the_pv_backs_and_a_bound_volume_keeps_every_file(
     };
     let fs = volume();
     let before = left(&fs);
-    let bound = perform(&host, &fs, &[pool.clone()], &request, &warrant("Bound"));
+    let bound = perform(&host, &fs, &pools, &request, &warrant("Bound"));
     assert_eq!(bound.result, CleanupOutcome::Refused, "{}", bound.message);
     assert!(
-        bound.message.starts_with("PersistentVolume pv-1 is Bound (claim apps/data-0"),
+        bound
+            .message
+            .starts_with("PersistentVolume pv-1 is Bound (claim apps/data-0"),
         "{}",
         bound.message
     );
@@ -234,7 +236,7 @@ fn the_daemon_scrubs_only_what_the_pv_backs_and_a_bound_volume_keeps_every_file(
         node: "n1".into(),
         pv: None,
     };
-    let missing = perform(&host, &fs, &[pool.clone()], &request, &gone);
+    let missing = perform(&host, &fs, &pools, &request, &gone);
     assert_eq!(missing.result, CleanupOutcome::Refused);
     assert_eq!(left(&fs), before, "nothing was touched");
 
@@ -243,10 +245,15 @@ fn the_daemon_scrubs_only_what_the_pv_backs_and_a_bound_volume_keeps_every_file(
         method: CleanupMethod::None,
         ..request.clone()
     };
-    let skipped = perform(&host, &fs, &[pool.clone()], &none, &warrant("Released"));
-    assert_eq!(skipped.result, CleanupOutcome::Refused, "{}", skipped.message);
+    let skipped = perform(&host, &fs, &pools, &none, &warrant("Released"));
+    assert_eq!(
+        skipped.result,
+        CleanupOutcome::Refused,
+        "{}",
+        skipped.message
+    );
 
-    let released = perform(&host, &fs, &[pool], &request, &warrant("Released"));
+    let released = perform(&host, &fs, &pools, &request, &warrant("Released"));
     assert_eq!(
         released.result,
         CleanupOutcome::Succeeded,

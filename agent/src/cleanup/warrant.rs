@@ -14,9 +14,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::PersistentVolume;
 use volpool_api::pv_phase::{Phase, phase};
-use volpool_api::{
-    ANNOTATION_VOLUME_ID, CleanupRequest, LABEL_MANAGED_BY, LABEL_NODE, MANAGED_BY,
-};
+use volpool_api::{ANNOTATION_VOLUME_ID, CleanupRequest, LABEL_MANAGED_BY, LABEL_NODE, MANAGED_BY};
 
 /// The one reclaim policy under which volpool scrubs a released volume.
 pub const SCRUBBED_POLICY: &str = "Delete";
@@ -46,7 +44,11 @@ pub fn check(
     entries: &[PathBuf],
 ) -> Result<(), String> {
     let name = &request.persistent_volume;
-    let refuse = |why: String| Err(format!("PersistentVolume {name} {why}; nothing was touched"));
+    let refuse = |why: String| {
+        Err(format!(
+            "PersistentVolume {name} {why}; nothing was touched"
+        ))
+    };
     let Some(pv) = pv else {
         return refuse(
             "does not exist: only the volume of a Released volpool PV is scrubbed (a request \

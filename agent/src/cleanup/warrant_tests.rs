@@ -90,7 +90,10 @@ fn spec(pv: &mut PersistentVolume) -> &mut PersistentVolumeSpec {
 
 #[test]
 fn the_released_pv_of_this_volume_on_this_node_allows_the_scrub() {
-    assert_eq!(check(Some(&released()), &request(), NODE, &entries()), Ok(()));
+    assert_eq!(
+        check(Some(&released()), &request(), NODE, &entries()),
+        Ok(())
+    );
     // Failed with its claimRef is Released to the controller too (a reclaim that failed).
     let failed = with(|pv| pv.status.as_mut().expect("status").phase = Some("Failed".into()));
     assert_eq!(check(Some(&failed), &request(), NODE, &entries()), Ok(()));
@@ -123,7 +126,11 @@ fn a_pv_in_use_or_about_to_be_is_never_scrubbed() {
 fn a_request_without_its_pv_or_for_another_pv_is_refused() {
     refused(None, &request(), "does not exist");
     let recreated = with(|pv| pv.metadata.uid = Some("other-uid".into()));
-    refused(Some(&recreated), &request(), "has UID other-uid, not pv-uid");
+    refused(
+        Some(&recreated),
+        &request(),
+        "has UID other-uid, not pv-uid",
+    );
     let foreign = with(|pv| pv.metadata.labels = None);
     refused(Some(&foreign), &request(), "was not made by volpool");
     let elsewhere = with(|pv| {

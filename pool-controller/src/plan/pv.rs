@@ -15,9 +15,9 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ObjectMeta;
-use volpool_api::units::parse_bytes;
 pub use volpool_api::ANNOTATION_VOLUME_ID;
 pub use volpool_api::pv_phase::{Phase, phase};
+use volpool_api::units::parse_bytes;
 use volpool_api::{
     ANNOTATION_PATH, ANNOTATION_PROVISIONED_BY, AccessMode, LABEL_MANAGED_BY, LABEL_POOL,
     LABEL_VOLUME_ID, MANAGED_BY, PROVISIONER, ReclaimPolicy, VolumePool, volume_id_label,
