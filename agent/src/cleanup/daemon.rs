@@ -395,3 +395,7 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "read_pv_tests.rs"]
+mod read_pv_tests;

@@ -24,6 +24,23 @@ fn scrub(
     volume_id: &str,
     method: CleanupMethod,
 ) -> CleanupResult {
+    let request = CleanupRequest {
+        volume_id: volume_id.into(),
+        persistent_volume: "pv-1".into(),
+        pv_uid: "uid-1".into(),
+        claim_uid: String::new(),
+        method,
+    };
+    scrub_as(writes, mode, &request, &Warrant::Operator)
+}
+
+/// `request` performed on the fixture node (one pool over `/mnt/disks`), backed by `warrant`.
+fn scrub_as(
+    writes: &MemFs,
+    mode: VolumeMode,
+    request: &CleanupRequest,
+    warrant: &Warrant,
+) -> CleanupResult {
     let host =
         FixtureHost::new("host", "mountinfo").with_stat("/mnt/disks/sdb", FileKind::Block, (8, 16));
     let pool = LocalPool {
@@ -33,14 +50,7 @@ fn scrub(
         pattern: glob::Pattern::new("*").expect("glob"),
         min_capacity: 0,
     };
-    let request = CleanupRequest {
-        volume_id: volume_id.into(),
-        persistent_volume: "pv-1".into(),
-        pv_uid: "uid-1".into(),
-        claim_uid: String::new(),
-        method,
-    };
-    perform(&host, writes, &[pool], &request, &Warrant::Operator)
+    perform(&host, writes, &[pool], request, warrant)
 }
 
 fn volume() -> MemFs {
@@ -200,15 +210,7 @@ fn pv_in(phase: &str) -> Box<k8s_openapi::api::core::v1::PersistentVolume> {
 
 #[test]
 fn the_daemon_scrubs_only_what_the_pv_backs_and_a_bound_volume_keeps_every_file() {
-    let host =
-        FixtureHost::new("host", "mountinfo").with_stat("/mnt/disks/sdb", FileKind::Block, (8, 16));
-    let pools = [LocalPool {
-        name: "fast".into(),
-        dir: "/mnt/disks".into(),
-        mode: VolumeMode::Filesystem,
-        pattern: glob::Pattern::new("*").expect("glob"),
-        min_capacity: 0,
-    }];
+    let fs_mode = VolumeMode::Filesystem;
     let request = CleanupRequest {
         volume_id: ID.into(),
         persistent_volume: "pv-1".into(),
@@ -222,7 +224,7 @@ fn the_daemon_scrubs_only_what_the_pv_backs_and_a_bound_volume_keeps_every_file(
     };
     let fs = volume();
     let before = left(&fs);
-    let bound = perform(&host, &fs, &pools, &request, &warrant("Bound"));
+    let bound = scrub_as(&fs, fs_mode, &request, &warrant("Bound"));
     assert_eq!(bound.result, CleanupOutcome::Refused, "{}", bound.message);
     assert!(
         bound
@@ -236,7 +238,7 @@ fn the_daemon_scrubs_only_what_the_pv_backs_and_a_bound_volume_keeps_every_file(
         node: "n1".into(),
         pv: None,
     };
-    let missing = perform(&host, &fs, &pools, &request, &gone);
+    let missing = scrub_as(&fs, fs_mode, &request, &gone);
     assert_eq!(missing.result, CleanupOutcome::Refused);
     assert_eq!(left(&fs), before, "nothing was touched");
 
@@ -245,7 +247,7 @@ fn the_daemon_scrubs_only_what_the_pv_backs_and_a_bound_volume_keeps_every_file(
         method: CleanupMethod::None,
         ..request.clone()
     };
-    let skipped = perform(&host, &fs, &pools, &none, &warrant("Released"));
+    let skipped = scrub_as(&fs, fs_mode, &none, &warrant("Released"));
     assert_eq!(
         skipped.result,
         CleanupOutcome::Refused,
@@ -253,7 +255,7 @@ fn the_daemon_scrubs_only_what_the_pv_backs_and_a_bound_volume_keeps_every_file(
         skipped.message
     );
 
-    let released = perform(&host, &fs, &pools, &request, &warrant("Released"));
+    let released = scrub_as(&fs, fs_mode, &request, &warrant("Released"));
     assert_eq!(
         released.result,
         CleanupOutcome::Succeeded,
