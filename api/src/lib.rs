@@ -16,7 +16,7 @@ pub mod network;
 pub mod node;
 pub mod pool;
 pub mod pool_status;
-pub mod pv_phase;
+pub mod pv;
 pub mod retry;
 pub mod selector;
 pub mod units;

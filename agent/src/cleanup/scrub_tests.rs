@@ -200,6 +200,8 @@ fn pv_in(phase: &str) -> Box<k8s_openapi::api::core::v1::PersistentVolume> {
         },
         "spec": {
             "local": {"path": VOL},
+            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/hostname", "operator": "In", "values": ["n1"]}]}]}},
             "persistentVolumeReclaimPolicy": "Delete",
             "claimRef": {"namespace": "apps", "name": "data-0", "uid": "claim-uid"},
         },

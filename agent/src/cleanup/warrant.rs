@@ -1,8 +1,8 @@
 //! Whether a scrub request is backed by its PersistentVolume. Anyone holding an agent's token
 //! can write `spec.cleanups` (the agent publishes there), so a request alone proves nothing:
 //! before a scrub the daemon reads the PV the request names, and scrubs only when that PV is
-//! volpool's PV of this very volume on this node, Released (by the controller's own rule,
-//! `volpool_api::pv_phase`), with the reclaim policy volpool scrubs for.
+//! volpool's PV of this very volume on this node (its nodeAffinity), Released (by the
+//! controller's own rules, `volpool_api::pv`), with the reclaim policy volpool scrubs for.
 //!
 //! ```text
 //!  CleanupRequest ─┐
@@ -13,8 +13,10 @@
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::PersistentVolume;
-use volpool_api::pv_phase::{Phase, phase};
-use volpool_api::{ANNOTATION_VOLUME_ID, CleanupRequest, LABEL_MANAGED_BY, LABEL_NODE, MANAGED_BY};
+use volpool_api::pv::{Phase, affinity_node, phase};
+use volpool_api::{
+    ANNOTATION_VOLUME_ID, CleanupRequest, LABEL_HOSTNAME, LABEL_MANAGED_BY, MANAGED_BY,
+};
 
 /// The one reclaim policy under which volpool scrubs a released volume.
 pub const SCRUBBED_POLICY: &str = "Delete";
@@ -71,10 +73,16 @@ pub fn check(
              scrubs only its own volumes"
         ));
     }
-    let pv_node = labels.get(LABEL_NODE).map(String::as_str).unwrap_or("");
+    let spec = pv.spec.clone().unwrap_or_default();
+    let Some(pv_node) = affinity_node(&spec) else {
+        return refuse(format!(
+            "is not a local PV on one node (no spec.local, or no nodeAffinity {LABEL_HOSTNAME} \
+             In [one node]): volpool scrubs only its local volumes"
+        ));
+    };
     if pv_node != node {
         return refuse(format!(
-            "is for node {pv_node:?} (label {LABEL_NODE}), not this node {node}: only that \
+            "is on node {pv_node:?} (its nodeAffinity), not this node {node}: only that \
              node's agent may scrub it"
         ));
     }
@@ -90,7 +98,6 @@ pub fn check(
             request.volume_id
         ));
     }
-    let spec = pv.spec.clone().unwrap_or_default();
     let path = spec.local.as_ref().map(|l| l.path.as_str()).unwrap_or("");
     if !entries.iter().any(|e| e == Path::new(path)) {
         return refuse(format!(

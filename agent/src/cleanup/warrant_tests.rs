@@ -5,12 +5,13 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::{
-    LocalVolumeSource, ObjectReference, PersistentVolume, PersistentVolumeSpec,
-    PersistentVolumeStatus,
+    LocalVolumeSource, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, ObjectReference,
+    PersistentVolume, PersistentVolumeSpec, PersistentVolumeStatus, VolumeNodeAffinity,
 };
 use kube::api::ObjectMeta;
 use volpool_api::{
-    ANNOTATION_VOLUME_ID, CleanupMethod, CleanupRequest, LABEL_MANAGED_BY, LABEL_NODE, MANAGED_BY,
+    ANNOTATION_VOLUME_ID, CleanupMethod, CleanupRequest, LABEL_HOSTNAME, LABEL_MANAGED_BY,
+    LABEL_NODE, MANAGED_BY,
 };
 
 use super::check;
@@ -51,6 +52,7 @@ fn released() -> PersistentVolume {
                 fs_type: None,
             }),
             persistent_volume_reclaim_policy: Some("Delete".into()),
+            node_affinity: Some(on_node(NODE)),
             claim_ref: Some(ObjectReference {
                 namespace: Some("apps".into()),
                 name: Some("data-0".into()),
@@ -62,6 +64,22 @@ fn released() -> PersistentVolume {
         status: Some(PersistentVolumeStatus {
             phase: Some("Released".into()),
             ..Default::default()
+        }),
+    }
+}
+
+/// `kubernetes.io/hostname In [node]`, as the controller writes a local PV's affinity.
+fn on_node(node: &str) -> VolumeNodeAffinity {
+    VolumeNodeAffinity {
+        required: Some(NodeSelector {
+            node_selector_terms: vec![NodeSelectorTerm {
+                match_expressions: Some(vec![NodeSelectorRequirement {
+                    key: LABEL_HOSTNAME.into(),
+                    operator: "In".into(),
+                    values: Some(vec![node.into()]),
+                }]),
+                ..Default::default()
+            }],
         }),
     }
 }
@@ -133,11 +151,28 @@ fn a_request_without_its_pv_or_for_another_pv_is_refused() {
     );
     let foreign = with(|pv| pv.metadata.labels = None);
     refused(Some(&foreign), &request(), "was not made by volpool");
-    let elsewhere = with(|pv| {
+    let elsewhere = with(|pv| spec(pv).node_affinity = Some(on_node("n2")));
+    refused(
+        Some(&elsewhere),
+        &request(),
+        "is on node \"n2\" (its nodeAffinity)",
+    );
+    let no_affinity = with(|pv| spec(pv).node_affinity = None);
+    refused(
+        Some(&no_affinity),
+        &request(),
+        "is not a local PV on one node",
+    );
+    // The label is not where the PV's pods run: an edited one (the controller writes it back)
+    // neither stops a scrub nor allows one.
+    let relabelled = with(|pv| {
         let labels = pv.metadata.labels.as_mut().expect("labels");
         labels.insert(LABEL_NODE.into(), "n2".into());
     });
-    refused(Some(&elsewhere), &request(), "is for node \"n2\"");
+    assert_eq!(
+        check(Some(&relabelled), &request(), NODE, &entries()),
+        Ok(())
+    );
     let other_volume = CleanupRequest {
         volume_id: "uuid:2".into(),
         ..request()
@@ -160,7 +195,11 @@ fn a_pv_whose_path_is_not_the_volume_s_entry_is_refused() {
         "has spec.local.path \"/mnt/disks/x\", but volume uuid:1 is at /mnt/disks/vol1",
     );
     let nfs = with(|pv| spec(pv).local = None);
-    refused(Some(&nfs), &request(), "has spec.local.path \"\"");
+    refused(
+        Some(&nfs),
+        &request(),
+        "is not a local PV on one node (no spec.local",
+    );
 }
 
 #[test]

@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ObjectMeta;
 pub use volpool_api::ANNOTATION_VOLUME_ID;
-pub use volpool_api::pv_phase::{Phase, phase};
+pub use volpool_api::pv::{Phase, phase};
 use volpool_api::units::parse_bytes;
 use volpool_api::{
     ANNOTATION_PATH, ANNOTATION_PROVISIONED_BY, AccessMode, LABEL_MANAGED_BY, LABEL_POOL,

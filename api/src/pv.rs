@@ -1,12 +1,15 @@
-//! The phase of a PersistentVolume as volpool reads it. One rule for both programs: the
-//! controller asks for a scrub only of a PV it reads `Released`, and the agent scrubs only a
-//! volume whose PV it reads `Released` by this same rule.
+//! What volpool reads from a PersistentVolume, one rule for both programs: the controller asks
+//! for a scrub only of a local PV it reads `Released` on a node, and the agent scrubs only a
+//! volume whose PV it reads `Released` on its own node, by these same rules.
 //!
 //! ```text
 //!  PersistentVolume {spec.claimRef, status.phase} ──► phase ──► Available | Bound | Released
+//!  PersistentVolume {spec.local, spec.nodeAffinity} ──► affinity_node ──► the node it is on
 //! ```
 
-use k8s_openapi::api::core::v1::PersistentVolume;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeSpec};
+
+use crate::LABEL_HOSTNAME;
 
 /// Phase of a PV as volpool needs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,6 +31,29 @@ pub fn phase(pv: &PersistentVolume) -> Phase {
         _ if claimed => Phase::Bound,
         Some("Bound") => Phase::Bound,
         _ => Phase::Available,
+    }
+}
+
+/// The node of a local PV: the one value of its one nodeAffinity term, `kubernetes.io/hostname
+/// In [<node>]`, as the controller writes it. `None` for any other shape (not a local PV of
+/// volpool's making). The affinity, not a label, is where the PV's pods run.
+pub fn affinity_node(spec: &PersistentVolumeSpec) -> Option<&str> {
+    spec.local.as_ref()?;
+    let terms = &spec
+        .node_affinity
+        .as_ref()?
+        .required
+        .as_ref()?
+        .node_selector_terms;
+    let [term] = terms.as_slice() else {
+        return None;
+    };
+    let [only] = term.match_expressions.as_deref()? else {
+        return None;
+    };
+    match only.values.as_deref()? {
+        [node] if only.key == LABEL_HOSTNAME && only.operator == "In" => Some(node),
+        _ => None,
     }
 }
 
