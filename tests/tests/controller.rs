@@ -270,10 +270,10 @@ async fn a_released_volume_is_scrubbed_by_request_then_offered_again() -> anyhow
         .metadata
         .uid
         .expect("uid");
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns);
+    let claim_uid = claims.get("data").await?.metadata.uid.expect("uid");
 
-    Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns)
-        .delete("data", &DeleteParams::default())
-        .await?;
+    claims.delete("data", &DeleteParams::default()).await?;
     // The controller asks this node's agent to scrub exactly that PV's volume.
     let reports: Api<NodeVolumes> = Api::all(client.clone());
     let request = wait_for("a cleanup request", LONG, || async {
@@ -287,6 +287,10 @@ async fn a_released_volume_is_scrubbed_by_request_then_offered_again() -> anyhow
             request.volume_id.as_str()
         ),
         (pv.as_str(), old_uid.as_str(), "uuid:r1")
+    );
+    assert_eq!(
+        request.claim_uid, claim_uid,
+        "the claim it was released from"
     );
     assert_eq!(request.method, volpool_api::CleanupMethod::Wipe);
     assert!(
