@@ -43,7 +43,7 @@ async fn main() -> ExitCode {
             disks: DISKS.len(),
             control_plane: true,
         };
-        for (i, step) in schedule(seed, steps, &scope).iter().enumerate() {
+        for (i, step) in schedule(seed, steps, scope).iter().enumerate() {
             println!("{i:3}. {step}");
         }
         return ExitCode::SUCCESS;

@@ -110,6 +110,7 @@ impl fmt::Display for Step {
 }
 
 /// What the schedule may draw from.
+#[derive(Clone, Copy, Debug)]
 pub struct Scope {
     /// Fake nodes.
     pub nodes: usize,
@@ -145,22 +146,44 @@ fn draw(rng: &mut Rng, scope: &Scope) -> Fault {
     }
 }
 
-/// The first `steps` steps of the schedule of `seed`.
-pub fn schedule(seed: u64, steps: usize, scope: &Scope) -> Vec<Step> {
-    let mut rng = Rng::new(seed, 1);
-    (0..steps)
-        .map(|_| {
-            let mut faults = vec![draw(&mut rng, scope)];
-            if rng.chance(1, 4) {
-                let second = draw(&mut rng, scope);
-                if !faults[0].clashes(&second) {
-                    faults.push(second);
-                }
+/// The schedule of `seed`: an endless sequence of steps, drawn one at a time. The soak takes
+/// steps while its minutes last, so the seed fixes which faults come and in what order, and
+/// the time fixes how many.
+pub struct Schedule {
+    rng: Rng,
+    scope: Scope,
+}
+
+impl Schedule {
+    /// The schedule of `seed` over `scope`.
+    pub fn new(seed: u64, scope: Scope) -> Schedule {
+        Schedule {
+            rng: Rng::new(seed, 1),
+            scope,
+        }
+    }
+}
+
+impl Iterator for Schedule {
+    type Item = Step;
+
+    fn next(&mut self) -> Option<Step> {
+        let rng = &mut self.rng;
+        let mut faults = vec![draw(rng, &self.scope)];
+        if rng.chance(1, 4) {
+            let second = draw(rng, &self.scope);
+            if !faults[0].clashes(&second) {
+                faults.push(second);
             }
-            let hold = Duration::from_secs(3 + rng.below(8) as u64);
-            Step { faults, hold }
-        })
-        .collect()
+        }
+        let hold = Duration::from_secs(3 + rng.below(8) as u64);
+        Some(Step { faults, hold })
+    }
+}
+
+/// The first `steps` steps of the schedule of `seed`.
+pub fn schedule(seed: u64, steps: usize, scope: Scope) -> Vec<Step> {
+    Schedule::new(seed, scope).take(steps).collect()
 }
 
 #[cfg(test)]
@@ -175,12 +198,12 @@ mod tests {
 
     #[test]
     fn a_seed_gives_one_schedule_and_every_kind_comes_up() {
-        let one = schedule(42, 300, &SCOPE);
-        let two = schedule(42, 300, &SCOPE);
-        assert_eq!(
-            one.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            two.iter().map(ToString::to_string).collect::<Vec<_>>()
-        );
+        let one = schedule(42, 300, SCOPE);
+        let two = schedule(42, 300, SCOPE);
+        let names = |steps: &[Step]| steps.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(names(&one), names(&two));
+        // A shorter soak draws the same faults, only fewer of them.
+        assert_eq!(names(&schedule(42, 7, SCOPE)), names(&one[..7]));
         let kinds: std::collections::BTreeSet<&str> = one
             .iter()
             .flat_map(|s| s.faults.iter().map(Fault::kind))
@@ -200,7 +223,7 @@ mod tests {
             control_plane: false,
             ..SCOPE
         };
-        let faults: Vec<Fault> = schedule(7, 300, &scope)
+        let faults: Vec<Fault> = schedule(7, 300, scope)
             .into_iter()
             .flat_map(|s| s.faults)
             .collect();

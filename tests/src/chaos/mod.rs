@@ -1,12 +1,14 @@
 //! The chaos soak (`tests/chaos/run`): the real control plane, agents on fake nodes with
 //! loop-backed disks, an NFS pool on nfs-ganesha and two controller replicas, under a steady
 //! load, while faults drawn from a seed land one or two at a time. After every fault the
-//! invariants are checked, and again once the system has settled.
+//! invariants are checked, and again once the system has settled. Steps are drawn while the
+//! asked minutes last (the seed fixes their order, the clock how many run).
 //!
 //! ```text
-//!  seed ──► schedule (printed) ──► step: load … inject ─ hold (load goes on) ─ recover
-//!                                        └─► safety checks ─► settle ─► settled checks ─► idle pass
-//!  end ──► final settle and checks ──► `chaos: <F> faults, <C> invariant checks, <V> violations`
+//!  seed ──► schedule ──► next step while time remains: load … inject ─ hold (load goes on) ─ recover
+//!                            └─► safety checks ─► settle ─► settled checks ─► idle pass
+//!  end ──► final settle and checks ──► how long it ran, faults by kind
+//!      ──► `chaos: <F> faults, <C> invariant checks, <V> violations`
 //! ```
 
 pub mod bed;
@@ -27,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use bed::{Bed, DISKS};
 use check::Violation;
-use fault::{Scope, Step};
+use fault::{Schedule, Scope, Step};
 use load::Load;
 use logs::Logs;
 use marks::Marks;
@@ -83,6 +85,8 @@ struct Run {
     summary: Summary,
     kinds: BTreeMap<&'static str, KindStats>,
     started: Instant,
+    /// When the first step began, and how long the steps took once the last one ended.
+    faulting: Option<(Instant, Option<Duration>)>,
 }
 
 /// Run the soak; the summary's `violations` says whether it passed.
@@ -109,15 +113,11 @@ pub async fn run(opts: Options) -> anyhow::Result<Summary> {
             "chaos: the cluster was not made by tests/cluster/up: etcd and the apiserver are not killed"
         ),
     }
-    let planned = (opts.minutes * 60.0 / 20.0).ceil() as usize + 1;
-    let schedule = fault::schedule(opts.seed, planned, &scope);
     println!(
-        "chaos: schedule (the steps that fit in {} minutes run):",
-        opts.minutes
+        "chaos: faults drawn from the seed while the {} minutes last (`chaos --print-schedule N --seed {}` prints the first N)",
+        opts.minutes, opts.seed
     );
-    for (i, step) in schedule.iter().enumerate() {
-        println!("chaos:   {i:3}. {step}");
-    }
+    let schedule = Schedule::new(opts.seed, scope);
     let mut run = Run {
         load: Load::new(opts.seed),
         opts,
@@ -129,9 +129,10 @@ pub async fn run(opts: Options) -> anyhow::Result<Summary> {
         summary: Summary::default(),
         kinds: BTreeMap::new(),
         started: Instant::now(),
+        faulting: None,
     };
     let result = tokio::select! {
-        r = run.soak(&schedule) => r,
+        r = run.soak(schedule) => r,
         signal = interrupted() => Err(anyhow::anyhow!("interrupted by {signal}")),
     };
     // NB: a soak that cannot go on (a recovery failed, a signal) fails, with what it counted.
@@ -161,19 +162,23 @@ async fn interrupted() -> &'static str {
 }
 
 impl Run {
-    async fn soak(&mut self, schedule: &[Step]) -> anyhow::Result<()> {
+    /// Steps from `schedule` while the minutes last: a step starts only before the end, and
+    /// runs to its end (its hold, recovery and settle), so the faults last the minutes asked
+    /// plus at most one step.
+    async fn soak(&mut self, mut schedule: Schedule) -> anyhow::Result<()> {
         self.settle_and_check("set-up").await?;
         println!(
             "chaos: t+{}s set up and settled",
             self.started.elapsed().as_secs()
         );
-        let end = Instant::now() + Duration::from_secs_f64(self.opts.minutes * 60.0);
-        for step in schedule {
-            if Instant::now() >= end {
-                break;
-            }
-            self.step(step).await?;
+        let start = Instant::now();
+        let end = start + Duration::from_secs_f64(self.opts.minutes * 60.0);
+        self.faulting = Some((start, None));
+        while Instant::now() < end {
+            let Some(step) = schedule.next() else { break };
+            self.step(&step).await?;
         }
+        self.faulting = Some((start, Some(start.elapsed())));
         println!("chaos: faults over; final settle");
         self.settle_and_check("final").await
     }
@@ -185,7 +190,7 @@ impl Run {
         let before = World::observe(&self.bed).await?;
         let at = self.started.elapsed().as_secs();
         self.done.push(format!("t+{at}s {step}"));
-        println!("chaos: t+{at}s inject {step}");
+        println!("chaos: t+{at}s step {}: inject {step}", self.done.len());
         let mut undo = Vec::new();
         for fault in &step.faults {
             self.summary.faults += 1;
@@ -411,9 +416,34 @@ impl Run {
         println!("chaos:   state: {}", v.state.replace('\n', "\nchaos:     "));
     }
 
+    /// How long it ran, and the faults of each kind it injected.
     fn print_kinds(&self) {
+        let total = self.started.elapsed();
+        match self.faulting {
+            Some((start, faulting)) => {
+                let set_up = start.duration_since(self.started);
+                let faults = faulting.unwrap_or_else(|| start.elapsed());
+                let rest = total.saturating_sub(set_up + faults);
+                let over = if faulting.is_some() {
+                    ""
+                } else {
+                    " (stopped early)"
+                };
+                println!(
+                    "chaos: ran {}: set-up {}, faults for {} of the {} minutes asked{over} in {} steps, final settle {}",
+                    minutes(total),
+                    minutes(set_up),
+                    minutes(faults),
+                    self.opts.minutes,
+                    self.done.len(),
+                    minutes(rest),
+                );
+            }
+            None => println!("chaos: ran {}, all of it setting up", minutes(total)),
+        }
         println!(
-            "chaos: faults by kind (count; settle seconds min/max; what happened to PVs, in how many steps):"
+            "chaos: faults by kind ({} in all; count; settle seconds min/max; what happened to PVs, in how many steps):",
+            self.summary.faults
         );
         for (kind, s) in &self.kinds {
             let min = s.settle.iter().copied().fold(f64::INFINITY, f64::min);
@@ -435,6 +465,14 @@ impl Run {
             "chaos: marks: {} written, {} verified intact",
             self.marks.written, self.marks.verified
         );
+    }
+}
+
+/// `d` as `<m> min <s> s`, or `<s> s` under a minute.
+fn minutes(d: Duration) -> String {
+    match d.as_secs() {
+        s @ 0..60 => format!("{s} s"),
+        s => format!("{} min {} s", s / 60, s % 60),
     }
 }
 
