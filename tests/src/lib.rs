@@ -14,6 +14,7 @@ pub mod deploy;
 pub mod disks;
 pub mod nfs;
 pub mod nodes;
+pub mod pool;
 pub mod prometheus;
 
 pub use volpool_testkit::{repo_root, wait_for};

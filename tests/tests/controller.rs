@@ -13,6 +13,7 @@ use volpool_e2e::controller::{
     create_pool, events_about, label, phase, publish_report, pvs_of, spread_statefulset, volume,
     wait_for_event, wait_for_pv, wait_for_pvs,
 };
+use volpool_e2e::pool::{condition_of, wait_for_pool_condition};
 use volpool_e2e::{apply_crds, client, create_node, unique, wait_for};
 
 const GIB: u64 = 1 << 30;
@@ -123,18 +124,8 @@ async fn disks_of_three_nodes_become_pvs_and_the_idle_pass_writes_nothing() -> a
     })
     .await?;
     assert_eq!(status.capacity_bytes.available, 63 * GIB);
-    assert!(
-        status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True")
-    );
-    assert!(
-        status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Degraded" && c.status == "False")
-    );
+    assert!(condition_of(&status, "Ready").is_some_and(|c| c.status == "True"));
+    assert!(condition_of(&status, "Degraded").is_some_and(|c| c.status == "False"));
     assert_eq!(controller.get("/healthz").await?.0, 200);
     assert_eq!(controller.get("/readyz").await?.0, 200);
     let pool_label = format!("pool=\"{pool}\"");
@@ -228,12 +219,7 @@ async fn capacity_drift_missing_and_replaced_volumes() -> anyhow::Result<()> {
         Ok(s.filter(|s| s.volumes.unhealthy == 2))
     })
     .await?;
-    assert!(
-        status
-            .conditions
-            .iter()
-            .any(|c| c.type_ == "Degraded" && c.reason == "UnhealthyVolumes")
-    );
+    assert!(condition_of(&status, "Degraded").is_some_and(|c| c.reason == "UnhealthyVolumes"));
     // The replaced PV's claim goes: no scrub is asked for the old identity.
     Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns)
         .delete("data-3", &DeleteParams::default())
@@ -580,22 +566,11 @@ async fn bad_input_gives_conditions_and_leaves_other_pools_alone() -> anyhow::Re
         &[local_pv_name(&good, &node, "vol1", "uuid:g1")],
     )
     .await?;
-    let pools: Api<VolumePool> = Api::all(client.clone());
     let condition = |pool: String, type_: &'static str, reason: &'static str| {
-        let pools = pools.clone();
+        let client = client.clone();
         async move {
-            wait_for(&format!("{pool}: {type_} {reason}"), LONG, || async {
-                let conditions = pools
-                    .get(&pool)
-                    .await?
-                    .status
-                    .map(|s| s.conditions)
-                    .unwrap_or_default();
-                Ok(conditions
-                    .into_iter()
-                    .find(|c| c.type_ == type_ && c.reason == reason))
-            })
-            .await
+            wait_for_pool_condition(&client, &pool, type_, reason, LONG, |c| c.reason == reason)
+                .await
         }
     };
     let refused = condition(invalid.clone(), "Ready", "InvalidSpec").await?;

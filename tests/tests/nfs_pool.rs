@@ -19,6 +19,7 @@ use volpool_e2e::controller::{
 };
 use volpool_e2e::deploy::kubectl_ok;
 use volpool_e2e::nfs::{NfsServer, dirs_on_server, pv_dir};
+use volpool_e2e::pool::wait_for_pool_condition;
 use volpool_e2e::{unique, wait_for};
 use volpool_testkit::TempDir;
 
@@ -90,30 +91,14 @@ async fn wait_for_pool(
     .await
 }
 
-async fn condition(client: &Client, pool: &str, type_: &str) -> anyhow::Result<(String, String)> {
-    let pool = Api::<VolumePool>::all(client.clone()).get(pool).await?;
-    Ok(pool
-        .status
-        .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == type_))
-        .map(|c| (c.status, c.message))
-        .unwrap_or_default())
-}
-
 async fn wait_for_condition(
     client: &Client,
     pool: &str,
     type_: &str,
     status: &str,
 ) -> anyhow::Result<String> {
-    wait_for(
-        &format!("condition {type_}={status} on pool {pool}"),
-        LONG,
-        || async {
-            let (s, message) = condition(client, pool, type_).await?;
-            Ok((s == status).then_some(message))
-        },
-    )
-    .await
+    let c = wait_for_pool_condition(client, pool, type_, status, LONG, |c| c.status == status);
+    Ok(c.await?.message)
 }
 
 async fn delete_claim(client: &Client, ns: &str, name: &str) -> anyhow::Result<()> {
@@ -184,11 +169,16 @@ async fn upkeep(test: &str, export: &Path, nfs: Value) -> anyhow::Result<()> {
     let second = claim(&client, test, "two", test).await?;
     // NB: Degraded may already hold for another reason (no node reports a ready NFS client
     // here): wait for the message to name maxVolumes, not just for Degraded=True.
-    let message = wait_for("Degraded to name maxVolumes", LONG, || async {
-        let (status, message) = condition(&client, test, "Degraded").await?;
-        Ok((status == "True" && message.contains("maxVolumes")).then_some(message))
-    })
-    .await;
+    let message = wait_for_pool_condition(
+        &client,
+        test,
+        "Degraded",
+        "True naming maxVolumes",
+        LONG,
+        |c| c.status == "True" && c.message.contains("maxVolumes"),
+    )
+    .await
+    .map(|c| c.message);
     let pvs = wait_for_pool(&client, test, export, 4, 2).await?;
     assert!(
         message

@@ -16,6 +16,7 @@ use volpool_e2e::nodes::{
     event_message, event_messages, exec, kubectl, local_pool, namespace, nfs_pool, pv_of, running,
     writer_pod,
 };
+use volpool_e2e::pool::wait_for_pool_condition;
 use volpool_e2e::{repo_root, unique, wait_for};
 
 // ---------------------------------------------------------------- without a cluster
@@ -547,27 +548,10 @@ async fn nfs_volumes_and_nodes_without_an_nfs_client() -> anyhow::Result<()> {
         "volume node affinity conflict",
     )
     .await?;
-    let conditions = || {
-        kubectl(&[
-            "get",
-            "volumepool",
-            &kept,
-            "-o",
-            "jsonpath={.status.conditions}",
-        ])
-    };
-    wait_for(
-        &format!("pool {kept} to say no node can mount"),
-        TIMEOUT,
-        || async {
-            let conditions: Vec<Value> = serde_json::from_str(&conditions()?)?;
-            let no_node = conditions
-                .iter()
-                .any(|c| c["type"] == "NoReadyNodes" && c["status"] == "True");
-            ensure!(no_node, "its conditions: {conditions:?}");
-            Ok(Some(()))
-        },
-    )
+    let what = "True: no node can mount";
+    wait_for_pool_condition(&client, &kept, "NoReadyNodes", what, TIMEOUT, |c| {
+        c.status == "True"
+    })
     .await?;
     // nfsClientAffinity: false: scheduled, and the kubelet's mount fails for a reason the
     // node's report gave (mount.nfs stops at the first missing piece: rpc.statd or the kernel).

@@ -8,12 +8,13 @@
 use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::Api;
 use serde_json::json;
-use volpool_api::{LABEL_NODE, VolumePool, local_pv_name};
+use volpool_api::{LABEL_NODE, local_pv_name};
 use volpool_e2e::controller::{
     Controller, LONG, class_and_namespace, create_pool, label, publish_report, pvs_of, volume,
     wait_for_pvs,
 };
-use volpool_e2e::{create_node, unique, wait_for};
+use volpool_e2e::pool::wait_for_pool_condition;
+use volpool_e2e::{create_node, unique};
 
 const GIB: u64 = 1 << 30;
 
@@ -48,15 +49,12 @@ async fn a_report_claiming_another_node_s_disk_gets_no_pv_and_the_pool_names_the
     ];
     publish_report(&client, &forger, forged, vec![]).await?;
 
-    let message = wait_for("Degraded to name the duplicate volume", LONG, || async {
-        let pool = Api::<VolumePool>::all(client.clone()).get(&test).await?;
-        let degraded = pool
-            .status
-            .and_then(|s| s.conditions.into_iter().find(|c| c.type_ == "Degraded"))
-            .filter(|c| c.status == "True" && c.message.contains(&disk));
-        Ok(degraded.map(|c| c.message))
+    let what = "True naming the duplicate volume";
+    let message = wait_for_pool_condition(&client, &test, "Degraded", what, LONG, |c| {
+        c.status == "True" && c.message.contains(&disk)
     })
-    .await?;
+    .await?
+    .message;
     assert!(
         message.contains(&format!(
             "NodeVolumes \"{forger}\" reports volume {disk}, which node {victim} already offers as PV {original}"

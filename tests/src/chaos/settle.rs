@@ -7,13 +7,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use kube::Api;
-use volpool_api::{VolumePool, VolumeState};
+use volpool_api::VolumeState;
 use volpool_testkit::metrics;
 
 use super::bed::Bed;
 use super::world::World;
 use crate::controller::Controller;
+use crate::pool::pool_condition;
 
 /// Quiet this long before an idle pass is measured.
 const QUIET: Duration = Duration::from_secs(5);
@@ -52,14 +52,9 @@ pub async fn unsettled(bed: &Bed, world: &World) -> anyhow::Result<Option<String
             )));
         }
     }
-    let pool = Api::<VolumePool>::all(bed.client.clone())
-        .get(&bed.nfs_pool())
-        .await?;
-    let unreachable = pool.status.is_none_or(|s| {
-        s.conditions
-            .iter()
-            .all(|c| c.type_ != "ExportUnreachable" || c.status != "False")
-    });
+    let unreachable = pool_condition(&bed.client, &bed.nfs_pool(), "ExportUnreachable")
+        .await?
+        .is_none_or(|c| c.status != "False");
     Ok(unreachable.then(|| "the NFS export is not known to be reachable".into()))
 }
 
