@@ -118,11 +118,11 @@ pub fn select(pools: &[VolumePool], labels: Option<&BTreeMap<String, String>>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+    use volpool_testkit::TempDir;
 
     fn pools(yaml: &str) -> Vec<VolumePool> {
-        let dir = std::env::temp_dir().join(format!("volpool-pools-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let file = dir.join(format!("{}.yaml", yaml.len()));
+        let dir = TempDir::new("volpool-pools").expect("temp dir");
+        let file = dir.join("pools.yaml");
         std::fs::write(&file, yaml).expect("write");
         read_pools_file(&file).expect("valid pools file")
     }
@@ -147,8 +147,7 @@ mod tests {
 
     #[test]
     fn a_bad_pools_file_names_the_file_and_the_problem() {
-        let dir = std::env::temp_dir().join(format!("volpool-bad-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
+        let dir = TempDir::new("volpool-bad").expect("temp dir");
         for (yaml, needle) in [
             ("kind: Pod\nmetadata: {name: x}\n", "kind \"Pod\""),
             (

@@ -33,9 +33,10 @@ pub fn agent_binary() -> anyhow::Result<PathBuf> {
     cargo_binary("volpool-agent", "volpool-agent")
 }
 
-/// The log of the agent of Node `node` (stderr; made anew by each start).
+/// The log of the agent of Node `node` (stderr; made anew by each start), in
+/// [`crate::cluster_files`].
 pub fn agent_log(node: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("volpool-agent-{node}.log"))
+    crate::cluster_files().join(format!("volpool-agent-{node}.log"))
 }
 
 /// The entry at `path` in NodeVolumes/`node`, once one passes `check`: what an agent has

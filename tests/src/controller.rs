@@ -58,7 +58,7 @@ pub struct Controller {
     pub port: u16,
     /// Its Lease identity.
     pub identity: String,
-    /// Its log (stdout and stderr): `<tmp>/<identity>.log`.
+    /// Its log (stdout and stderr): `<identity>.log` in [`crate::cluster_files`].
     pub log: PathBuf,
 }
 
@@ -90,7 +90,7 @@ impl Controller {
         env: &[(&str, &str)],
     ) -> anyhow::Result<Controller> {
         let port = free_port()?;
-        let log = std::env::temp_dir().join(format!("{identity}.log"));
+        let log = crate::cluster_files().join(format!("{identity}.log"));
         let log_file = std::fs::File::create(&log)?;
         let child = Command::new(controller_binary()?)
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])

@@ -129,6 +129,7 @@ pub async fn service_account_token(name: &str) -> anyhow::Result<String> {
 /// Write a kubeconfig for the test cluster that authenticates with the token of ServiceAccount
 /// `volpool-system/<name>` (`volpool-agent` or `volpool-controller`), and nothing else.
 /// Applies the base's RBAC first. Use it as the `KUBECONFIG` of an agent or controller process.
+/// It is kept in [`crate::cluster_files`], one per account.
 pub async fn service_account_kubeconfig(name: &str) -> anyhow::Result<PathBuf> {
     let token = service_account_token(name).await?;
     let admin_path = kubeconfig()?;
@@ -153,8 +154,20 @@ pub async fn service_account_kubeconfig(name: &str) -> anyhow::Result<PathBuf> {
         "contexts": [{"name": name, "context": {"cluster": cluster.name, "user": name}}],
         "current-context": name,
     });
-    let path = std::env::temp_dir().join(format!("{}.kubeconfig", unique(name)));
-    write_private(&path, &serde_yaml::to_string(&config)?)?;
+    // NB: one file per account and cluster, rewritten by each call (the same token) through a
+    // rename, so a process reading it never sees half a file; the path's hash keeps the
+    // clusters apart when they share the temp dir.
+    let cluster = {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        admin_path.hash(&mut hasher);
+        hasher.finish() as u32
+    };
+    let path = crate::cluster_files().join(format!("{name}-{cluster:08x}.kubeconfig"));
+    let part = path.with_extension(format!("kubeconfig.{}", unique("part")));
+    write_private(&part, &serde_yaml::to_string(&config)?)?;
+    std::fs::rename(&part, &path)
+        .with_context(|| format!("failed to rename {} to {}", part.display(), path.display()))?;
     Ok(path)
 }
 

@@ -19,7 +19,7 @@ pub mod prometheus;
 
 pub use volpool_testkit::{repo_root, wait_for};
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -66,6 +66,22 @@ fn start_cluster() -> anyhow::Result<PathBuf> {
         .next_back()
         .context("tests/cluster/up did not print `export KUBECONFIG=<path>`")?;
     Ok(PathBuf::from(path.trim()))
+}
+
+/// Where the tests keep files that belong to the test cluster: the logs of the agents and
+/// controllers they start, and the service accounts' kubeconfigs. For a cluster
+/// `tests/cluster/up` made it is `<cluster dir>/tests`, so the files stay for a look while the
+/// cluster runs and go with it (`tests/cluster/down` removes the dir); for any other cluster, the
+/// temp dir.
+pub fn cluster_files() -> PathBuf {
+    let made_by_up = kubeconfig()
+        .ok()
+        .and_then(|k| k.parent().map(Path::to_path_buf))
+        .filter(|dir| dir.join(".volpool-cluster").exists());
+    match made_by_up {
+        Some(dir) if std::fs::create_dir_all(dir.join("tests")).is_ok() => dir.join("tests"),
+        _ => std::env::temp_dir(),
+    }
 }
 
 /// A client for the test cluster (a new one per test: each test has its own runtime).

@@ -19,7 +19,7 @@ use anyhow::{Context, ensure};
 use serde_json::{Value, json};
 use volpool_e2e::deploy::{kubectl, kubectl_ok, kubectl_path};
 use volpool_e2e::{kubeconfig, repo_root, unique, wait_for};
-use volpool_testkit::{run, stdout_of};
+use volpool_testkit::{TempDir, run, stdout_of};
 
 const CHART: &str = "charts/volpool";
 /// The labels Helm's conventions add: the only difference allowed between the chart's default
@@ -491,8 +491,9 @@ fn values_breaking_the_schema_are_refused_naming_the_value() -> anyhow::Result<(
         ),
         ("pools:\n- name: p\n", "/pools/0"),
     ];
+    let dir = TempDir::new("helm-bad-values")?;
     for (index, (values, named)) in cases.iter().enumerate() {
-        let path = std::env::temp_dir().join(format!("{}.yaml", unique("helm-bad-values")));
+        let path = dir.join(format!("{index}.yaml"));
         std::fs::write(&path, values)?;
         let file = path.to_str().context("temp path is not UTF-8")?;
         // NB: lint validates the same way; once is enough to show it refuses too.
@@ -518,7 +519,6 @@ fn values_breaking_the_schema_are_refused_naming_the_value() -> anyhow::Result<(
                 "{command} of {values:?} does not name {named}:\n{text}"
             );
         }
-        std::fs::remove_file(&path)?;
     }
     Ok(())
 }
@@ -908,13 +908,12 @@ async fn every_value_installs_on_the_1_20_apiserver() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn a_packaged_chart_installs() -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(unique("helm-package"));
-    std::fs::create_dir_all(&dir)?;
+    let dir = TempDir::new("helm-package")?;
     let archive = helm_ok(&[
         "package",
         CHART,
         "-d",
-        dir.to_str().context("temp dir is not UTF-8")?,
+        dir.0.to_str().context("temp dir is not UTF-8")?,
     ])?;
     let archive = PathBuf::from(archive.trim());
     let file_name = format!("volpool-{}.tgz", env!("CARGO_PKG_VERSION"));
@@ -956,7 +955,6 @@ async fn a_packaged_chart_installs() -> anyhow::Result<()> {
         &format!("{}-controller", release.prefix()),
         &release.namespace,
     )?;
-    std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
 
