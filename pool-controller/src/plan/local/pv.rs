@@ -13,7 +13,7 @@
 //! annotation. The `volpool.io/node` label is only a copy for `kubectl -l`, which the
 //! controller restores when someone edits it.
 
-use k8s_openapi::api::core::v1::{LocalVolumeSource, PersistentVolume, PersistentVolumeSpec};
+use k8s_openapi::api::core::v1::{LocalVolumeSource, PersistentVolume};
 use volpool_api::{
     LABEL_HEALTH, LABEL_HOSTNAME, LABEL_MANAGED_BY, LABEL_NODE, MANAGED_BY, VolumeMode,
 };
@@ -177,28 +177,9 @@ impl LocalPv {
     }
 }
 
-/// The node a local PV is pinned to: the one value of its `kubernetes.io/hostname In [...]`
-/// node affinity, the way the controller writes it (immutable in the API, unlike a label).
-pub fn affinity_node(spec: &PersistentVolumeSpec) -> Option<&str> {
-    spec.local.as_ref()?;
-    let terms = &spec
-        .node_affinity
-        .as_ref()?
-        .required
-        .as_ref()?
-        .node_selector_terms;
-    let [term] = terms.as_slice() else {
-        return None;
-    };
-    let [only] = term.match_expressions.as_deref()? else {
-        return None;
-    };
-    let values = only.values.as_deref()?;
-    match values {
-        [node] if only.key == LABEL_HOSTNAME && only.operator == "In" => Some(node),
-        _ => None,
-    }
-}
+/// The node a local PV is pinned to (immutable in the API, unlike a label); shared with the
+/// agent, which checks it before a scrub.
+pub use volpool_api::pv::affinity_node;
 
 /// The node a local PV is on: its node affinity's, else (a PV that lost it) its label's.
 pub fn node_of(pv: &PersistentVolume) -> Option<&str> {
