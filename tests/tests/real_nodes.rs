@@ -379,6 +379,35 @@ async fn a_released_claim_is_scrubbed_before_a_new_claim_gets_the_volume() -> an
     Ok(())
 }
 
+/// The running containers of `node` by their runtime IDs, as the statuses of its pods that are
+/// not being deleted name them: ID → (pod UID, container name).
+async fn running_containers(node: &str) -> anyhow::Result<BTreeMap<String, (String, String)>> {
+    let pods: Api<Pod> = Api::all(nodes::client().await?);
+    let on_node = pods
+        .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
+        .await?;
+    let mut running = BTreeMap::new();
+    for pod in on_node
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+    {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        for status in pod
+            .status
+            .iter()
+            .flat_map(|s| s.container_statuses.iter().flatten())
+        {
+            let up = status.state.as_ref().is_some_and(|s| s.running.is_some());
+            if let (true, Some(id)) = (up, &status.container_id) {
+                let id = id.strip_prefix("containerd://").unwrap_or(id).to_owned();
+                running.insert(id, (uid.clone(), status.name.clone()));
+            }
+        }
+    }
+    Ok(running)
+}
+
 /// soft and hard of one line of /proc/<pid>/limits ("unlimited" as None).
 fn proc_limit(limits: &str, line: &str) -> anyhow::Result<[Option<u64>; 2]> {
     let rest = limits
@@ -419,34 +448,22 @@ spec:
     running(&ns, "es").await?;
     let inside = exec(&ns, "es", "cat /proc/1/limits")?;
 
-    let pods: Api<Pod> = Api::all(nodes::client().await?);
-    let on_node = pods
-        .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
-        .await?;
-    // Containers of the node by their runtime IDs, as the pods' statuses name them.
-    let mut expected = BTreeMap::new();
-    for pod in &on_node.items {
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
-        for status in pod
-            .status
-            .iter()
-            .flat_map(|s| s.container_statuses.iter().flatten())
-        {
-            let running = status.state.as_ref().is_some_and(|s| s.running.is_some());
-            if let (true, Some(id)) = (running, &status.container_id) {
-                let id = id.strip_prefix("containerd://").unwrap_or(id).to_owned();
-                expected.insert(id, (uid.clone(), status.name.clone()));
-            }
-        }
-    }
-    ensure!(
-        expected.len() >= 2,
-        "running containers on {node}: {expected:?}"
-    );
+    // NB: other tests start and delete pods on this node meanwhile; a container counts when it
+    // runs, in a pod not being deleted, both before and after the agent's report.
+    let before = running_containers(node).await?;
     let report: Value = serde_json::from_str(&agent_command(
         node,
         &["limits", "--host-root", "/host", "-o", "json"],
     )?)?;
+    let after = running_containers(node).await?;
+    let expected: BTreeMap<_, _> = before
+        .into_iter()
+        .filter(|(id, _)| after.contains_key(id))
+        .collect();
+    ensure!(
+        expected.len() >= 2,
+        "running containers on {node}: {expected:?}"
+    );
     let containers = report["containers"].as_array().context("no containers")?;
     for (id, (uid, name)) in &expected {
         let found = containers
