@@ -158,19 +158,21 @@ async fn disks_of_three_nodes_become_pvs_and_the_idle_pass_writes_nothing() -> a
 async fn capacity_drift_missing_and_replaced_volumes() -> anyhow::Result<()> {
     let (client, test, _controller, node) = setup_pool_and_node("ctl-drift").await?;
     let (pool, ns) = (test.clone(), test.clone());
+    // NB: volume ids of this run only: a PV left by an earlier run on the same cluster holds its id.
+    let id = |v: &str| format!("uuid:{test}-{v}");
     let vols = |a: u64| {
         vec![
-            volume(&pool, "vol1", "uuid:1", a * GIB),
-            volume(&pool, "vol2", "uuid:2", 5 * GIB),
-            volume(&pool, "vol3", "uuid:3", 5 * GIB),
+            volume(&pool, "vol1", &id("1"), a * GIB),
+            volume(&pool, "vol2", &id("2"), 5 * GIB),
+            volume(&pool, "vol3", &id("3"), 5 * GIB),
         ]
     };
     publish_report(&client, &node, vols(10), vec![]).await?;
     let name = |entry: &str, id: &str| local_pv_name(&pool, &node, entry, id);
     let (pv1, pv2, pv3) = (
-        name("vol1", "uuid:1"),
-        name("vol2", "uuid:2"),
-        name("vol3", "uuid:3"),
+        name("vol1", &id("1")),
+        name("vol2", &id("2")),
+        name("vol3", &id("3")),
     );
     wait_for_pvs(&client, &pool, &[pv1.clone(), pv2.clone(), pv3.clone()]).await?;
     bind(&client, &ns, "data-2", &pv2, &test).await?;
@@ -184,11 +186,11 @@ async fn capacity_drift_missing_and_replaced_volumes() -> anyhow::Result<()> {
     publish_report(
         &client,
         &node,
-        vec![volume(&pool, "vol3", "uuid:3b", 7 * GIB)],
+        vec![volume(&pool, "vol3", &id("3b"), 7 * GIB)],
         vec![],
     )
     .await?;
-    let new3 = name("vol3", "uuid:3b");
+    let new3 = name("vol3", &id("3b"));
     wait_for_pvs(&client, &pool, &[pv2.clone(), pv3.clone(), new3.clone()]).await?;
     let missing = wait_for_pv(&client, &pv2, "labelled missing", |p| {
         label(p, "volpool.io/health") == Some("missing")
@@ -245,9 +247,11 @@ async fn capacity_drift_missing_and_replaced_volumes() -> anyhow::Result<()> {
 async fn a_released_volume_is_scrubbed_by_request_then_offered_again() -> anyhow::Result<()> {
     let (client, test, _controller, node) = setup_pool_and_node("ctl-release").await?;
     let (pool, ns) = (test.clone(), test.clone());
-    let vols = || vec![volume(&pool, "vol1", "uuid:r1", 3 * GIB)];
+    // NB: volume ids of this run only: a PV left by an earlier run on the same cluster holds its id.
+    let id = |v: &str| format!("uuid:{test}-{v}");
+    let vols = || vec![volume(&pool, "vol1", &id("r1"), 3 * GIB)];
     publish_report(&client, &node, vols(), vec![]).await?;
-    let pv = local_pv_name(&pool, &node, "vol1", "uuid:r1");
+    let pv = local_pv_name(&pool, &node, "vol1", &id("r1"));
     wait_for_pvs(&client, &pool, std::slice::from_ref(&pv)).await?;
     bind(&client, &ns, "data", &pv, &test).await?;
     let old_uid = Api::<PersistentVolume>::all(client.clone())
@@ -272,7 +276,7 @@ async fn a_released_volume_is_scrubbed_by_request_then_offered_again() -> anyhow
             request.pv_uid.as_str(),
             request.volume_id.as_str()
         ),
-        (pv.as_str(), old_uid.as_str(), "uuid:r1")
+        (pv.as_str(), old_uid.as_str(), id("r1").as_str())
     );
     assert_eq!(
         request.claim_uid, claim_uid,
@@ -288,7 +292,7 @@ async fn a_released_volume_is_scrubbed_by_request_then_offered_again() -> anyhow
     );
 
     // The agent reports the scrub done.
-    let done = json!({"volumeID": "uuid:r1", "pvUID": old_uid, "result": "Succeeded",
+    let done = json!({"volumeID": id("r1"), "pvUID": old_uid, "result": "Succeeded",
                       "finishedAt": k8s_openapi::jiff::Timestamp::now().to_string()});
     publish_report(&client, &node, vols(), vec![done]).await?;
     let fresh = wait_for_pv(&client, &pv, "recreated", |p| {
@@ -440,16 +444,18 @@ async fn the_follower_takes_over_when_the_leader_is_killed() -> anyhow::Result<(
         Controller::start(&test, &format!("{test}-a")).await?,
         Controller::start(&test, &format!("{test}-b")).await?,
     ];
+    // NB: volume ids of this run only: a PV left by an earlier run on the same cluster holds its id.
+    let id = |v: &str| format!("uuid:{test}-{v}");
     let node = format!("{test}-n");
     create_node(&client, &node).await?;
     publish_report(
         &client,
         &node,
-        vec![volume(&pool, "vol1", "uuid:h1", GIB)],
+        vec![volume(&pool, "vol1", &id("h1"), GIB)],
         vec![],
     )
     .await?;
-    let first = local_pv_name(&pool, &node, "vol1", "uuid:h1");
+    let first = local_pv_name(&pool, &node, "vol1", &id("h1"));
     wait_for_pvs(&client, &pool, std::slice::from_ref(&first)).await?;
 
     let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
@@ -483,13 +489,13 @@ async fn the_follower_takes_over_when_the_leader_is_killed() -> anyhow::Result<(
         &client,
         &node,
         vec![
-            volume(&pool, "vol1", "uuid:h1", GIB),
-            volume(&pool, "vol2", "uuid:h2", GIB),
+            volume(&pool, "vol1", &id("h1"), GIB),
+            volume(&pool, "vol2", &id("h2"), GIB),
         ],
         vec![],
     )
     .await?;
-    let second = local_pv_name(&pool, &node, "vol2", "uuid:h2");
+    let second = local_pv_name(&pool, &node, "vol2", &id("h2"));
     wait_for_pvs(&client, &pool, &[first, second]).await?;
     assert_eq!(
         replicas[follower]
@@ -536,16 +542,18 @@ async fn bad_input_gives_conditions_and_leaves_other_pools_alone() -> anyhow::Re
     )
     .await?;
     let _controller = Controller::start(&test, &format!("{test}-a")).await?;
+    // NB: volume ids of this run only: a PV left by an earlier run on the same cluster holds its id.
+    let id = |v: &str| format!("uuid:{test}-{v}");
     let node = format!("{test}-n");
     create_node(&client, &node).await?;
-    let mut other = volume(&invalid, "x", "uuid:x", GIB);
+    let mut other = volume(&invalid, "x", &id("x"), GIB);
     other["path"] = json!("/mnt/other/x");
-    let mut third = volume(&classless, "t", "uuid:t", GIB);
+    let mut third = volume(&classless, "t", &id("t"), GIB);
     third["path"] = json!("/mnt/third/t");
     publish_report(
         &client,
         &node,
-        vec![volume(&good, "vol1", "uuid:g1", GIB), other, third],
+        vec![volume(&good, "vol1", &id("g1"), GIB), other, third],
         vec![],
     )
     .await?;
@@ -555,7 +563,7 @@ async fn bad_input_gives_conditions_and_leaves_other_pools_alone() -> anyhow::Re
     let agent = PatchParams::apply(volpool_api::FIELD_MANAGER_AGENT).force();
     reports.patch(&ghost, &agent, &Patch::Apply(json!({"apiVersion": "volpool.io/v1alpha1", "kind": "NodeVolumes", "metadata": {"name": ghost}, "spec": {}}))).await?;
     let status = json!({"apiVersion": "volpool.io/v1alpha1", "kind": "NodeVolumes",
-                        "status": {"agentVersion": "e2e", "volumes": [volume(&good, "vol9", "uuid:ghost", GIB)]}});
+                        "status": {"agentVersion": "e2e", "volumes": [volume(&good, "vol9", &id("ghost"), GIB)]}});
     reports
         .patch_status(&ghost, &agent, &Patch::Apply(&status))
         .await?;
@@ -563,7 +571,7 @@ async fn bad_input_gives_conditions_and_leaves_other_pools_alone() -> anyhow::Re
     wait_for_pvs(
         &client,
         &good,
-        &[local_pv_name(&good, &node, "vol1", "uuid:g1")],
+        &[local_pv_name(&good, &node, "vol1", &id("g1"))],
     )
     .await?;
     let condition = |pool: String, type_: &'static str, reason: &'static str| {
