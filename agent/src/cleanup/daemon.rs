@@ -323,7 +323,7 @@ async fn read_pv(
             return None;
         }
         let message = format!(
-            "waiting to read PersistentVolume {name} before scrubbing (the agent needs get on              persistentvolumes): {error}; nothing is touched until it can be read"
+            "waiting to read PersistentVolume {name} before scrubbing (the agent needs get on persistentvolumes): {error}; nothing is touched until it can be read"
         );
         tracing::warn!(pv = %name, %error, "cannot read the PV of a scrub request; retrying");
         let note = CleanupResult {
