@@ -11,9 +11,6 @@
 //! A local PV's node is the one its node affinity pins it to (immutable), not its
 //! `volpool.io/node` label (anyone can edit it); only a PV without such an affinity is filed
 //! under its label.
-//!
-//! ```text
-//! ```
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
