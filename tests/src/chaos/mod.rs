@@ -376,10 +376,10 @@ impl Run {
         else {
             return Ok(());
         };
-        let pools_before = World::observe(&self.bed).await?.pools;
+        let pools_before = world::pools(&self.bed).await?;
         let writes = settle::idle_writes(replica).await?;
         if !writes.is_empty() {
-            let pools_after = World::observe(&self.bed).await?.pools;
+            let pools_after = world::pools(&self.bed).await?;
             let changed = volpool_testkit::json_diff(
                 &serde_json::to_value(&pools_before)?,
                 &serde_json::to_value(&pools_after)?,

@@ -70,11 +70,7 @@ impl World {
                 reports.insert(node.name.clone(), nv);
             }
         }
-        let pool_api = Api::<VolumePool>::all(bed.client.clone());
-        let mut pools = Vec::new();
-        for name in [bed.local_pool(), bed.nfs_pool()] {
-            pools.extend(pool_api.get_opt(&name).await?);
-        }
+        let pools = pools(bed).await?;
         let mut disks = BTreeMap::new();
         let paths: Vec<_> = DISKS.iter().map(|d| bed.disk(d)).collect();
         let paths: Vec<&Path> = paths.iter().map(|p| p.as_path()).collect();
@@ -117,6 +113,22 @@ impl World {
         all.extend(self.pools.iter().map(|p| rv(&p.metadata)));
         all
     }
+}
+
+/// The soak's two pools, as the API has them now (a pool that does not exist is left out), or
+/// fail after [`LOOK`].
+pub async fn pools(bed: &Bed) -> anyhow::Result<Vec<VolumePool>> {
+    let api = Api::<VolumePool>::all(bed.client.clone());
+    let read = async {
+        let mut pools = Vec::new();
+        for name in [bed.local_pool(), bed.nfs_pool()] {
+            pools.extend(api.get_opt(&name).await?);
+        }
+        anyhow::Ok(pools)
+    };
+    tokio::time::timeout(LOOK, read)
+        .await
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer within {LOOK:?}")))
 }
 
 fn export_dirs(export: &Path) -> BTreeMap<String, Vec<String>> {
