@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::PersistentVolume;
 
-use super::pv::{LocalPv, unreadable};
+use super::pv::{LocalPv, UNREADABLE, unreadable};
 use crate::plan::pv::ANNOTATION_VOLUME_ID;
 
 /// What the PVs on one node already hold.
@@ -52,7 +52,7 @@ impl<'a> Held<'a> {
     /// applies the labels back.
     pub fn blocks(&self, volume: &LocalPv) -> Option<(&'static str, String)> {
         if let Some((_, why)) = self.unreadable.get(volume.path.as_str()) {
-            return Some(("UnreadablePV", why.clone()));
+            return Some((UNREADABLE, why.clone()));
         }
         let other = self.ids.get(volume.volume_id.as_str())?;
         (*other != volume.name).then(|| {

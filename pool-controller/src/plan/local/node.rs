@@ -27,7 +27,7 @@ use volpool_api::{CleanupMethod, CleanupRequest, LABEL_NODE, VolumePool};
 
 use super::desired::{Desired, PoolInput, desired};
 use super::held::Held;
-use super::pv::{Health, LocalPv, unreadable};
+use super::pv::{Health, LocalPv, UNREADABLE, unreadable};
 use crate::plan::change::Change;
 use crate::plan::events::{Notice, about_pv};
 use crate::plan::pv::{Phase, phase};
@@ -204,9 +204,6 @@ pub fn plan_node<'a>(
         cleanups: pass.cleanups,
     }
 }
-
-/// Reason of the problem about a PV whose identity cannot be read.
-pub const UNREADABLE: &str = "UnreadablePV";
 
 /// The part of a pool that is not planned (refused): its PVs counted, nothing else.
 pub fn count_only(observed: &[&PersistentVolume]) -> NodePart {

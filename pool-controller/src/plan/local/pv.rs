@@ -194,6 +194,9 @@ pub fn node_of(pv: &PersistentVolume) -> Option<&str> {
     affinity.or_else(label)
 }
 
+/// Reason of the problem about a PV whose identity cannot be read.
+pub const UNREADABLE: &str = "UnreadablePV";
+
 /// Why a local PV of volpool's making cannot be identified, and what to fix; `None` when it
 /// can be, or is not volpool's local PV.
 pub fn unreadable(pv: &PersistentVolume) -> Option<String> {
